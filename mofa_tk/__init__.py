@@ -1,0 +1,70 @@
+"""mofa_tk: differentiable rendering of 3D faces (MoFA) with Taichi kernels as PyTorch autograd ops.
+
+Quick start::
+
+    import mofa_tk
+    mofa_tk.init("auto")                     # or MOFA_TK_BACKEND=cpu|cuda|vulkan
+    model = mofa_tk.builtin_model()
+    verts = mofa_tk.morph(model, alpha, delta)              # (B, V, 3) mm
+    clip = mofa_tk.to_clip(mofa_tk.rigid(verts, rot, trans), focal, principal, (H, W))
+    rast = mofa_tk.rasterize(clip, model.triangles, (H, W))  # nvdiffrast conventions
+"""
+from __future__ import annotations
+
+import importlib.util as _ilu
+import os as _os
+import sys as _sys
+
+
+def _register_kernels_from_source_tree() -> None:
+    """Make `mofa_tk.kernels` importable when running from a source checkout that was not installed.
+
+    Installed (wheel or editable), setuptools maps the repository's top-level `kernels/` folder to the
+    sub-package `mofa_tk.kernels`. Run straight from a checkout, that mapping does not exist, so we
+    register the same folder under the same name here. `kernels` is never importable as a top-level name.
+    """
+    if "mofa_tk.kernels" in _sys.modules:
+        return
+    try:
+        if _ilu.find_spec("mofa_tk.kernels") is not None:
+            return
+    except ModuleNotFoundError:
+        pass
+    root = _os.path.join(_os.path.dirname(_os.path.dirname(_os.path.abspath(__file__))), "kernels")
+    init_py = _os.path.join(root, "__init__.py")
+    if not _os.path.exists(init_py):
+        raise ImportError("mofa_tk.kernels not found: neither installed nor beside the source tree")
+    spec = _ilu.spec_from_file_location("mofa_tk.kernels", init_py, submodule_search_locations=[root])
+    module = _ilu.module_from_spec(spec)
+    _sys.modules["mofa_tk.kernels"] = module
+    spec.loader.exec_module(module)
+
+
+_register_kernels_from_source_tree()
+
+from .backend import init, current_backend, available_backends  # noqa: E402
+from .errors import MofaError, ModelFormatError, BackendUnavailableError, InputError  # noqa: E402
+from .model import FaceModel  # noqa: E402
+try:  # TEMP-DEV
+    from .builtin import builtin_model  # noqa: E402
+except ImportError:  # TEMP-DEV
+    pass
+try:  # TEMP-DEV
+    from .loaders import load_model  # noqa: E402
+except ImportError:  # TEMP-DEV
+    pass
+from .geometry import morph, rigid, project, to_clip, axis_angle_to_matrix  # noqa: E402
+try:  # TEMP-DEV
+    from .raster import rasterize, interpolate, antialias  # noqa: E402
+except ImportError:  # TEMP-DEV
+    pass
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "init", "current_backend", "available_backends",
+    "MofaError", "ModelFormatError", "BackendUnavailableError", "InputError",
+    "FaceModel", "builtin_model", "load_model",
+    "morph", "rigid", "project", "to_clip", "axis_angle_to_matrix",
+    "rasterize", "interpolate", "antialias",
+]

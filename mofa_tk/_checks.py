@@ -1,0 +1,69 @@
+"""Argument validation shared by the ops: clear errors instead of bare tracebacks or silent NaNs."""
+from __future__ import annotations
+
+import torch
+
+from .backend import kernel_device
+from .errors import InputError
+
+
+def as_tensor(name: str, x, *, dtype=torch.float32) -> torch.Tensor:
+    """`x` as a torch tensor of `dtype` (keeps autograd history); InputError if it cannot be converted."""
+    if isinstance(x, torch.Tensor):
+        if x.is_complex():
+            raise InputError(f"{name}: complex tensors are not supported")
+        return x if x.dtype == dtype else x.to(dtype)
+    try:
+        return torch.as_tensor(x, dtype=dtype)
+    except Exception as exc:
+        raise InputError(f"{name}: expected a tensor or array, got {type(x).__name__} ({exc})") from None
+
+
+def check_shape(name: str, x: torch.Tensor, spec: str, **sizes) -> dict:
+    """Check `x.shape` against a spec such as "B,V,3"; letters bind to sizes (checked for consistency).
+
+    Returns the dict of bound sizes. Raises InputError naming the argument on mismatch.
+    """
+    dims = [d.strip() for d in spec.split(",")]
+    if x.ndim != len(dims):
+        raise InputError(f"{name}: expected shape ({spec}), got {tuple(x.shape)}")
+    bound = dict(sizes)
+    for d, n in zip(dims, x.shape):
+        if d.isdigit():
+            if int(d) != n:
+                raise InputError(f"{name}: expected shape ({spec}), got {tuple(x.shape)}")
+        elif d in bound and bound[d] is not None and bound[d] != n:
+            raise InputError(f"{name}: expected shape ({spec}) with {d}={bound[d]}, got {tuple(x.shape)}")
+        else:
+            bound[d] = n
+    return bound
+
+
+def check_finite(name: str, x: torch.Tensor) -> None:
+    """InputError when `x` holds NaN or Inf."""
+    if x.numel() and not bool(torch.isfinite(x).all()):
+        n_bad = int((~torch.isfinite(x)).sum())
+        raise InputError(f"{name}: contains {n_bad} NaN/Inf value(s)")
+
+
+def check_indices(name: str, idx: torch.Tensor, upper: int) -> None:
+    """InputError when integer indices fall outside [0, upper)."""
+    if idx.numel() == 0:
+        return
+    lo, hi = int(idx.min()), int(idx.max())
+    if lo < 0 or hi >= upper:
+        raise InputError(f"{name}: indices must lie in [0, {upper}), got values in [{lo}, {hi}]")
+
+
+def to_kernel(x: torch.Tensor, dtype=torch.float32) -> torch.Tensor:
+    """Contiguous tensor of `dtype` on the device the active backend reads without a copy."""
+    return x.detach().to(device=kernel_device(), dtype=dtype).contiguous()
+
+
+def batch_of(name: str, x: torch.Tensor, B: int) -> torch.Tensor:
+    """Broadcast a per-batch parameter with a leading batch dim of 1 (or none) to B."""
+    if x.shape[0] == B:
+        return x
+    if x.shape[0] == 1:
+        return x.expand(B, *x.shape[1:])
+    raise InputError(f"{name}: batch size {x.shape[0]} does not match B={B}")

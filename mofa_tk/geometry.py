@@ -1,0 +1,298 @@
+"""Differentiable geometry ops: morph (face model), rigid pose, projection, clip-space transform.
+
+Every op is a `torch.autograd.Function` whose forward and backward are Taichi kernels from
+`mofa_tk.kernels` (hand-written adjoints; they run on cpu, cuda and vulkan).
+"""
+from __future__ import annotations
+
+import torch
+
+from . import _checks as C
+from .backend import ensure_init
+from .kernels import morph as kmorph
+from .kernels import pose as kpose
+
+
+def _back(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    return x if x.device == like.device else x.to(like.device)
+
+
+# --------------------------------------------------------------------------------------------- morph
+class _LinearCombine(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, mean, basis1, basis2, coef1, coef2):
+        ensure_init()
+        B = coef1.shape[0]
+        out = torch.empty(B, mean.shape[0], 3, device=mean.device, dtype=torch.float32)
+        kmorph.linear_combine_fwd(mean, basis1, C.to_kernel(coef1), basis2, C.to_kernel(coef2), out)
+        ctx.save_for_backward(basis1, basis2)
+        ctx.B = B
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        basis1, basis2 = ctx.saved_tensors
+        g = C.to_kernel(grad_out)
+        grads = []
+        for basis, needs in ((basis1, ctx.needs_input_grad[3]), (basis2, ctx.needs_input_grad[4])):
+            if needs:
+                gc = torch.zeros(ctx.B, basis.shape[2], device=g.device, dtype=torch.float32)
+                if basis.shape[2]:
+                    kmorph.linear_combine_bwd(basis, g, gc)
+                grads.append(gc)
+            else:
+                grads.append(None)
+        return None, None, None, grads[0], grads[1]
+
+
+def linear_combine(mean, basis1, coef1, basis2=None, coef2=None) -> torch.Tensor:
+    """mean (V,3) + basis1 (V,3,K1) @ coef1 (B,K1) [+ basis2 (V,3,K2) @ coef2 (B,K2)] -> (B,V,3) float32.
+
+    Gradients flow to the coefficients only (the model tensors are constants).
+    """
+    mean_k = C.to_kernel(mean)
+    b1 = C.to_kernel(basis1)
+    B = coef1.shape[0]
+    if basis2 is None:
+        b2 = torch.zeros(mean.shape[0], 3, 0, device=mean_k.device)
+        coef2 = coef1.new_zeros(B, 0)
+    else:
+        b2 = C.to_kernel(basis2)
+    out = _LinearCombine.apply(mean_k, b1, b2, coef1, coef2)
+    return _back(out, coef1)
+
+
+def morph(model, alpha, delta=None) -> torch.Tensor:
+    """Face geometry from identity and expression coefficients.
+
+    model: FaceModel (V vertices, K_id shape and K_exp expression components)
+    alpha: (B, K_id) float32, identity coefficients in units of standard deviations
+    delta: (B, K_exp) float32, expression coefficients in std units (None = neutral)
+    returns verts (B, V, 3) float32, millimetres, in model space; differentiable w.r.t. alpha and delta.
+    """
+    alpha = C.as_tensor("alpha", alpha)
+    if alpha.ndim == 1:
+        alpha = alpha[None]
+    sz = C.check_shape("alpha", alpha, "B,K", K=model.k_id)
+    B = sz["B"]
+    if delta is None:
+        delta = alpha.new_zeros(B, model.k_exp)
+    delta = C.as_tensor("delta", delta)
+    if delta.ndim == 1:
+        delta = delta[None]
+    C.check_shape("delta", delta, "B,K", B=B, K=model.k_exp)
+    C.check_finite("alpha", alpha)
+    C.check_finite("delta", delta)
+    dev = alpha.device
+    std_id = model.shape_std.to(dev)
+    std_exp = model.expr_std.to(dev)
+    return linear_combine(model.mean_shape, model.shape_basis, alpha * std_id,
+                          model.expr_basis, delta * std_exp)
+
+
+def albedo(model, beta=None) -> torch.Tensor:
+    """Per-vertex reflectance (B, V, 3) float32 in [0, 1] (not clamped) from beta (B, K_alb) in std units.
+
+    With beta None, returns the model's mean albedo with B = 1.
+    """
+    if beta is None:
+        return model.albedo_mean[None].clone()
+    beta = C.as_tensor("beta", beta)
+    if beta.ndim == 1:
+        beta = beta[None]
+    C.check_shape("beta", beta, "B,K", K=model.k_alb)
+    C.check_finite("beta", beta)
+    return linear_combine(model.albedo_mean, model.albedo_basis, beta * model.albedo_std.to(beta.device))
+
+
+# --------------------------------------------------------------------------------------------- rigid / clip
+class _Affine(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, M, x):
+        ensure_init()
+        Mk, xk = C.to_kernel(M), C.to_kernel(x)
+        out = torch.empty(x.shape[0], x.shape[1], M.shape[1], device=xk.device, dtype=torch.float32)
+        kpose.affine_fwd(Mk, xk, out)
+        ctx.save_for_backward(Mk, xk)
+        return _back(out, x)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        Mk, xk = ctx.saved_tensors
+        g = C.to_kernel(grad_out)
+        gx = torch.empty_like(xk)
+        gM = torch.zeros_like(Mk)
+        kpose.affine_bwd(Mk, xk, g, gx, gM)
+        return _back(gM, grad_out), _back(gx, grad_out)
+
+
+def _check_verts(name, verts):
+    verts = C.as_tensor(name, verts)
+    if verts.ndim == 2:
+        verts = verts[None]
+    C.check_shape(name, verts, "B,V,3")
+    C.check_finite(name, verts)
+    return verts
+
+
+def axis_angle_to_matrix(rotation: torch.Tensor) -> torch.Tensor:
+    """Rodrigues: axis-angle (B, 3) radians -> rotation matrices (B, 3, 3); smooth at zero angle."""
+    r = rotation
+    theta2 = (r * r).sum(-1, keepdim=True)
+    small = theta2 < 1e-8
+    theta = torch.sqrt(torch.where(small, torch.ones_like(theta2), theta2))
+    # sin(t)/t and (1-cos t)/t^2 with Taylor series near zero so gradients stay finite.
+    a = torch.where(small, 1 - theta2 / 6, torch.sin(theta) / theta)
+    b = torch.where(small, 0.5 - theta2 / 24, (1 - torch.cos(theta)) / (theta * theta))
+    x, y, z = r.unbind(-1)
+    zero = torch.zeros_like(x)
+    K = torch.stack([zero, -z, y, z, zero, -x, -y, x, zero], -1).reshape(*r.shape[:-1], 3, 3)
+    eye = torch.eye(3, dtype=r.dtype, device=r.device).expand_as(K)
+    return eye + a[..., None] * K + b[..., None] * (K @ K)
+
+
+def rigid(verts, rotation, translation) -> torch.Tensor:
+    """Rigid transform into camera space: R @ v + t.
+
+    verts:       (B, V, 3) float32, millimetres (model space)
+    rotation:    (B, 3) axis-angle in radians, or (B, 3, 3) rotation matrices
+    translation: (B, 3) float32, millimetres
+    returns (B, V, 3) float32, millimetres, camera space (OpenGL: camera looks along -z).
+    Differentiable w.r.t. verts, rotation and translation.
+    """
+    verts = _check_verts("verts", verts)
+    B = verts.shape[0]
+    rotation = C.as_tensor("rotation", rotation).to(verts.device)
+    if rotation.ndim == 1:
+        rotation = rotation[None]
+    if rotation.ndim == 2:
+        C.check_shape("rotation", rotation, "B,3")
+        C.check_finite("rotation", rotation)
+        R = axis_angle_to_matrix(rotation)
+    else:
+        C.check_shape("rotation", rotation, "B,3,3")
+        C.check_finite("rotation", rotation)
+        R = rotation
+    translation = C.as_tensor("translation", translation).to(verts.device)
+    if translation.ndim == 1:
+        translation = translation[None]
+    C.check_shape("translation", translation, "B,3")
+    C.check_finite("translation", translation)
+    R = C.batch_of("rotation", R, B)
+    t = C.batch_of("translation", translation, B)
+    M = torch.cat([R, t[:, :, None]], dim=2)
+    return _Affine.apply(M, verts)
+
+
+def _intrinsics(focal, principal, B, device) -> torch.Tensor:
+    """(B, 4) = (fx, fy, cx, cy) from focal (scalar, (B,), (2,) or (B, 2)) and principal ((2,) or (B, 2))."""
+    f = C.as_tensor("focal", focal).to(device)
+    if f.ndim == 0:
+        f = f.reshape(1, 1).expand(B, 2)
+    elif f.ndim == 1:
+        f = f[:, None].expand(-1, 2) if f.shape[0] == B and B != 2 else f.reshape(1, -1)
+        if f.shape[-1] == 1:
+            f = f.expand(-1, 2)
+    if f.ndim != 2 or f.shape[-1] != 2:
+        raise C.InputError(f"focal: expected a scalar, (B,), (2,) or (B, 2), got shape {tuple(C.as_tensor('focal', focal).shape)}")
+    f = C.batch_of("focal", f, B)
+    if not bool((f > 0).all()):
+        raise C.InputError("focal: focal lengths must be > 0 pixels")
+    p = C.as_tensor("principal", principal).to(device)
+    if p.ndim == 1:
+        p = p[None]
+    C.check_shape("principal", p, "B,2")
+    p = C.batch_of("principal", p, B)
+    C.check_finite("focal", f)
+    C.check_finite("principal", p)
+    return torch.cat([f, p], dim=1)
+
+
+class _Project(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, intr):
+        ensure_init()
+        xk, ik = C.to_kernel(x), C.to_kernel(intr)
+        B, V = x.shape[:2]
+        pix = torch.empty(B, V, 2, device=xk.device)
+        depth = torch.empty(B, V, device=xk.device)
+        kpose.project_fwd(xk, ik, pix, depth)
+        ctx.save_for_backward(xk, ik)
+        return _back(pix, x), _back(depth, x)
+
+    @staticmethod
+    def backward(ctx, g_pix, g_depth):
+        xk, ik = ctx.saved_tensors
+        gp = C.to_kernel(g_pix) if g_pix is not None else torch.zeros(xk.shape[0], xk.shape[1], 2, device=xk.device)
+        gd = C.to_kernel(g_depth) if g_depth is not None else torch.zeros(xk.shape[0], xk.shape[1], device=xk.device)
+        gx = torch.empty_like(xk)
+        kpose.project_bwd(xk, ik, gp, gd, gx)
+        return _back(gx, g_pix if g_pix is not None else g_depth), None
+
+
+def project(verts_cam, focal, principal, image_size=None):
+    """Pinhole projection of camera-space vertices to pixels.
+
+    verts_cam:  (B, V, 3) float32, millimetres, camera space (visible points have z < 0)
+    focal:      focal length in pixels: scalar, (B,), (2,) = (fx, fy) or (B, 2)
+    principal:  principal point (cx, cy) in pixels: (2,) or (B, 2)
+    image_size: (H, W), accepted for symmetry with `to_clip` (unused by the projection itself)
+    returns pixels (B, V, 2) float32 (u right, v down; pixel centres at +0.5) and depth (B, V) float32 mm (= -z).
+    Differentiable w.r.t. verts_cam; the intrinsics are constants. Points with depth <= 0 raise InputError.
+    """
+    verts = _check_verts("verts_cam", verts_cam)
+    intr = _intrinsics(focal, principal, verts.shape[0], verts.device)
+    if verts.numel() and float(verts[..., 2].detach().max()) >= 0:
+        raise C.InputError("verts_cam: some vertices have z >= 0 (at or behind the camera, which looks along -z); "
+                           "use to_clip + rasterize, which clip them, or move the face in front of the camera")
+    return _Project.apply(verts, intr)
+
+
+def clip_matrix(focal, principal, image_size, near: float = 10.0, far: float = 10000.0, *, batch: int = 1,
+                device=None) -> torch.Tensor:
+    """(B, 4, 4) projection matrix from OpenGL camera space (mm) to clip space for `to_clip`.
+
+    x_ndc = 2u/W - 1 and y_ndc = 2v/H - 1 for the pixel (u, v) of `project`; z_ndc runs from -1 at depth
+    `near` to +1 at depth `far` (mm); w = depth.
+    """
+    H, W = _image_size(image_size)
+    intr = _intrinsics(focal, principal, batch, device or torch.device("cpu"))
+    fx, fy, cx, cy = intr.unbind(1)
+    zero = torch.zeros_like(fx)
+    one = torch.ones_like(fx)
+    a = -(far + near) / (far - near)
+    b = -2 * far * near / (far - near)
+    rows = [
+        torch.stack([2 * fx / W, zero, 1 - 2 * cx / W, zero], -1),
+        torch.stack([zero, -2 * fy / H, 1 - 2 * cy / H, zero], -1),
+        torch.stack([zero, zero, a * one, b * one], -1),
+        torch.stack([zero, zero, -one, zero], -1),
+    ]
+    return torch.stack(rows, 1)
+
+
+def _image_size(image_size):
+    try:
+        H, W = (int(s) for s in image_size)
+    except Exception:
+        raise C.InputError(f"image_size: expected (H, W), got {image_size!r}") from None
+    if H <= 0 or W <= 0:
+        raise C.InputError(f"image_size: H and W must be positive, got {(H, W)}")
+    return H, W
+
+
+def to_clip(verts_cam, focal, principal, image_size, near: float = 10.0, far: float = 10000.0) -> torch.Tensor:
+    """Camera-space vertices to nvdiffrast-style homogeneous clip coordinates for `rasterize`.
+
+    verts_cam:  (B, V, 3) float32, millimetres, OpenGL camera space
+    focal, principal: as in `project` (pixels)
+    image_size: (H, W) of the image to be rasterized
+    near, far:  clipping depths in millimetres
+    returns pos_clip (B, V, 4) float32; x/w = 2u/W - 1 and y/w = 2v/H - 1 with (u, v) the pixel of `project`,
+    so rasterized row i is image row i. Differentiable w.r.t. verts_cam (and focal/principal when tensors).
+    """
+    verts = _check_verts("verts_cam", verts_cam)
+    if not (0 < near < far):
+        raise C.InputError(f"near/far: need 0 < near < far, got near={near}, far={far}")
+    M = clip_matrix(focal, principal, image_size, near, far, batch=verts.shape[0], device=verts.device)
+    return _Affine.apply(M, verts)

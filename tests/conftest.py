@@ -1,0 +1,50 @@
+"""Shared fixtures: every op test runs once per available Taichi backend (cpu, vulkan, cuda).
+
+Set MOFA_TK_TEST_BACKENDS=cpu (comma-separated) to restrict the list while developing.
+"""
+import os
+from pathlib import Path
+
+import pytest
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+_WANTED = ("cpu", "vulkan", "cuda")
+
+
+def _backends():
+    import mofa_tk
+
+    wanted = os.environ.get("MOFA_TK_TEST_BACKENDS")
+    names = [n.strip() for n in wanted.split(",")] if wanted else list(_WANTED)
+    found = mofa_tk.available_backends()
+    params = []
+    for n in names:
+        if n in found:
+            params.append(pytest.param(n, id=n))
+        else:
+            params.append(pytest.param(n, id=n, marks=pytest.mark.skip(reason=f"backend {n} is not available on this machine")))
+    return params
+
+
+def pytest_generate_tests(metafunc):
+    if "backend" in metafunc.fixturenames:
+        metafunc.parametrize("backend", _BACKEND_PARAMS, indirect=True, scope="session")
+
+
+_BACKEND_PARAMS = _backends()
+
+
+@pytest.fixture(scope="session")
+def backend(request):
+    """Name of the active Taichi backend for this test (tests are grouped per backend)."""
+    import mofa_tk
+
+    return mofa_tk.init(request.param)
+
+
+@pytest.fixture(scope="session")
+def shared_data():
+    """Path of ../shared/data beside the checkout; skips the test when absent."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"real data folder {SHARED_DATA} is absent")
+    return SHARED_DATA

@@ -54,10 +54,8 @@ try:  # TEMP-DEV
 except ImportError:  # TEMP-DEV
     pass
 from .geometry import morph, rigid, project, to_clip, axis_angle_to_matrix  # noqa: E402
-try:  # TEMP-DEV
-    from .raster import rasterize, interpolate, antialias  # noqa: E402
-except ImportError:  # TEMP-DEV
-    pass
+from .raster import rasterize, interpolate, antialias  # noqa: E402
+from .shading import vertex_normals, sh_shade, ambient_sh, sh_basis  # noqa: E402
 
 __version__ = "0.1.0"
 
@@ -67,4 +65,5 @@ __all__ = [
     "FaceModel", "builtin_model", "load_model",
     "morph", "rigid", "project", "to_clip", "axis_angle_to_matrix",
     "rasterize", "interpolate", "antialias",
+    "vertex_normals", "sh_shade", "ambient_sh", "sh_basis",
 ]

@@ -27,7 +27,7 @@ if not log.handlers:
     log.propagate = False
 
 BACKENDS = ("auto", "cpu", "cuda", "vulkan")
-_state = {"backend": None}
+_state = {"backend": None, "generation": 0}
 
 
 def _ti():
@@ -78,6 +78,7 @@ def _try_init(name: str) -> str | None:
         ti.init(arch=arch, default_fp=ti.f32, default_ip=ti.i32, offline_cache=True, log_level=ti.WARN)
     except Exception as exc:  # Taichi raises RuntimeError subclasses on driver problems
         return f"ti.init failed: {exc}"
+    _state["generation"] += 1  # every ti.init invalidates Taichi-owned buffers
     if _current_arch() != arch:
         # Taichi silently falls back to the CPU when a GPU arch cannot start.
         got = _current_arch().name
@@ -129,6 +130,11 @@ def init(backend: str | None = None) -> str:
 def ensure_init() -> str:
     """Initialise from the environment if `init()` was never called; return the active backend."""
     return _state["backend"] or init(None)
+
+
+def generation() -> int:
+    """Counter bumped by every Taichi (re)initialisation; caches of Taichi buffers key on it."""
+    return _state["generation"]
 
 
 def current_backend() -> str | None:

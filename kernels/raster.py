@@ -1,0 +1,252 @@
+"""Z-buffered triangle rasterization in homogeneous clip space, and its adjoint.
+
+Forward, four launches (none differentiated):
+  0. `setup_pass`: per (batch, triangle), the pixel bounding box and how many 16 x 16 tiles cover it; a prefix
+     sum over those counts (torch.cumsum) turns (triangle, tile) pairs into one flat range of tasks.
+  1. `depth_pass`: parallel over tasks; scans one tile of one triangle's bounding box and keeps the
+     nearest depth z/w per pixel with a float32 `atomic_min`.
+  2. `id_pass`: same scan; where the triangle's depth equals the stored minimum (bit-exact: the same code
+     computes it) it does `atomic_min` on the triangle id (held as a float32, exact below 2**24), so exact ties
+     go to the lowest id on every backend, every run.
+  3. `resolve_pass`: per pixel, recomputes the perspective-correct barycentrics of the winning triangle and
+     writes rast = (u, v, z/w, id + 1) or zeros; it also resets the two key buffers to their sentinel, so they
+     never need a separate clear.
+Only float32 atomics are used, so the same code runs on cpu, cuda and vulkan. (Integer atomics inside
+loops with run-time bounds miscompile on Taichi 1.7's Vulkan backend with lavapipe: the loop stops after two
+iterations. Float atomics are emitted differently and are correct there; tests/test_raster.py covers it.)
+
+Coverage test (Olano & Greer's homogeneous rasterization, no clipping needed): for a pixel sample (sx, sy)
+in NDC, the clip-space point P = sum_k b_k V_k of the triangle's plane that lies on the sample's view ray
+satisfies sum_k b_k (x_k - sx w_k) = 0, sum_k b_k (y_k - sy w_k) = 0, sum_k b_k = 1, so
+b = n / sum(n) with n = a x c, a_k = x_k - sx w_k, c_k = y_k - sy w_k. The pixel is covered when all b_k >= 0
+(P inside the triangle), P.w > 0 (in front of the camera) and -1 <= P.z / P.w <= 1 (between near and far).
+These b_k are the perspective-correct barycentrics; rast stores u = b_1, v = b_2.
+"""
+import taichi as ti
+
+nd = ti.types.ndarray
+KEY_EMPTY = 3.0e38  # no depth / no triangle yet (larger than any depth or triangle id)
+MAX_TRIANGLES = 1 << 24  # triangle ids are exact in float32 below this
+TILE = 16  # pixels per side of one task's tile: bounds the serial work of one thread (Vulkan/lavapipe stops
+           # loops of more than ~65k iterations per invocation) and spreads large triangles over many threads
+
+
+@ti.func
+def _sample_ndc(i, j, H, W):
+    return ti.Vector([2.0 * (j + 0.5) / W - 1.0, 2.0 * (i + 0.5) / H - 1.0])
+
+
+@ti.func
+def _bary(p0, p1, p2, s):
+    """Perspective-correct barycentrics n / sum(n) (unnormalised n and its sum returned too)."""
+    a = ti.Vector([p0[0] - s[0] * p0[3], p1[0] - s[0] * p1[3], p2[0] - s[0] * p2[3]])
+    c = ti.Vector([p0[1] - s[1] * p0[3], p1[1] - s[1] * p1[3], p2[1] - s[1] * p2[3]])
+    n = a.cross(c)
+    return n, n.sum(), a, c
+
+
+@ti.func
+def _load(pos: ti.template(), b, vi):
+    return ti.Vector([pos[b, vi, 0], pos[b, vi, 1], pos[b, vi, 2], pos[b, vi, 3]])
+
+
+@ti.func
+def _bbox(p0, p1, p2, H, W):
+    """Pixel bounding box [i0, i1] x [j0, j1] of the triangle; empty box (i0 > i1) when trivially rejected."""
+    i0, i1, j0, j1 = 0, H - 1, 0, W - 1
+    # trivial reject: all three vertices outside the same frustum plane
+    reject = False
+    for ax in ti.static(range(3)):
+        if p0[ax] > p0[3] and p1[ax] > p1[3] and p2[ax] > p2[3]:
+            reject = True
+        if p0[ax] < -p0[3] and p1[ax] < -p1[3] and p2[ax] < -p2[3]:
+            reject = True
+    if reject:
+        i0 = H
+    elif p0[3] > 0 and p1[3] > 0 and p2[3] > 0:
+        x0, x1, x2 = p0[0] / p0[3], p1[0] / p1[3], p2[0] / p2[3]
+        y0, y1, y2 = p0[1] / p0[3], p1[1] / p1[3], p2[1] / p2[3]
+        # pixel j has its centre at NDC 2 (j + 0.5) / W - 1  <=>  j = (x + 1) W / 2 - 0.5
+        jlo = (ti.min(x0, x1, x2) + 1.0) * 0.5 * W - 0.5
+        jhi = (ti.max(x0, x1, x2) + 1.0) * 0.5 * W - 0.5
+        ilo = (ti.min(y0, y1, y2) + 1.0) * 0.5 * H - 0.5
+        ihi = (ti.max(y0, y1, y2) + 1.0) * 0.5 * H - 0.5
+        # clamp in float first so huge off-screen coordinates cannot overflow the int cast
+        j0 = ti.cast(ti.ceil(ti.max(jlo, -1.0)), ti.i32)
+        j1 = ti.cast(ti.floor(ti.min(jhi, W * 1.0)), ti.i32)
+        i0 = ti.cast(ti.ceil(ti.max(ilo, -1.0)), ti.i32)
+        i1 = ti.cast(ti.floor(ti.min(ihi, H * 1.0)), ti.i32)
+        j0, j1 = ti.max(0, j0), ti.min(W - 1, j1)
+        i0, i1 = ti.max(0, i0), ti.min(H - 1, i1)
+    # else: the triangle crosses w = 0; scan the whole image (rare: geometry reaching behind the camera)
+    return i0, i1, j0, j1
+
+
+@ti.func
+def _cover(p0, p1, p2, s):
+    """(covered, depth z/w, b) for sample s."""
+    n, tot, a, c = _bary(p0, p1, p2, s)
+    covered = False
+    depth = 0.0
+    b = ti.Vector([0.0, 0.0, 0.0])
+    if tot != 0.0:
+        b = n / tot
+        if b[0] >= 0.0 and b[1] >= 0.0 and b[2] >= 0.0:
+            w = b[0] * p0[3] + b[1] * p1[3] + b[2] * p2[3]
+            z = b[0] * p0[2] + b[1] * p1[2] + b[2] * p2[2]
+            if w > 0.0:
+                depth = z / w
+                if depth >= -1.0 and depth <= 1.0:
+                    covered = True
+    return covered, depth, b
+
+
+@ti.func
+def _front_facing(p0, p1, p2, cull_sign):
+    """False when culling is on and the triangle's NDC signed area has the culled sign (or it crosses w=0 side)."""
+    keep = True
+    if cull_sign != 0 and p0[3] > 0 and p1[3] > 0 and p2[3] > 0:
+        x0, y0 = p0[0] / p0[3], p0[1] / p0[3]
+        x1, y1 = p1[0] / p1[3], p1[1] / p1[3]
+        x2, y2 = p2[0] / p2[3], p2[1] / p2[3]
+        area = (x1 - x0) * (y2 - y0) - (x2 - x0) * (y1 - y0)
+        if area * cull_sign >= 0.0:
+            keep = False
+    return keep
+
+
+@ti.kernel
+def setup_pass(pos: nd(dtype=ti.f32, ndim=3), tris: nd(dtype=ti.i32, ndim=2), bbox: nd(dtype=ti.i32, ndim=2),
+               n_tiles: nd(dtype=ti.i32, ndim=1), H: ti.i32, W: ti.i32, cull_sign: ti.i32):
+    """Per (batch, triangle): pixel bounding box and the number of TILE x TILE tiles covering it (0 = skip)."""
+    T = tris.shape[0]
+    for b, t in ti.ndrange(pos.shape[0], T):
+        p0 = _load(pos, b, tris[t, 0])
+        p1 = _load(pos, b, tris[t, 1])
+        p2 = _load(pos, b, tris[t, 2])
+        i0, i1, j0, j1 = H, -1, 0, -1
+        if _front_facing(p0, p1, p2, cull_sign):
+            i0, i1, j0, j1 = _bbox(p0, p1, p2, H, W)
+        k = b * T + t
+        bbox[k, 0], bbox[k, 1], bbox[k, 2], bbox[k, 3] = i0, i1, j0, j1
+        n = 0
+        if i1 >= i0 and j1 >= j0:
+            n = ((i1 - i0) // TILE + 1) * ((j1 - j0) // TILE + 1)
+        n_tiles[k] = n
+
+
+@ti.func
+def _task(task, tile_end: ti.template(), bbox: ti.template()):
+    """Map a flat task index to (triangle slot k, pixel range) by binary search in the inclusive prefix sum."""
+    lo, hi = 0, tile_end.shape[0] - 1
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if tile_end[mid] > task:
+            hi = mid
+        else:
+            lo = mid + 1
+    k = lo
+    first = tile_end[k - 1] if k > 0 else 0
+    tile = task - first
+    i0, i1, j0, j1 = bbox[k, 0], bbox[k, 1], bbox[k, 2], bbox[k, 3]
+    tiles_x = (j1 - j0) // TILE + 1
+    ti0 = i0 + (tile // tiles_x) * TILE
+    tj0 = j0 + (tile % tiles_x) * TILE
+    return k, ti0, ti.min(i1, ti0 + TILE - 1), tj0, ti.min(j1, tj0 + TILE - 1)
+
+
+@ti.kernel
+def depth_pass(pos: nd(dtype=ti.f32, ndim=3), tris: nd(dtype=ti.i32, ndim=2), bbox: nd(dtype=ti.i32, ndim=2),
+               tile_end: nd(dtype=ti.i32, ndim=1), n_tasks: ti.i32, depth_key: nd(dtype=ti.f32, ndim=3)):
+    H, W, T = depth_key.shape[1], depth_key.shape[2], tris.shape[0]
+    for task in range(n_tasks):
+        k, i0, i1, j0, j1 = _task(task, tile_end, bbox)
+        b, t = k // T, k % T
+        p0 = _load(pos, b, tris[t, 0])
+        p1 = _load(pos, b, tris[t, 1])
+        p2 = _load(pos, b, tris[t, 2])
+        for i in range(i0, i1 + 1):
+            for j in range(j0, j1 + 1):
+                covered, depth, bc = _cover(p0, p1, p2, _sample_ndc(i, j, H, W))
+                if covered:
+                    ti.atomic_min(depth_key[b, i, j], depth)
+
+
+@ti.kernel
+def id_pass(pos: nd(dtype=ti.f32, ndim=3), tris: nd(dtype=ti.i32, ndim=2), bbox: nd(dtype=ti.i32, ndim=2),
+            tile_end: nd(dtype=ti.i32, ndim=1), n_tasks: ti.i32, depth_key: nd(dtype=ti.f32, ndim=3),
+            tri_key: nd(dtype=ti.f32, ndim=3)):
+    H, W, T = depth_key.shape[1], depth_key.shape[2], tris.shape[0]
+    for task in range(n_tasks):
+        k, i0, i1, j0, j1 = _task(task, tile_end, bbox)
+        b, t = k // T, k % T
+        p0 = _load(pos, b, tris[t, 0])
+        p1 = _load(pos, b, tris[t, 1])
+        p2 = _load(pos, b, tris[t, 2])
+        for i in range(i0, i1 + 1):
+            for j in range(j0, j1 + 1):
+                covered, depth, bc = _cover(p0, p1, p2, _sample_ndc(i, j, H, W))
+                if covered and depth == depth_key[b, i, j]:
+                    ti.atomic_min(tri_key[b, i, j], ti.cast(t, ti.f32))
+
+
+@ti.kernel
+def resolve_pass(pos: nd(dtype=ti.f32, ndim=3), tris: nd(dtype=ti.i32, ndim=2), depth_key: nd(dtype=ti.f32, ndim=3),
+                 tri_key: nd(dtype=ti.f32, ndim=3), rast: nd(dtype=ti.f32, ndim=4)):
+    H, W = rast.shape[1], rast.shape[2]
+    for b, i, j in ti.ndrange(rast.shape[0], H, W):
+        tk = tri_key[b, i, j]
+        u, v, d, tid = 0.0, 0.0, 0.0, 0.0
+        if tk < KEY_EMPTY:
+            t = ti.cast(tk, ti.i32)
+            p0 = _load(pos, b, tris[t, 0])
+            p1 = _load(pos, b, tris[t, 1])
+            p2 = _load(pos, b, tris[t, 2])
+            covered, depth, bc = _cover(p0, p1, p2, _sample_ndc(i, j, H, W))
+            u, v, d, tid = bc[1], bc[2], depth, ti.cast(t + 1, ti.f32)
+        rast[b, i, j, 0] = u
+        rast[b, i, j, 1] = v
+        rast[b, i, j, 2] = d
+        rast[b, i, j, 3] = tid
+        depth_key[b, i, j] = KEY_EMPTY
+        tri_key[b, i, j] = KEY_EMPTY
+
+
+@ti.kernel
+def rast_bwd(pos: nd(dtype=ti.f32, ndim=3), tris: nd(dtype=ti.i32, ndim=2), rast: nd(dtype=ti.f32, ndim=4),
+             grad_rast: nd(dtype=ti.f32, ndim=4), grad_pos: nd(dtype=ti.f32, ndim=3)):
+    """Scatter d loss / d pos from d loss / d (u, v, z/w) of every covered pixel (grad_pos must start at zero).
+
+    With n = a x c, b = n / sum(n), depth = (n . z) / (n . w):
+      dL/dn_k = (g_b[k] - g_b . b) / sum(n) + g_d (z_k - depth w_k) / (n . w)
+      dL/da = c x dL/dn,  dL/dc = dL/dn x a,  a_k = x_k - sx w_k,  c_k = y_k - sy w_k.
+    """
+    H, W = rast.shape[1], rast.shape[2]
+    for b, i, j in ti.ndrange(rast.shape[0], H, W):
+        tid = ti.cast(rast[b, i, j, 3], ti.i32)
+        if tid > 0:
+            t = tid - 1
+            v0, v1, v2 = tris[t, 0], tris[t, 1], tris[t, 2]
+            p0 = _load(pos, b, v0)
+            p1 = _load(pos, b, v1)
+            p2 = _load(pos, b, v2)
+            s = _sample_ndc(i, j, H, W)
+            n, tot, a, c = _bary(p0, p1, p2, s)
+            bc = n / tot
+            zs = ti.Vector([p0[2], p1[2], p2[2]])
+            ws = ti.Vector([p0[3], p1[3], p2[3]])
+            nw = n.dot(ws)
+            depth = n.dot(zs) / nw
+            gb = ti.Vector([0.0, grad_rast[b, i, j, 0], grad_rast[b, i, j, 1]])
+            gd = grad_rast[b, i, j, 2]
+            gn = (gb - gb.dot(bc)) / tot + gd * (zs - depth * ws) / nw
+            ga = c.cross(gn)
+            gc = gn.cross(a)
+            gz = gd * n / nw
+            gw = -s[0] * ga - s[1] * gc - gd * depth * n / nw
+            for k in ti.static(range(3)):
+                vk = v0 if k == 0 else (v1 if k == 1 else v2)
+                ti.atomic_add(grad_pos[b, vk, 0], ga[k])
+                ti.atomic_add(grad_pos[b, vk, 1], gc[k])
+                ti.atomic_add(grad_pos[b, vk, 2], gz[k])
+                ti.atomic_add(grad_pos[b, vk, 3], gw[k])

@@ -1,0 +1,266 @@
+"""Differentiable rasterization ops with nvdiffrast's conventions: rasterize, interpolate, antialias.
+
+Images are NHWC. `rast` is (B, H, W, 4) float32 = (u, v, z/w, triangle_id + 1), zeros where no triangle
+covers the pixel centre; u and v are the perspective-correct barycentric weights of the triangle's 2nd and
+3rd vertex. Pixel (row i, column j) samples NDC (2 (j + 0.5) / W - 1, 2 (i + 0.5) / H - 1).
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import numpy as np
+import torch
+
+from . import _checks as C
+from .backend import ensure_init, generation
+from .kernels import antialias as kaa
+from .kernels import interpolate as kinterp
+from .kernels import raster as kraster
+
+_KEY_CACHE: "OrderedDict[tuple, tuple]" = OrderedDict()
+_KEY_CACHE_SIZE = 2
+_TOPOLOGY_CACHE: "OrderedDict[tuple, torch.Tensor]" = OrderedDict()
+
+
+def _back(x, like):
+    return x if x.device == like.device else x.to(like.device)
+
+
+def _key_buffers(B, H, W):
+    """Depth/id key buffers in Taichi memory, filled with the empty sentinel.
+
+    The resolve pass restores the sentinel in every pixel it reads, so the buffers are reused across calls
+    without a separate clear (and on Vulkan they stay on the device, with no host copy per launch).
+    """
+    import taichi as ti
+
+    key = (generation(), B, H, W)
+    bufs = _KEY_CACHE.pop(key, None)
+    if bufs is None:
+        bufs = tuple(ti.ndarray(ti.f32, shape=(B, H, W)) for _ in range(2))
+        for buf in bufs:
+            buf.fill(kraster.KEY_EMPTY)
+    _KEY_CACHE[key] = bufs
+    while len(_KEY_CACHE) > _KEY_CACHE_SIZE:
+        _KEY_CACHE.popitem(last=False)
+    return bufs
+
+
+def _check_pos(name, pos):
+    pos = C.as_tensor(name, pos)
+    if pos.ndim == 2:
+        pos = pos[None]
+    C.check_shape(name, pos, "B,V,4")
+    C.check_finite(name, pos)
+    return pos
+
+
+def _check_tris(tris, n_vertices):
+    tris = C.as_tensor("tris", tris, dtype=torch.int32)
+    C.check_shape("tris", tris, "T,3")
+    C.check_indices("tris", tris, n_vertices)
+    return tris
+
+
+def _check_rast(rast, B=None):
+    rast = C.as_tensor("rast", rast)
+    C.check_shape("rast", rast, "B,H,W,4", B=B)
+    return rast
+
+
+def _resolution(resolution):
+    try:
+        H, W = (int(r) for r in resolution)
+    except Exception:
+        raise C.InputError(f"resolution: expected (H, W), got {resolution!r}") from None
+    if not (0 < H <= 16384 and 0 < W <= 16384):
+        raise C.InputError(f"resolution: H and W must be in [1, 16384], got {(H, W)}")
+    return H, W
+
+
+# --------------------------------------------------------------------------------------------- rasterize
+class _Rasterize(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, pos, tris, H, W, cull_sign):
+        ensure_init()
+        posk = C.to_kernel(pos)
+        trisk = tris.to(posk.device).contiguous()
+        B = posk.shape[0]
+        rast = torch.empty(B, H, W, 4, device=posk.device, dtype=torch.float32)
+        if trisk.shape[0] == 0:
+            rast.zero_()
+        else:
+            depth_key, tri_key = _key_buffers(B, H, W)
+            try:
+                n_slots = B * trisk.shape[0]
+                bbox = torch.empty(n_slots, 4, dtype=torch.int32, device=posk.device)
+                n_tiles = torch.empty(n_slots, dtype=torch.int32, device=posk.device)
+                kraster.setup_pass(posk, trisk, bbox, n_tiles, H, W, cull_sign)
+                tile_end = torch.cumsum(n_tiles, 0, dtype=torch.int32)
+                n_tasks = int(tile_end[-1])
+                if n_tasks > 0:
+                    kraster.depth_pass(posk, trisk, bbox, tile_end, n_tasks, depth_key)
+                    kraster.id_pass(posk, trisk, bbox, tile_end, n_tasks, depth_key, tri_key)
+                kraster.resolve_pass(posk, trisk, depth_key, tri_key, rast)
+            except Exception:
+                _KEY_CACHE.clear()  # buffers may be left dirty
+                raise
+        ctx.save_for_backward(posk, trisk, rast)
+        ctx.mark_non_differentiable(tris)
+        return _back(rast, pos)
+
+    @staticmethod
+    def backward(ctx, grad_rast):
+        posk, trisk, rast = ctx.saved_tensors
+        grad_pos = torch.zeros_like(posk)
+        if trisk.shape[0]:
+            kraster.rast_bwd(posk, trisk, rast.detach(), C.to_kernel(grad_rast), grad_pos)
+        return _back(grad_pos, grad_rast), None, None, None, None
+
+
+def rasterize(pos_clip, tris, resolution, cull_backfaces: bool = False) -> torch.Tensor:
+    """Rasterize triangles with a z-buffer (nvdiffrast's `rasterize` contract).
+
+    pos_clip:   (B, V, 4) float32 homogeneous clip-space positions (or (V, 4) for B = 1), e.g. from `to_clip`
+    tris:       (T, 3) int32 vertex indices (0-based), shared by the batch
+    resolution: (H, W) output size in pixels
+    cull_backfaces: drop triangles whose NDC signed area (x right, y along image rows) is positive, i.e. that
+                appear clockwise in the output image. With `to_clip` (rows = image rows), faces that wind
+                counter-clockwise seen from the camera are kept.
+    returns rast (B, H, W, 4) float32: (u, v, z/w, triangle_id + 1), zeros for background. Triangles crossing
+    w <= 0 are handled in homogeneous coordinates (no wrap-around); points outside -1 <= z/w <= 1 are clipped.
+    Exact depth ties go to the lowest triangle id. Differentiable: d rast[..., :3] / d pos_clip.
+    """
+    pos = _check_pos("pos_clip", pos_clip)
+    tris = _check_tris(tris, pos.shape[1])
+    if tris.shape[0] > kraster.MAX_TRIANGLES:
+        raise C.InputError(f"tris: at most {kraster.MAX_TRIANGLES} triangles are supported, got {tris.shape[0]}")
+    H, W = _resolution(resolution)
+    return _Rasterize.apply(pos, tris, H, W, 1 if cull_backfaces else 0)
+
+
+# --------------------------------------------------------------------------------------------- interpolate
+class _Interpolate(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, attr, rast, tris):
+        ensure_init()
+        attrk, rastk = C.to_kernel(attr), C.to_kernel(rast)
+        trisk = tris.to(rastk.device).contiguous()
+        B, H, W = rast.shape[:3]
+        out = torch.empty(B, H, W, attr.shape[2], device=rastk.device)
+        kinterp.interpolate_fwd(attrk, rastk, trisk, out)
+        ctx.save_for_backward(attrk, rastk, trisk)
+        return _back(out, attr)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        attrk, rastk, trisk = ctx.saved_tensors
+        grad_attr = torch.zeros_like(attrk)
+        grad_rast = torch.empty_like(rastk)
+        kinterp.interpolate_bwd(attrk, rastk, trisk, C.to_kernel(grad_out), grad_attr, grad_rast,
+                                1 if ctx.needs_input_grad[0] else 0)
+        return _back(grad_attr, grad_out), _back(grad_rast, grad_out), None
+
+
+def interpolate(attr, rast, tris) -> torch.Tensor:
+    """Interpolate vertex attributes at every pixel (nvdiffrast's `interpolate`, without derivatives output).
+
+    attr: (B, V, C) or (V, C) float32 per-vertex attributes (any units)
+    rast: (B, H, W, 4) float32 from `rasterize`
+    tris: (T, 3) int32, the triangles given to `rasterize`
+    returns (B, H, W, C) float32; zeros at background pixels. Differentiable w.r.t. attr and, through the
+    barycentrics in rast, w.r.t. the positions given to `rasterize`.
+    """
+    attr = C.as_tensor("attr", attr)
+    if attr.ndim == 2:
+        attr = attr[None]
+    C.check_shape("attr", attr, "B,V,C")
+    C.check_finite("attr", attr)
+    rast = _check_rast(rast)
+    if attr.shape[0] not in (1, rast.shape[0]):
+        raise C.InputError(f"attr: batch size {attr.shape[0]} must be 1 or match rast's B={rast.shape[0]}")
+    tris = _check_tris(tris, attr.shape[1])
+    if attr.shape[2] == 0:
+        return attr.new_zeros(*rast.shape[:3], 0)
+    return _Interpolate.apply(attr, rast, tris)
+
+
+# --------------------------------------------------------------------------------------------- antialias
+def triangle_neighbours(tris: torch.Tensor) -> torch.Tensor:
+    """(T, 3) int32: the triangle sharing edge (tris[t, k], tris[t, (k+1) % 3]) with t, or -1 on a boundary.
+
+    For edges shared by more than two triangles (non-manifold), one of the others is chosen.
+    """
+    t = tris.detach().cpu().numpy().astype(np.int64)
+    T = t.shape[0]
+    a = t.reshape(-1)
+    b = t[:, [1, 2, 0]].reshape(-1)
+    lo, hi = np.minimum(a, b), np.maximum(a, b)
+    key = lo * (int(t.max(initial=0)) + 1) + hi
+    order = np.argsort(key, kind="stable")
+    sk = key[order]
+    nbr = np.full(3 * T, -1, np.int64)
+    same_next = np.nonzero(sk[1:] == sk[:-1])[0]
+    e0, e1 = order[same_next], order[same_next + 1]
+    nbr[e0] = e1 // 3
+    nbr[e1] = e0 // 3
+    return torch.from_numpy(nbr.reshape(T, 3).astype(np.int32))
+
+
+def _neighbours_cached(tris: torch.Tensor, device) -> torch.Tensor:
+    key = (tris.data_ptr(), tuple(tris.shape), tris._version, str(device))
+    nbr = _TOPOLOGY_CACHE.get(key)
+    if nbr is None:
+        nbr = triangle_neighbours(tris).to(device)
+        _TOPOLOGY_CACHE[key] = nbr
+        while len(_TOPOLOGY_CACHE) > 8:
+            _TOPOLOGY_CACHE.popitem(last=False)
+    return nbr
+
+
+class _Antialias(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, color, rast, pos, tris, nbr):
+        ensure_init()
+        colork, rastk, posk = C.to_kernel(color), C.to_kernel(rast), C.to_kernel(pos)
+        trisk = tris.to(rastk.device).contiguous()
+        out = torch.empty_like(colork)
+        kaa.antialias_fwd(colork, rastk, posk, trisk, nbr, out)
+        ctx.save_for_backward(colork, rastk, posk, trisk, nbr)
+        return _back(out, color)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        colork, rastk, posk, trisk, nbr = ctx.saved_tensors
+        g = C.to_kernel(grad_out)
+        grad_color = g.clone()
+        grad_pos = torch.zeros_like(posk)
+        kaa.antialias_bwd(colork, rastk, posk, trisk, nbr, g, grad_color, grad_pos)
+        return _back(grad_color, grad_out), None, _back(grad_pos, grad_out), None, None
+
+
+def antialias(color, rast, pos_clip, tris) -> torch.Tensor:
+    """Antialias silhouette edges and give gradients to vertex positions across visibility edges.
+
+    color:    (B, H, W, C) float32 shaded image (e.g. from `interpolate`)
+    rast:     (B, H, W, 4) float32 from `rasterize` with the same pos_clip and tris
+    pos_clip: (B, V, 4) float32 clip-space positions given to `rasterize`
+    tris:     (T, 3) int32
+    returns (B, H, W, C) float32. Differentiable w.r.t. color and pos_clip (see docs/rendering.md).
+    """
+    color = C.as_tensor("color", color)
+    C.check_shape("color", color, "B,H,W,C")
+    C.check_finite("color", color)
+    B, H, W = color.shape[:3]
+    rast = _check_rast(rast, B)
+    if tuple(rast.shape[1:3]) != (H, W):
+        raise C.InputError(f"rast: resolution {tuple(rast.shape[1:3])} does not match color's {(H, W)}")
+    pos = _check_pos("pos_clip", pos_clip)
+    if pos.shape[0] != B:
+        raise C.InputError(f"pos_clip: batch size {pos.shape[0]} does not match color's B={B}")
+    tris = _check_tris(tris, pos.shape[1])
+    if tris.shape[0] == 0 or color.shape[3] == 0:
+        return color.clone()
+    ensure_init()
+    nbr = _neighbours_cached(tris, C.to_kernel(pos[:1, :1]).device)
+    return _Antialias.apply(color, rast, pos, tris, nbr)

@@ -1,0 +1,225 @@
+"""Differentiable shading ops: area-weighted vertex normals and spherical-harmonics (SH) Lambertian shading.
+
+Conventions (full write-up with sources in docs/lighting.md):
+
+* Normals live in camera space (OpenGL frame: x right, y up, z towards the viewer); a triangle wound
+  counter-clockwise seen from +z has normal +z.
+* `sh` holds, per colour channel, the 9 real SH coefficients L_k of the incident radiance, in the order
+  k = 0..8  <->  (l, m) = (0,0) (1,-1) (1,0) (1,1) (2,-2) (2,-1) (2,0) (2,1) (2,2), i.e. the basis
+      Y_k(n) = c_k * [1, y, z, x, xy, yz, 3z^2 - 1, xz, x^2 - y^2]
+  with c = (0.282095, 0.488603 x3, 1.092548, 1.092548, 0.315392, 1.092548, 0.546274)
+  (no Condon-Shortley phase). The irradiance is the Ramamoorthi-Hanrahan convolution with the clamped
+  cosine,  E(n) = sum_k A_l(k) L_k Y_k(n),  A = (pi, 2pi/3, pi/4) for bands 0, 1, 2, and the shaded colour is
+      colour = albedo * E(n)    per channel.
+* `sh = 0` means no light (black). `ambient_sh(B)` is uniform white light of irradiance 1 (colour = albedo);
+  an encoder that regresses lighting should predict an offset to it (Deep3DFaceRecon adds a constant to
+  the first coefficient for the same reason).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from . import _checks as C
+from .backend import ensure_init
+from .errors import InputError
+from .kernels import lighting as kl
+
+__all__ = ["vertex_normals", "sh_shade", "ambient_sh", "sh_basis", "SH_CONSTANTS", "SH_BAND_FACTORS"]
+
+#: Normalisation constants c_k of the 9 real SH basis functions (order as in the module docstring).
+SH_CONSTANTS = (kl.C0, kl.C1, kl.C1, kl.C1, kl.C2, kl.C2, kl.C20, kl.C2, kl.C22)
+#: Clamped-cosine convolution factors A_l (Ramamoorthi & Hanrahan 2001) for bands l = 0, 1, 2.
+SH_BAND_FACTORS = (kl.A0, kl.A1, kl.A2)
+#: L_00 of uniform radiance whose irradiance is 1:  A0 * L00 * c0 = 1  ->  L00 = 2 / sqrt(pi) = 1.128379.
+AMBIENT_L00 = 1.0 / (kl.A0 * kl.C0)
+
+
+def _back(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    return x if x.device == like.device else x.to(like.device)
+
+
+# --------------------------------------------------------------------------------------------- normals
+class _VertexNormals(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, verts, tris):
+        ensure_init()
+        vk = C.to_kernel(verts)
+        tk = C.to_kernel(tris, dtype=torch.int32)
+        B, V = vk.shape[:2]
+        acc = torch.zeros(B, V, 3, device=vk.device, dtype=torch.float32)
+        out = torch.empty_like(acc)
+        if B and V:
+            if tk.shape[0]:
+                kl.face_normal_accum(vk, tk, acc)
+            kl.normalize_fwd(acc, out)
+        ctx.save_for_backward(vk, tk, acc)
+        return _back(out, verts)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        vk, tk, acc = ctx.saved_tensors
+        gv = torch.zeros_like(vk)
+        if vk.shape[0] and vk.shape[1] and tk.shape[0]:
+            g = C.to_kernel(grad_out)
+            gacc = torch.empty_like(acc)
+            kl.normalize_bwd(acc, g, gacc)
+            kl.face_normal_bwd(vk, tk, gacc, gv)
+        return _back(gv, grad_out), None
+
+
+def _check_tris(name, tris, n_verts):
+    if isinstance(tris, torch.Tensor):
+        t = tris.detach()
+    else:
+        try:
+            t = torch.as_tensor(tris)
+        except Exception as exc:
+            raise InputError(f"{name}: expected an integer tensor or array, got {type(tris).__name__} ({exc})") from None
+    if t.is_complex() or t.dtype == torch.bool:
+        raise InputError(f"{name}: expected integer vertex indices, got dtype {t.dtype}")
+    if t.is_floating_point():
+        if t.numel() and not bool((torch.isfinite(t) & (t == torch.round(t))).all()):
+            raise InputError(f"{name}: expected integer vertex indices, got non-integer values (dtype {t.dtype})")
+    C.check_shape(name, t, "T,3")
+    t = t.to(torch.int64)
+    C.check_indices(name, t, n_verts)
+    return t.to(torch.int32)
+
+
+def vertex_normals(verts, tris) -> torch.Tensor:
+    """Area-weighted unit vertex normals.
+
+    verts: (B, V, 3) float32 (or (V, 3), treated as B = 1), millimetres (any length unit works: the
+           result is unit length), in any frame -- the normals come out in the same frame.
+    tris:  (T, 3) int32 (any integer dtype accepted) vertex indices in [0, V), shared by the batch,
+           wound counter-clockwise seen from the side the normal should point to.
+    returns (B, V, 3) float32 unit normals: n_v = s_v / |s_v| with s_v = sum over the faces incident to v of
+    cross(x1 - x0, x2 - x0) (twice the face area times the face's unit normal). Vertices with s_v = 0
+    (isolated vertices, or only degenerate faces) get the zero vector and receive zero gradient.
+    Differentiable w.r.t. verts (hand-written adjoint of the normalisation and cross products).
+    """
+    verts = C.as_tensor("verts", verts)
+    if verts.ndim == 2:
+        verts = verts[None]
+    C.check_shape("verts", verts, "B,V,3")
+    C.check_finite("verts", verts)
+    t = _check_tris("tris", tris, verts.shape[1])
+    return _VertexNormals.apply(verts, t)
+
+
+# --------------------------------------------------------------------------------------------- SH shading
+def ambient_sh(B: int = 1, intensity=1.0, *, device=None) -> torch.Tensor:
+    """SH code (B, 9, 3) float32 of uniform white ambient light with irradiance `intensity` (default 1).
+
+    Only the first coefficient is non-zero: L_00 = intensity * 2 / sqrt(pi) (= 1.128379 for 1), so
+    `sh_shade(n, albedo, ambient_sh(B))` returns albedo for every unit normal n. `intensity` may be a
+    scalar or a length-3 RGB sequence. Use `.reshape(B, 9, 3).transpose(1, 2).reshape(B, 27)` for the
+    flat (B, 27) channel-major layout.
+    """
+    if int(B) < 0:
+        raise InputError(f"B: expected a batch size >= 0, got {B}")
+    inten = C.as_tensor("intensity", intensity).reshape(-1)
+    if inten.numel() not in (1, 3):
+        raise InputError(f"intensity: expected a scalar or 3 values (RGB), got {inten.numel()} values")
+    sh = torch.zeros(int(B), 9, 3, dtype=torch.float32, device=device)
+    sh[:, 0, :] = (inten * AMBIENT_L00).to(sh.device)
+    return sh
+
+
+def sh_basis(normals) -> torch.Tensor:
+    """The 9 real SH basis functions Y_k(n) (..., 9) float32 at unit vectors `normals` (..., 3), in torch.
+
+    Plain torch (autograd by torch); handy to project environment lighting onto the basis:
+    L_k = integral over the sphere of L(w) Y_k(w) dw. Not used by `sh_shade` itself.
+    """
+    n = C.as_tensor("normals", normals)
+    x, y, z = n[..., 0], n[..., 1], n[..., 2]
+    one = torch.ones_like(x)
+    poly = torch.stack([one, y, z, x, x * y, y * z, 3 * z * z - 1, x * z, x * x - y * y], -1)
+    return poly * torch.tensor(SH_CONSTANTS, dtype=poly.dtype, device=poly.device)
+
+
+class _SHShade(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, normals, albedo, sh):
+        ensure_init()
+        nk, ak, sk = C.to_kernel(normals), C.to_kernel(albedo), C.to_kernel(sh)
+        B, N = nk.shape[:2]
+        out = torch.empty(B, N, 3, device=nk.device, dtype=torch.float32)
+        if B and N:
+            kl.sh_shade_fwd(nk, ak, sk, out)
+        ctx.save_for_backward(nk, ak, sk)
+        return _back(out, normals)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        nk, ak, sk = ctx.saved_tensors
+        B, N = nk.shape[:2]
+        need_n, need_a, need_s = ctx.needs_input_grad
+        g = C.to_kernel(grad_out)
+        gn = torch.zeros_like(nk)
+        ga = torch.zeros(B, N, 3, device=nk.device, dtype=torch.float32)
+        gs = torch.zeros_like(sk)
+        if B and N:
+            if need_n or need_a:
+                kl.sh_shade_bwd_points(nk, ak, sk, g, gn, ga)
+            if need_s:
+                kl.sh_shade_bwd_sh(nk, ak, g, gs)
+        if ak.shape[0] == 1 and B != 1:
+            ga = ga.sum(0, keepdim=True)
+        return (_back(gn, grad_out) if need_n else None, _back(ga, grad_out) if need_a else None,
+                _back(gs, grad_out) if need_s else None)
+
+
+def sh_shade(normals, albedo, sh) -> torch.Tensor:
+    """Lambertian shading under 3-band (9 coefficient) SH lighting: colour = albedo * E(normal) per channel.
+
+    normals: (B, N, 3) float32 unit normals in camera space (OpenGL: x right, y up, z towards the viewer),
+             per vertex or per pixel; (B, H, W, 3) images are accepted too (the result keeps that shape).
+             Normals are used as given (not renormalised): the op is a polynomial in n, so interpolated
+             normals should be normalised first; zero normals (background pixels) give finite colours.
+    albedo:  (B, N, 3) or (N, 3) shared by the batch (resp. (B, H, W, 3) or (H, W, 3)) float32 reflectance
+             per channel, usually in [0, 1].
+    sh:      (B, 27) float32 channel-major (sh[:, 9 c + k] = L_k of channel c, the Deep3DFaceRecon layout) or
+             (B, 9, 3) (sh[:, k, c], the DECA layout); a batch of 1 is broadcast to B. The 9 real SH
+             coefficients of the incident radiance per channel; sh = 0 is darkness, `ambient_sh(B)` gives
+             colour = albedo. Basis order k: 1, y, z, x, xy, yz, 3z^2 - 1, xz, x^2 - y^2 (docs/lighting.md).
+    returns colours (B, N, 3) float32 (or (B, H, W, 3)), linear, unclamped:
+        colour[b, i, c] = albedo[b, i, c] * sum_k A_l(k) c_k poly_k(n[b, i]) sh[b, k, c],  A = (pi, 2pi/3, pi/4).
+    Differentiable w.r.t. normals, albedo and sh (hand-written adjoint kernels, one launch for the batch).
+    """
+    normals = C.as_tensor("normals", normals)
+    if normals.ndim not in (3, 4) or normals.shape[-1] != 3:
+        raise InputError(f"normals: expected shape (B, N, 3) or (B, H, W, 3), got {tuple(normals.shape)}")
+    out_shape = normals.shape
+    B = normals.shape[0]
+    point_shape = tuple(normals.shape[1:-1])
+    C.check_finite("normals", normals)
+    N = math.prod(point_shape)
+    n_flat = normals.reshape(B, N, 3)
+
+    albedo = C.as_tensor("albedo", albedo).to(normals.device)
+    if tuple(albedo.shape) == point_shape + (3,):
+        a_flat = albedo.reshape(1, N, 3)
+    elif albedo.ndim == normals.ndim and tuple(albedo.shape[1:]) == point_shape + (3,) and albedo.shape[0] in (1, B):
+        a_flat = albedo.reshape(albedo.shape[0], N, 3)
+    else:
+        dims = ", ".join(str(d) for d in point_shape)
+        raise InputError(f"albedo: expected shape ({B}, {dims}, 3) or ({dims}, 3) to match normals "
+                         f"{tuple(normals.shape)}, got {tuple(albedo.shape)}")
+    C.check_finite("albedo", albedo)
+
+    sh = C.as_tensor("sh", sh).to(normals.device)
+    if sh.ndim == 2 and sh.shape[1] == 27:
+        sh93 = sh.reshape(sh.shape[0], 3, 9).transpose(1, 2)
+    elif sh.ndim == 3 and tuple(sh.shape[1:]) == (9, 3):
+        sh93 = sh
+    else:
+        raise InputError(f"sh: expected shape (B, 27) or (B, 9, 3), got {tuple(sh.shape)}")
+    C.check_finite("sh", sh)
+    sh93 = C.batch_of("sh", sh93, B)
+
+    out = _SHShade.apply(n_flat, a_flat, sh93)
+    return out.reshape(out_shape)

@@ -1,0 +1,253 @@
+"""rasterize / interpolate / antialias against brute-force NumPy references and finite differences."""
+import numpy as np
+import pytest
+import torch
+
+import mofa_tk
+from helpers import numeric_grad, rel_err
+from raster_reference import random_soup, rasterize_ref, rast_values_for_ids, pixel_centres_ndc
+
+
+def f32(a):
+    return torch.tensor(np.asarray(a), dtype=torch.float32)
+
+
+@pytest.mark.parametrize("H,W", [(32, 32), (48, 80), (65, 33)])
+def test_rasterize_matches_bruteforce(backend, H, W):
+    rng = np.random.default_rng(H * 1000 + W)
+    pos, tris = random_soup(rng, B=2, T=40)
+    pos32 = np.asarray(pos, np.float32)
+    rast = mofa_tk.rasterize(f32(pos32), torch.tensor(tris), (H, W)).numpy()
+    ref = rasterize_ref(pos32.astype(np.float64), tris, H, W)
+    assert rast.shape == (2, H, W, 4)
+    same = rast[..., 3] == ref[..., 3]
+    assert same.mean() >= 0.999, f"triangle ids agree on {same.mean():.4%} of pixels"
+    covered = same & (ref[..., 3] > 0)
+    assert covered.sum() > 0.3 * H * W
+    np.testing.assert_allclose(rast[covered][:, :3], ref[covered][:, :3], atol=1e-5)
+    assert (rast[~(ref[..., 3] > 0) & same] == 0).all()
+
+
+def test_rasterize_is_deterministic_and_ties_go_to_lowest_id(backend):
+    rng = np.random.default_rng(1)
+    pos, tris = random_soup(rng, B=1, T=30)
+    a = mofa_tk.rasterize(f32(pos), torch.tensor(tris), (40, 40))
+    b = mofa_tk.rasterize(f32(pos), torch.tensor(tris), (40, 40))
+    assert torch.equal(a, b)
+    # identical triangles: every covered pixel must report the lowest id (triangle 1 -> id 2)
+    p = f32([[[-0.9, -0.9, 0.1, 1], [0.9, -0.9, 0.1, 1], [0, 0.9, 0.1, 1]]])
+    r = mofa_tk.rasterize(p, torch.tensor([[0, 1, 0], [0, 1, 2], [0, 1, 2], [0, 1, 2]]), (16, 16))
+    ids = r[..., 3]
+    assert (ids > 0).sum() > 50 and set(ids.unique().tolist()) == {0.0, 2.0}
+
+
+def test_rast_grad_matches_finite_differences(backend):
+    rng = np.random.default_rng(2)
+    H, W = 24, 28
+    pos, tris = random_soup(rng, B=2, T=12, overlap=False)
+    pos = pos.astype(np.float32).astype(np.float64)
+    pt = torch.tensor(pos, dtype=torch.float32, requires_grad=True)
+    rast = mofa_tk.rasterize(pt, torch.tensor(tris), (H, W))
+    ids = rast[..., 3].detach().numpy()
+    wts = rng.normal(size=(2, H, W, 3))
+    (rast[..., :3] * f32(wts)).sum().backward()
+    num = numeric_grad(lambda p: (rast_values_for_ids(p, tris, ids, H, W) * wts).sum(), pos, eps=1e-5)
+    assert rel_err(pt.grad.numpy(), num) < 1e-3, rel_err(pt.grad.numpy(), num)
+    # the z/w channel alone
+    pt.grad = None
+    rast = mofa_tk.rasterize(pt, torch.tensor(tris), (H, W))
+    rast[..., 2].sum().backward()
+    num = numeric_grad(lambda p: rast_values_for_ids(p, tris, ids, H, W)[..., 2].sum(), pos, eps=1e-5)
+    assert rel_err(pt.grad.numpy(), num) < 1e-3
+
+
+def test_interpolate_forward_and_grads(backend):
+    rng = np.random.default_rng(3)
+    H, W = 20, 26
+    pos, tris = random_soup(rng, B=2, T=10, overlap=False)
+    pos = pos.astype(np.float32).astype(np.float64)
+    V = pos.shape[1]
+    attr = rng.normal(size=(2, V, 5))
+    pt = torch.tensor(pos, dtype=torch.float32, requires_grad=True)
+    at = torch.tensor(attr, dtype=torch.float32, requires_grad=True)
+    rast = mofa_tk.rasterize(pt, torch.tensor(tris), (H, W))
+    out = mofa_tk.interpolate(at, rast, torch.tensor(tris))
+    ids = rast[..., 3].detach().numpy()
+
+    def ref(p, a):
+        r = rast_values_for_ids(p, tris, ids, H, W)
+        res = np.zeros((2, H, W, a.shape[-1]))
+        for b in range(2):
+            m = ids[b] > 0
+            t = tris[ids[b][m].astype(int) - 1]
+            u, v = r[b, m, 0], r[b, m, 1]
+            res[b, m] = (1 - u - v)[:, None] * a[b, t[:, 0]] + u[:, None] * a[b, t[:, 1]] + v[:, None] * a[b, t[:, 2]]
+        return res
+
+    np.testing.assert_allclose(out.detach().numpy(), ref(pos, attr), atol=2e-5)
+    wts = rng.normal(size=out.shape)
+    (out * f32(wts)).sum().backward()
+    num_a = numeric_grad(lambda a: (ref(pos, a) * wts).sum(), attr)
+    num_p = numeric_grad(lambda p: (ref(p, attr) * wts).sum(), pos, eps=1e-5)
+    assert rel_err(at.grad.numpy(), num_a) < 1e-4
+    assert rel_err(pt.grad.numpy(), num_p) < 1e-3
+    # shared (V, C) attributes broadcast over the batch and accumulate their gradient
+    shared = torch.tensor(attr[0], dtype=torch.float32, requires_grad=True)
+    out2 = mofa_tk.interpolate(shared, rast.detach(), torch.tensor(tris))
+    np.testing.assert_allclose(out2[0].detach().numpy(), out[0].detach().numpy(), atol=1e-6)
+    out2.sum().backward()
+    assert shared.grad.shape == (V, 5)
+
+
+def _triangle_scene(rng_shift=0.0):
+    # one front-facing triangle covering part of the image, at depth w = 2
+    p = np.array([[-0.55 + rng_shift, -0.6, 0.0, 1.0], [0.62, -0.41, 0.0, 1.0], [-0.1, 0.7, 0.0, 1.0]])
+    return p * 2.0
+
+
+def _coverage_area_pixels(p, H, W):
+    x = (p[:, 0] / p[:, 3] + 1) * W / 2
+    y = (p[:, 1] / p[:, 3] + 1) * H / 2
+    return 0.5 * abs((x[1] - x[0]) * (y[2] - y[0]) - (x[2] - x[0]) * (y[1] - y[0]))
+
+
+def test_antialias_gradient_matches_supersampled_reference(backend):
+    """d(sum of antialiased image)/d(vertex) vs the exact coverage-area derivative.
+
+    A white triangle on black: the supersampled (limit: exact) image sum is the triangle's area in pixels,
+    whose derivative is analytic. Antialiasing approximates coverage per pixel pair; the error shrinks with
+    the edge length in pixels (measured on this scene: <= 11% at 64 px, <= 4% at 128 px, <= 1% at 256 px),
+    so at 128 px we allow 5%.
+    """
+    H, W = 128, 128
+    p = _triangle_scene()
+    tris = torch.tensor([[0, 1, 2]])
+    pt = torch.tensor(p[None], dtype=torch.float32, requires_grad=True)
+    rast = mofa_tk.rasterize(pt, tris, (H, W))
+    color = (rast[..., 3:4] > 0).float().expand(-1, -1, -1, 3).contiguous()
+    out = mofa_tk.antialias(color, rast, pt, tris)
+    out[..., 0].sum().backward()
+    g = pt.grad.numpy()[0]
+    num = numeric_grad(lambda q: _coverage_area_pixels(q, H, W), p)
+    for v in range(3):
+        for ax in range(2):  # x and y of each (silhouette) vertex
+            assert np.sign(g[v, ax]) == np.sign(num[v, ax])
+            assert abs(g[v, ax] - num[v, ax]) <= 0.05 * abs(num[v, ax]) + 0.5, (v, ax, g[v, ax], num[v, ax])
+    # forward: the antialiased sum is closer to the true area than the aliased one (averaged over shifts)
+    err_aa, err_alias = [], []
+    for s in np.linspace(0, 0.03, 7):
+        q = torch.tensor(_triangle_scene(s)[None], dtype=torch.float32)
+        r = mofa_tk.rasterize(q, tris, (H, W))
+        c = (r[..., 3:4] > 0).float()
+        a = mofa_tk.antialias(c, r, q, tris)
+        area = _coverage_area_pixels(_triangle_scene(s), H, W)
+        err_aa.append(abs(float(a.sum()) - area))
+        err_alias.append(abs(float(c.sum()) - area))
+    assert np.mean(err_aa) < 0.5 * np.mean(err_alias)
+
+
+def test_antialias_leaves_interior_edges_alone_and_color_grad(backend):
+    # two triangles sharing an edge (a quad), both front-facing: the shared edge is not a silhouette
+    p = f32([[[-0.7, -0.7, 0, 1], [0.7, -0.7, 0, 1], [0.7, 0.7, 0, 1], [-0.7, 0.7, 0, 1]]])
+    tris = torch.tensor([[0, 1, 2], [0, 2, 3]])
+    rast = mofa_tk.rasterize(p, tris, (32, 32))
+    color = torch.rand(1, 32, 32, 3)
+    color = color * (rast[..., 3:4] > 0)
+    out = mofa_tk.antialias(color, rast, p, tris)
+    interior = torch.zeros(32, 32, dtype=torch.bool)
+    interior[6:26, 6:26] = True
+    assert torch.equal(out[0][interior], color[0][interior])
+    # colour gradient: antialias is linear in colour, so check against finite differences of itself
+    c = color.clone().requires_grad_(True)
+    wts = torch.randn_like(color)
+    (mofa_tk.antialias(c, rast, p, tris) * wts).sum().backward()
+    idx = [(0, 5, 10, 1), (0, 6, 6, 0), (0, 25, 26, 2), (0, 16, 16, 1)]
+    for i in idx:
+        e = torch.zeros_like(color)
+        e[i] = 1e-2
+        fd = float(((mofa_tk.antialias(color + e, rast, p, tris) - mofa_tk.antialias(color - e, rast, p, tris)) * wts).sum() / 2e-2)
+        assert abs(float(c.grad[i]) - fd) < 1e-3
+
+
+def test_batch_consistency(backend):
+    rng = np.random.default_rng(5)
+    pos, tris = random_soup(rng, B=5, T=20)
+    full = mofa_tk.rasterize(f32(pos), torch.tensor(tris), (30, 30))
+    for b in range(5):
+        single = mofa_tk.rasterize(f32(pos[b:b + 1]), torch.tensor(tris), (30, 30))
+        assert torch.equal(single[0], full[b])
+    big = np.repeat(pos[:1], 64, axis=0)
+    r64 = mofa_tk.rasterize(f32(big), torch.tensor(tris), (16, 16))
+    assert torch.equal(r64, r64[:1].expand(64, -1, -1, -1))
+
+
+def _ray_cast_ids(verts_cam, tris, f, c, H, W, near):
+    """Camera-space ray casting (Moller-Trumbore) reference: nearest hit with depth >= near."""
+    ids = np.zeros((H, W))
+    best = np.full((H, W), np.inf)
+    jj, ii = np.meshgrid(np.arange(W) + 0.5, np.arange(H) + 0.5)
+    d = np.stack([(jj - c[0]) / f, -(ii - c[1]) / f, -np.ones_like(jj)], -1)  # direction with depth 1
+    for t, tri in enumerate(tris):
+        v0, v1, v2 = verts_cam[tri]
+        e1, e2 = v1 - v0, v2 - v0
+        pvec = np.cross(d, e2)
+        det = pvec @ e1
+        ok = np.abs(det) > 1e-12
+        inv = np.where(ok, 1 / np.where(ok, det, 1), 0)
+        tvec = -v0
+        u = (pvec @ tvec) * inv
+        q = np.cross(tvec, e1)
+        v = (q @ np.ones(1) if False else (d * q).sum(-1)) * inv
+        depth = (q @ e2) * inv
+        hit = ok & (u >= 0) & (v >= 0) & (u + v <= 1) & (depth >= near) & (depth < best)
+        best[hit] = depth[hit]
+        ids[hit] = t + 1
+    return ids
+
+
+def test_triangles_behind_camera_are_clipped_not_wrapped(backend):
+    # a large floor triangle reaching behind the camera, plus one triangle entirely behind it
+    verts = np.array([[-300.0, -50, 200], [300, -50, 200], [0, -50, -900],   # crosses z = 0 (camera plane)
+                      [-50, 20, 100], [50, 20, 100], [0, 60, 150]])          # entirely behind (z > 0)
+    tris = np.array([[0, 2, 1], [3, 4, 5]], np.int32)
+    H, W, f, c, near = 40, 50, 40.0, (25.0, 20.0), 10.0
+    clip = mofa_tk.to_clip(f32(verts[None]), f, c, (H, W), near=near, far=5000)
+    rast = mofa_tk.rasterize(clip, torch.tensor(tris), (H, W)).numpy()[0]
+    ref = _ray_cast_ids(verts, tris, f, c, H, W, near)
+    assert (ref > 0).sum() > 100
+    assert (rast[..., 3] == 2).sum() == 0
+    assert (rast[..., 3] == ref).mean() > 0.995
+    all_behind = f32([[[0, 0, 0.5, -1], [1, 0, 0.5, -1], [0, 1, 0.5, -1]]])
+    assert mofa_tk.rasterize(all_behind, torch.tensor([[0, 1, 2]]), (8, 8)).abs().sum() == 0
+
+
+def test_degenerate_and_bad_inputs(backend):
+    tri = torch.tensor([[0, 1, 2]])
+    zero_area = f32([[[0, 0, 0, 1], [0.5, 0.5, 0, 1], [1, 1, 0, 1]]])
+    assert mofa_tk.rasterize(zero_area, tri, (16, 16)).abs().sum() == 0
+    p = f32([[[-1, -1, 0, 1], [1, -1, 0, 1], [0, 1, 0, 1]]])
+    empty = mofa_tk.rasterize(p, torch.zeros(0, 3, dtype=torch.int32), (8, 8))
+    assert empty.shape == (1, 8, 8, 4) and empty.abs().sum() == 0
+    with pytest.raises(mofa_tk.InputError, match="pos_clip.*NaN"):
+        mofa_tk.rasterize(torch.full((1, 3, 4), float("nan")), tri, (8, 8))
+    with pytest.raises(mofa_tk.InputError, match="tris"):
+        mofa_tk.rasterize(p, torch.tensor([[0, 1, 3]]), (8, 8))
+    with pytest.raises(mofa_tk.InputError, match="tris"):
+        mofa_tk.rasterize(p, torch.tensor([[0, -1, 2]]), (8, 8))
+    with pytest.raises(mofa_tk.InputError, match="resolution"):
+        mofa_tk.rasterize(p, tri, (0, 8))
+    with pytest.raises(mofa_tk.InputError, match="pos_clip"):
+        mofa_tk.rasterize(torch.zeros(1, 3, 3), tri, (8, 8))
+    rast = mofa_tk.rasterize(p, tri, (8, 8))
+    with pytest.raises(mofa_tk.InputError, match="attr"):
+        mofa_tk.interpolate(torch.zeros(3, 2, 5), rast, tri)
+
+
+def test_large_resolution_matches_reference(backend):
+    H, W = 2048, 2048
+    p = np.array([[[-0.9, -0.8, 0.2, 1.0], [0.85, -0.9, 0.2, 1.0], [0.1, 0.95, 0.2, 1.0],
+                   [-0.5, -0.5, -0.5, 2.0], [0.5, -0.5, 0.5, 2.0], [0.0, 0.5, 0.0, 2.0]]])
+    tris = np.array([[0, 1, 2], [3, 4, 5]], np.int32)
+    rast = mofa_tk.rasterize(f32(p), torch.tensor(tris), (H, W)).numpy()
+    ref = rasterize_ref(p.astype(np.float32).astype(np.float64), tris, H, W)
+    assert (rast[..., 3] == ref[..., 3]).mean() > 0.9999

@@ -1,19 +1,22 @@
 """Z-buffered triangle rasterization in homogeneous clip space, and its adjoint.
 
-Forward, four launches (none differentiated):
-  0. `setup_pass`: per (batch, triangle), the pixel bounding box and how many 16 x 16 tiles cover it; a prefix
-     sum over those counts (torch.cumsum) turns (triangle, tile) pairs into one flat range of tasks.
-  1. `depth_pass`: parallel over tasks; scans one tile of one triangle's bounding box and keeps the
-     nearest depth z/w per pixel with a float32 `atomic_min`.
-  2. `id_pass`: same scan; where the triangle's depth equals the stored minimum (bit-exact: the same code
-     computes it) it does `atomic_min` on the triangle id (held as a float32, exact below 2**24), so exact ties
-     go to the lowest id on every backend, every run.
-  3. `resolve_pass`: per pixel, recomputes the perspective-correct barycentrics of the winning triangle and
-     writes rast = (u, v, z/w, id + 1) or zeros; it also resets the two key buffers to their sentinel, so they
+Forward (no pass is differentiated):
+  1. `raster_small`: parallel over (batch, triangle); computes the triangle's pixel bounding box and, for
+     boxes of at most SMALL_MAX pixels (almost every triangle of a face mesh), scans it at once, keeping the
+     nearest surface per pixel with an atomic min on a key. Larger boxes are recorded with their number of
+     TILE x TILE tiles; a prefix sum of those counts (torch.cumsum) numbers the tiles, and `raster_big` scans
+     one tile per thread (found by binary search), so huge triangles are spread over many threads.
+  2. `resolve_*`: per pixel, recomputes the perspective-correct barycentrics of the winning triangle and
+     writes rast = (u, v, z/w, id + 1) or zeros; it also resets the key buffers to their sentinel, so they
      never need a separate clear.
-Only float32 atomics are used, so the same code runs on cpu, cuda and vulkan. (Integer atomics inside
-loops with run-time bounds miscompile on Taichi 1.7's Vulkan backend with lavapipe: the loop stops after two
-iterations. Float atomics are emitted differently and are correct there; tests/test_raster.py covers it.)
+The key, by backend:
+  - cpu / cuda, mode PACKED: one int64 per pixel, (float bits of z/w + 2) << 32 | triangle id, with a 64-bit
+    atomic_min: nearest depth wins, exact depth ties go to the lowest id. One scan.
+  - vulkan, modes DEPTH then ID: a float32 atomic_min of z/w, then a second scan where triangles whose depth
+    equals the stored minimum (bit-exact: the same code computes it) atomic_min their id, held as a float32.
+    Integer atomics inside loops with run-time bounds miscompile on Taichi 1.7's Vulkan backend with lavapipe
+    (the loop stops after two iterations); float atomics are emitted differently and are correct there.
+Both give the same rast (tests/test_raster.py runs on every backend).
 
 Coverage test (Olano & Greer's homogeneous rasterization, no clipping needed): for a pixel sample (sx, sy)
 in NDC, the clip-space point P = sum_k b_k V_k of the triangle's plane that lies on the sample's view ray
@@ -25,10 +28,14 @@ These b_k are the perspective-correct barycentrics; rast stores u = b_1, v = b_2
 import taichi as ti
 
 nd = ti.types.ndarray
-KEY_EMPTY = 3.0e38  # no depth / no triangle yet (larger than any depth or triangle id)
-MAX_TRIANGLES = 1 << 24  # triangle ids are exact in float32 below this
-TILE = 16  # pixels per side of one task's tile: bounds the serial work of one thread (Vulkan/lavapipe stops
-           # loops of more than ~65k iterations per invocation) and spreads large triangles over many threads
+KEY_EMPTY = 3.0e38  # split mode: no depth / no triangle yet (larger than any depth or triangle id)
+KEY_EMPTY_I64 = (1 << 63) - 1  # packed mode: no triangle yet
+MAX_TRIANGLES = 1 << 24  # triangle ids are exact in float32 (rast channel 3) below this
+SMALL_MAX = 4096  # triangles whose pixel bounding box is at most this many pixels are scanned by one thread
+TILE = 16  # larger ones are cut into TILE x TILE tiles, one thread each: this bounds the serial work of a
+           # thread (Vulkan/lavapipe stops loops of more than ~65k iterations per invocation) and spreads
+           # large triangles over many threads
+PACKED, DEPTH, ID = 0, 1, 2  # key-update modes (see module docstring)
 
 
 @ti.func
@@ -115,10 +122,35 @@ def _front_facing(p0, p1, p2, cull_sign):
     return keep
 
 
+@ti.func
+def _update(b, i, j, t, depth, key_a: ti.template(), key_b: ti.template(), mode: ti.template()):
+    if ti.static(mode == PACKED):
+        # (depth + 2) is a positive float, so its bits order like the value: the high word orders by depth,
+        # the low word by triangle id (lowest id wins exact ties).
+        key = (ti.cast(ti.bit_cast(depth + 2.0, ti.i32), ti.i64) << 32) | ti.cast(t, ti.i64)
+        ti.atomic_min(key_a[b, i, j], key)
+    elif ti.static(mode == DEPTH):
+        ti.atomic_min(key_a[b, i, j], depth)
+    else:  # ID: only where this triangle's depth equals the stored minimum (same code, bit-exact)
+        if depth == key_a[b, i, j]:
+            ti.atomic_min(key_b[b, i, j], ti.cast(t, ti.f32))
+
+
+@ti.func
+def _scan(b, t, p0, p1, p2, i0, i1, j0, j1, H, W, key_a: ti.template(), key_b: ti.template(), mode: ti.template()):
+    for i in range(i0, i1 + 1):
+        for j in range(j0, j1 + 1):
+            covered, depth, bc = _cover(p0, p1, p2, _sample_ndc(i, j, H, W))
+            if covered:
+                _update(b, i, j, t, depth, key_a, key_b, mode)
+
+
 @ti.kernel
-def setup_pass(pos: nd(dtype=ti.f32, ndim=3), tris: nd(dtype=ti.i32, ndim=2), bbox: nd(dtype=ti.i32, ndim=2),
-               n_tiles: nd(dtype=ti.i32, ndim=1), H: ti.i32, W: ti.i32, cull_sign: ti.i32):
-    """Per (batch, triangle): pixel bounding box and the number of TILE x TILE tiles covering it (0 = skip)."""
+def raster_small(pos: nd(dtype=ti.f32, ndim=3), tris: nd(dtype=ti.i32, ndim=2), bbox: nd(dtype=ti.i32, ndim=2),
+                 n_tiles: nd(dtype=ti.i32, ndim=1), H: ti.i32, W: ti.i32, cull_sign: ti.i32,
+                 key_a: nd(ndim=3), key_b: nd(ndim=3), mode: ti.template()):
+    """Per (batch, triangle): scan triangles whose bounding box has at most SMALL_MAX pixels directly; for the
+    others record the box and its number of TILE x TILE tiles for `raster_big` (n_tiles = 0 otherwise)."""
     T = tris.shape[0]
     for b, t in ti.ndrange(pos.shape[0], T):
         p0 = _load(pos, b, tris[t, 0])
@@ -128,10 +160,13 @@ def setup_pass(pos: nd(dtype=ti.f32, ndim=3), tris: nd(dtype=ti.i32, ndim=2), bb
         if _front_facing(p0, p1, p2, cull_sign):
             i0, i1, j0, j1 = _bbox(p0, p1, p2, H, W)
         k = b * T + t
-        bbox[k, 0], bbox[k, 1], bbox[k, 2], bbox[k, 3] = i0, i1, j0, j1
         n = 0
         if i1 >= i0 and j1 >= j0:
-            n = ((i1 - i0) // TILE + 1) * ((j1 - j0) // TILE + 1)
+            if (i1 - i0 + 1) * (j1 - j0 + 1) <= SMALL_MAX:
+                _scan(b, t, p0, p1, p2, i0, i1, j0, j1, H, W, key_a, key_b, mode)
+            else:
+                n = ((i1 - i0) // TILE + 1) * ((j1 - j0) // TILE + 1)
+                bbox[k, 0], bbox[k, 1], bbox[k, 2], bbox[k, 3] = i0, i1, j0, j1
         n_tiles[k] = n
 
 
@@ -156,58 +191,60 @@ def _task(task, tile_end: ti.template(), bbox: ti.template()):
 
 
 @ti.kernel
-def depth_pass(pos: nd(dtype=ti.f32, ndim=3), tris: nd(dtype=ti.i32, ndim=2), bbox: nd(dtype=ti.i32, ndim=2),
-               tile_end: nd(dtype=ti.i32, ndim=1), n_tasks: ti.i32, depth_key: nd(dtype=ti.f32, ndim=3)):
-    H, W, T = depth_key.shape[1], depth_key.shape[2], tris.shape[0]
+def raster_big(pos: nd(dtype=ti.f32, ndim=3), tris: nd(dtype=ti.i32, ndim=2), bbox: nd(dtype=ti.i32, ndim=2),
+               tile_end: nd(dtype=ti.i32, ndim=1), n_tasks: ti.i32, H: ti.i32, W: ti.i32,
+               key_a: nd(ndim=3), key_b: nd(ndim=3), mode: ti.template()):
+    """One task per TILE x TILE tile of a large triangle's bounding box."""
+    T = tris.shape[0]
     for task in range(n_tasks):
         k, i0, i1, j0, j1 = _task(task, tile_end, bbox)
         b, t = k // T, k % T
         p0 = _load(pos, b, tris[t, 0])
         p1 = _load(pos, b, tris[t, 1])
         p2 = _load(pos, b, tris[t, 2])
-        for i in range(i0, i1 + 1):
-            for j in range(j0, j1 + 1):
-                covered, depth, bc = _cover(p0, p1, p2, _sample_ndc(i, j, H, W))
-                if covered:
-                    ti.atomic_min(depth_key[b, i, j], depth)
+        _scan(b, t, p0, p1, p2, i0, i1, j0, j1, H, W, key_a, key_b, mode)
 
 
-@ti.kernel
-def id_pass(pos: nd(dtype=ti.f32, ndim=3), tris: nd(dtype=ti.i32, ndim=2), bbox: nd(dtype=ti.i32, ndim=2),
-            tile_end: nd(dtype=ti.i32, ndim=1), n_tasks: ti.i32, depth_key: nd(dtype=ti.f32, ndim=3),
-            tri_key: nd(dtype=ti.f32, ndim=3)):
-    H, W, T = depth_key.shape[1], depth_key.shape[2], tris.shape[0]
-    for task in range(n_tasks):
-        k, i0, i1, j0, j1 = _task(task, tile_end, bbox)
-        b, t = k // T, k % T
+@ti.func
+def _write(pos: ti.template(), tris: ti.template(), rast: ti.template(), b, i, j, t, H, W):
+    u, v, d, tid = 0.0, 0.0, 0.0, 0.0
+    if t >= 0:
         p0 = _load(pos, b, tris[t, 0])
         p1 = _load(pos, b, tris[t, 1])
         p2 = _load(pos, b, tris[t, 2])
-        for i in range(i0, i1 + 1):
-            for j in range(j0, j1 + 1):
-                covered, depth, bc = _cover(p0, p1, p2, _sample_ndc(i, j, H, W))
-                if covered and depth == depth_key[b, i, j]:
-                    ti.atomic_min(tri_key[b, i, j], ti.cast(t, ti.f32))
+        covered, depth, bc = _cover(p0, p1, p2, _sample_ndc(i, j, H, W))
+        u, v, d, tid = bc[1], bc[2], depth, ti.cast(t + 1, ti.f32)
+    rast[b, i, j, 0] = u
+    rast[b, i, j, 1] = v
+    rast[b, i, j, 2] = d
+    rast[b, i, j, 3] = tid
 
 
 @ti.kernel
-def resolve_pass(pos: nd(dtype=ti.f32, ndim=3), tris: nd(dtype=ti.i32, ndim=2), depth_key: nd(dtype=ti.f32, ndim=3),
-                 tri_key: nd(dtype=ti.f32, ndim=3), rast: nd(dtype=ti.f32, ndim=4)):
+def resolve_packed(pos: nd(dtype=ti.f32, ndim=3), tris: nd(dtype=ti.i32, ndim=2), key: nd(dtype=ti.i64, ndim=3),
+                   rast: nd(dtype=ti.f32, ndim=4)):
+    """Per pixel: barycentrics of the winner of the packed key; resets the key to KEY_EMPTY_I64."""
+    H, W = rast.shape[1], rast.shape[2]
+    for b, i, j in ti.ndrange(rast.shape[0], H, W):
+        k = key[b, i, j]
+        t = -1
+        if k != ti.i64(KEY_EMPTY_I64):
+            t = ti.cast(k & ti.i64(0xFFFFFFFF), ti.i32)
+        _write(pos, tris, rast, b, i, j, t, H, W)
+        key[b, i, j] = ti.i64(KEY_EMPTY_I64)
+
+
+@ti.kernel
+def resolve_split(pos: nd(dtype=ti.f32, ndim=3), tris: nd(dtype=ti.i32, ndim=2), depth_key: nd(dtype=ti.f32, ndim=3),
+                  tri_key: nd(dtype=ti.f32, ndim=3), rast: nd(dtype=ti.f32, ndim=4)):
+    """Per pixel: barycentrics of the triangle in tri_key; resets both key buffers to KEY_EMPTY."""
     H, W = rast.shape[1], rast.shape[2]
     for b, i, j in ti.ndrange(rast.shape[0], H, W):
         tk = tri_key[b, i, j]
-        u, v, d, tid = 0.0, 0.0, 0.0, 0.0
+        t = -1
         if tk < KEY_EMPTY:
             t = ti.cast(tk, ti.i32)
-            p0 = _load(pos, b, tris[t, 0])
-            p1 = _load(pos, b, tris[t, 1])
-            p2 = _load(pos, b, tris[t, 2])
-            covered, depth, bc = _cover(p0, p1, p2, _sample_ndc(i, j, H, W))
-            u, v, d, tid = bc[1], bc[2], depth, ti.cast(t + 1, ti.f32)
-        rast[b, i, j, 0] = u
-        rast[b, i, j, 1] = v
-        rast[b, i, j, 2] = d
-        rast[b, i, j, 3] = tid
+        _write(pos, tris, rast, b, i, j, t, H, W)
         depth_key[b, i, j] = KEY_EMPTY
         tri_key[b, i, j] = KEY_EMPTY
 

@@ -45,14 +45,8 @@ _register_kernels_from_source_tree()
 from .backend import init, current_backend, available_backends  # noqa: E402
 from .errors import MofaError, ModelFormatError, BackendUnavailableError, InputError  # noqa: E402
 from .model import FaceModel  # noqa: E402
-try:  # TEMP-DEV
-    from .builtin import builtin_model  # noqa: E402
-except ImportError:  # TEMP-DEV
-    pass
-try:  # TEMP-DEV
-    from .loaders import load_model  # noqa: E402
-except ImportError:  # TEMP-DEV
-    pass
+from .builtin import builtin_model  # noqa: E402
+from .loaders import load_model  # noqa: E402
 from .geometry import morph, rigid, project, to_clip, axis_angle_to_matrix  # noqa: E402
 from .raster import rasterize, interpolate, antialias  # noqa: E402
 from .shading import vertex_normals, sh_shade, ambient_sh, sh_basis  # noqa: E402

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from . import _checks as C
-from .backend import ensure_init, generation
+from .backend import current_backend, ensure_init, generation, kernel_device
 from .kernels import antialias as kaa
 from .kernels import interpolate as kinterp
 from .kernels import raster as kraster
@@ -27,23 +27,58 @@ def _back(x, like):
 
 
 def _key_buffers(B, H, W):
-    """Depth/id key buffers in Taichi memory, filled with the empty sentinel.
+    """Key buffers in Taichi memory, filled with their empty sentinel: (mode, key_a, key_b).
 
-    The resolve pass restores the sentinel in every pixel it reads, so the buffers are reused across calls
-    without a separate clear (and on Vulkan they stay on the device, with no host copy per launch).
+    cpu/cuda use one packed int64 key per pixel; vulkan uses a float32 depth and a float32 id buffer (see
+    kernels/raster.py). The resolve pass restores the sentinel in every pixel it reads, so the buffers are
+    reused across calls without a separate clear (and on Vulkan they stay on the device).
     """
     import taichi as ti
 
     key = (generation(), B, H, W)
     bufs = _KEY_CACHE.pop(key, None)
     if bufs is None:
-        bufs = tuple(ti.ndarray(ti.f32, shape=(B, H, W)) for _ in range(2))
-        for buf in bufs:
-            buf.fill(kraster.KEY_EMPTY)
+        if current_backend() == "vulkan":
+            a, b = (ti.ndarray(ti.f32, shape=(B, H, W)) for _ in range(2))
+            a.fill(kraster.KEY_EMPTY)
+            b.fill(kraster.KEY_EMPTY)
+            bufs = ("split", a, b)
+        else:
+            a = torch.full((B, H, W), kraster.KEY_EMPTY_I64, dtype=torch.int64, device=kernel_device())
+            bufs = ("packed", a, a)
     _KEY_CACHE[key] = bufs
     while len(_KEY_CACHE) > _KEY_CACHE_SIZE:
         _KEY_CACHE.popitem(last=False)
     return bufs
+
+
+def _raster_forward(posk, trisk, H, W, cull_sign):
+    """Run the visibility passes and the resolve pass; returns rast (B, H, W, 4)."""
+    B, T = posk.shape[0], trisk.shape[0]
+    rast = torch.empty(B, H, W, 4, device=posk.device, dtype=torch.float32)
+    if T == 0:
+        return rast.zero_()
+    mode, key_a, key_b = _key_buffers(B, H, W)
+    bbox = torch.empty(B * T, 4, dtype=torch.int32, device=posk.device)
+    n_tiles = torch.empty(B * T, dtype=torch.int32, device=posk.device)
+    modes = (kraster.PACKED,) if mode == "packed" else (kraster.DEPTH, kraster.ID)
+    try:
+        tile_end, n_tasks = None, 0
+        for m in modes:
+            kraster.raster_small(posk, trisk, bbox, n_tiles, H, W, cull_sign, key_a, key_b, m)
+            if tile_end is None:
+                tile_end = torch.cumsum(n_tiles, 0, dtype=torch.int32)
+                n_tasks = int(tile_end[-1])
+            if n_tasks:
+                kraster.raster_big(posk, trisk, bbox, tile_end, n_tasks, H, W, key_a, key_b, m)
+        if mode == "packed":
+            kraster.resolve_packed(posk, trisk, key_a, rast)
+        else:
+            kraster.resolve_split(posk, trisk, key_a, key_b, rast)
+    except Exception:
+        _KEY_CACHE.clear()  # buffers may be left dirty
+        raise
+    return rast
 
 
 def _check_pos(name, pos):
@@ -85,26 +120,7 @@ class _Rasterize(torch.autograd.Function):
         ensure_init()
         posk = C.to_kernel(pos)
         trisk = tris.to(posk.device).contiguous()
-        B = posk.shape[0]
-        rast = torch.empty(B, H, W, 4, device=posk.device, dtype=torch.float32)
-        if trisk.shape[0] == 0:
-            rast.zero_()
-        else:
-            depth_key, tri_key = _key_buffers(B, H, W)
-            try:
-                n_slots = B * trisk.shape[0]
-                bbox = torch.empty(n_slots, 4, dtype=torch.int32, device=posk.device)
-                n_tiles = torch.empty(n_slots, dtype=torch.int32, device=posk.device)
-                kraster.setup_pass(posk, trisk, bbox, n_tiles, H, W, cull_sign)
-                tile_end = torch.cumsum(n_tiles, 0, dtype=torch.int32)
-                n_tasks = int(tile_end[-1])
-                if n_tasks > 0:
-                    kraster.depth_pass(posk, trisk, bbox, tile_end, n_tasks, depth_key)
-                    kraster.id_pass(posk, trisk, bbox, tile_end, n_tasks, depth_key, tri_key)
-                kraster.resolve_pass(posk, trisk, depth_key, tri_key, rast)
-            except Exception:
-                _KEY_CACHE.clear()  # buffers may be left dirty
-                raise
+        rast = _raster_forward(posk, trisk, H, W, cull_sign)
         ctx.save_for_backward(posk, trisk, rast)
         ctx.mark_non_differentiable(tris)
         return _back(rast, pos)
@@ -224,18 +240,24 @@ class _Antialias(torch.autograd.Function):
         ensure_init()
         colork, rastk, posk = C.to_kernel(color), C.to_kernel(rast), C.to_kernel(pos)
         trisk = tris.to(rastk.device).contiguous()
+        B, H, W = colork.shape[:3]
+        dev = colork.device
         out = torch.empty_like(colork)
-        kaa.antialias_fwd(colork, rastk, posk, trisk, nbr, out)
-        ctx.save_for_backward(colork, rastk, posk, trisk, nbr)
+        screen = torch.empty(B, posk.shape[1], 2, device=dev)
+        facing = torch.empty(B, trisk.shape[0], dtype=torch.int32, device=dev)
+        pair_code = torch.empty(B, H, W, 2, dtype=torch.int32, device=dev)
+        pair_alpha = torch.empty(B, H, W, 2, device=dev)
+        kaa.antialias_fwd(colork, rastk, posk, trisk, nbr, screen, facing, pair_code, pair_alpha, out)
+        ctx.save_for_backward(colork, rastk, posk, trisk, screen, pair_code, pair_alpha)
         return _back(out, color)
 
     @staticmethod
     def backward(ctx, grad_out):
-        colork, rastk, posk, trisk, nbr = ctx.saved_tensors
+        colork, rastk, posk, trisk, screen, pair_code, pair_alpha = ctx.saved_tensors
         g = C.to_kernel(grad_out)
         grad_color = g.clone()
         grad_pos = torch.zeros_like(posk)
-        kaa.antialias_bwd(colork, rastk, posk, trisk, nbr, g, grad_color, grad_pos)
+        kaa.antialias_bwd(colork, rastk, posk, trisk, screen, pair_code, pair_alpha, g, grad_color, grad_pos)
         return _back(grad_color, grad_out), None, _back(grad_pos, grad_out), None, None
 
 

@@ -1,6 +1,7 @@
 """Shared fixtures: every op test runs once per available Taichi backend (cpu, vulkan, cuda).
 
 Set MOFA_TK_TEST_BACKENDS=cpu (comma-separated) to restrict the list while developing.
+Set MOFA_TK_REQUIRE_BACKENDS=cpu,vulkan to make a missing backend an error instead of a skip (CI does).
 """
 import os
 from pathlib import Path
@@ -17,6 +18,11 @@ def _backends():
     wanted = os.environ.get("MOFA_TK_TEST_BACKENDS")
     names = [n.strip() for n in wanted.split(",")] if wanted else list(_WANTED)
     found = mofa_tk.available_backends()
+    required = [n.strip() for n in os.environ.get("MOFA_TK_REQUIRE_BACKENDS", "").split(",") if n.strip()]
+    missing = [n for n in required if n not in found]
+    if missing:
+        raise pytest.UsageError(f"MOFA_TK_REQUIRE_BACKENDS: backend(s) {missing} cannot start on this machine "
+                                f"(available: {found})")
     params = []
     for n in names:
         if n in found:

@@ -28,8 +28,10 @@ class FaceModel:
     """A morphable face model.
 
     mean_shape:   (V, 3) float32, millimetres
-    shape_basis:  (V, 3, K_id) float32, unit-free directions (scaled by shape_std)
-    shape_std:    (K_id,) float32, millimetres per unit coefficient
+    shape_basis:  (V, 3, K_id) float32, unit-norm directions in R^{3V} (scaled by shape_std)
+    shape_std:    (K_id,) float32, millimetres: the L2 norm over all 3V coordinates of the displacement for a
+                  coefficient of 1 (the BFM / eos convention: std = sqrt(PCA eigenvalue)); one vertex moves
+                  by about std / sqrt(V)
     expr_basis:   (V, 3, K_exp) float32
     expr_std:     (K_exp,) float32, millimetres per unit coefficient
     albedo_mean:  (V, 3) float32, linear RGB reflectance in [0, 1]

@@ -50,6 +50,9 @@ from .loaders import load_model  # noqa: E402
 from .geometry import morph, rigid, project, to_clip, axis_angle_to_matrix  # noqa: E402
 from .raster import rasterize, interpolate, antialias  # noqa: E402
 from .shading import vertex_normals, sh_shade, ambient_sh, sh_basis  # noqa: E402
+from .code import Code  # noqa: E402
+from .decoder import FaceDecoder  # noqa: E402
+from . import losses, metrics, landmarks  # noqa: E402
 
 __version__ = "0.1.0"
 
@@ -60,4 +63,5 @@ __all__ = [
     "morph", "rigid", "project", "to_clip", "axis_angle_to_matrix",
     "rasterize", "interpolate", "antialias",
     "vertex_normals", "sh_shade", "ambient_sh", "sh_basis",
+    "Code", "FaceDecoder", "losses", "metrics", "landmarks",
 ]

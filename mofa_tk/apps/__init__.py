@@ -1,0 +1,1 @@
+"""Command-line applications behind `mofa <command>` and the example scripts."""

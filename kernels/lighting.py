@@ -43,70 +43,74 @@ K22 = A2 * C22
 @ti.kernel
 def face_normal_accum(verts: nd(dtype=ti.f32, ndim=3), tris: nd(dtype=ti.i32, ndim=2), acc: nd(dtype=ti.f32, ndim=3)):
     """acc[b, v] += unnormalised normals of the faces incident to v (acc must start at zero)."""
-    for b, t in ti.ndrange(verts.shape[0], tris.shape[0]):
-        i0 = tris[t, 0]
-        i1 = tris[t, 1]
-        i2 = tris[t, 2]
-        x0 = ti.Vector([verts[b, i0, 0], verts[b, i0, 1], verts[b, i0, 2]])
-        e1 = ti.Vector([verts[b, i1, 0], verts[b, i1, 1], verts[b, i1, 2]]) - x0
-        e2 = ti.Vector([verts[b, i2, 0], verts[b, i2, 1], verts[b, i2, 2]]) - x0
-        f = e1.cross(e2)
-        for c in ti.static(range(3)):
-            ti.atomic_add(acc[b, i0, c], f[c])
-            ti.atomic_add(acc[b, i1, c], f[c])
-            ti.atomic_add(acc[b, i2, c], f[c])
+    for t in range(tris.shape[0]):
+        for b in range(verts.shape[0]):  # batch innermost: no integer div/mod per element
+            i0 = tris[t, 0]
+            i1 = tris[t, 1]
+            i2 = tris[t, 2]
+            x0 = ti.Vector([verts[b, i0, 0], verts[b, i0, 1], verts[b, i0, 2]])
+            e1 = ti.Vector([verts[b, i1, 0], verts[b, i1, 1], verts[b, i1, 2]]) - x0
+            e2 = ti.Vector([verts[b, i2, 0], verts[b, i2, 1], verts[b, i2, 2]]) - x0
+            f = e1.cross(e2)
+            for c in ti.static(range(3)):
+                ti.atomic_add(acc[b, i0, c], f[c])
+                ti.atomic_add(acc[b, i1, c], f[c])
+                ti.atomic_add(acc[b, i2, c], f[c])
 
 
 @ti.kernel
 def normalize_fwd(acc: nd(dtype=ti.f32, ndim=3), out: nd(dtype=ti.f32, ndim=3)):
     """out = acc / |acc| per vertex; 0 where |acc| = 0."""
-    for b, v in ti.ndrange(acc.shape[0], acc.shape[1]):
-        s = ti.Vector([acc[b, v, 0], acc[b, v, 1], acc[b, v, 2]])
-        l2 = s.dot(s)
-        inv = 0.0
-        if l2 > 0.0:
-            inv = 1.0 / ti.sqrt(l2)
-        for c in ti.static(range(3)):
-            out[b, v, c] = s[c] * inv
+    for v in range(acc.shape[1]):
+        for b in range(acc.shape[0]):  # batch innermost: no integer div/mod per element
+            s = ti.Vector([acc[b, v, 0], acc[b, v, 1], acc[b, v, 2]])
+            l2 = s.dot(s)
+            inv = 0.0
+            if l2 > 0.0:
+                inv = 1.0 / ti.sqrt(l2)
+            for c in ti.static(range(3)):
+                out[b, v, c] = s[c] * inv
 
 
 @ti.kernel
 def normalize_bwd(acc: nd(dtype=ti.f32, ndim=3), grad_out: nd(dtype=ti.f32, ndim=3), grad_acc: nd(dtype=ti.f32, ndim=3)):
     """grad_acc = (g - n (n . g)) / |acc| with n = acc / |acc|; 0 where |acc| = 0."""
-    for b, v in ti.ndrange(acc.shape[0], acc.shape[1]):
-        s = ti.Vector([acc[b, v, 0], acc[b, v, 1], acc[b, v, 2]])
-        g = ti.Vector([grad_out[b, v, 0], grad_out[b, v, 1], grad_out[b, v, 2]])
-        l2 = s.dot(s)
-        r = ti.Vector([0.0, 0.0, 0.0])
-        if l2 > 0.0:
-            inv = 1.0 / ti.sqrt(l2)
-            n = s * inv
-            r = (g - n * n.dot(g)) * inv
-        for c in ti.static(range(3)):
-            grad_acc[b, v, c] = r[c]
+    for v in range(acc.shape[1]):
+        for b in range(acc.shape[0]):  # batch innermost: no integer div/mod per element
+            s = ti.Vector([acc[b, v, 0], acc[b, v, 1], acc[b, v, 2]])
+            g = ti.Vector([grad_out[b, v, 0], grad_out[b, v, 1], grad_out[b, v, 2]])
+            l2 = s.dot(s)
+            r = ti.Vector([0.0, 0.0, 0.0])
+            if l2 > 0.0:
+                inv = 1.0 / ti.sqrt(l2)
+                n = s * inv
+                r = (g - n * n.dot(g)) * inv
+            for c in ti.static(range(3)):
+                grad_acc[b, v, c] = r[c]
 
 
 @ti.kernel
 def face_normal_bwd(verts: nd(dtype=ti.f32, ndim=3), tris: nd(dtype=ti.i32, ndim=2), grad_acc: nd(dtype=ti.f32, ndim=3),
                     grad_verts: nd(dtype=ti.f32, ndim=3)):
     """grad_verts += adjoint of face_normal_accum (grad_verts must start at zero)."""
-    for b, t in ti.ndrange(verts.shape[0], tris.shape[0]):
-        i0 = tris[t, 0]
-        i1 = tris[t, 1]
-        i2 = tris[t, 2]
-        x0 = ti.Vector([verts[b, i0, 0], verts[b, i0, 1], verts[b, i0, 2]])
-        e1 = ti.Vector([verts[b, i1, 0], verts[b, i1, 1], verts[b, i1, 2]]) - x0
-        e2 = ti.Vector([verts[b, i2, 0], verts[b, i2, 1], verts[b, i2, 2]]) - x0
-        gf = ti.Vector([0.0, 0.0, 0.0])
-        for c in ti.static(range(3)):
-            gf[c] = grad_acc[b, i0, c] + grad_acc[b, i1, c] + grad_acc[b, i2, c]
-        # d/d e1 of gf . (e1 x e2) = e2 x gf ;  d/d e2 = gf x e1
-        g1 = e2.cross(gf)
-        g2 = gf.cross(e1)
-        for c in ti.static(range(3)):
-            ti.atomic_add(grad_verts[b, i1, c], g1[c])
-            ti.atomic_add(grad_verts[b, i2, c], g2[c])
-            ti.atomic_add(grad_verts[b, i0, c], -g1[c] - g2[c])
+    for t in range(tris.shape[0]):
+        for b in range(verts.shape[0]):  # batch innermost: no integer div/mod per element
+            i0 = tris[t, 0]
+            i1 = tris[t, 1]
+            i2 = tris[t, 2]
+            x0 = ti.Vector([verts[b, i0, 0], verts[b, i0, 1], verts[b, i0, 2]])
+            e1 = ti.Vector([verts[b, i1, 0], verts[b, i1, 1], verts[b, i1, 2]]) - x0
+            e2 = ti.Vector([verts[b, i2, 0], verts[b, i2, 1], verts[b, i2, 2]]) - x0
+            gf = ti.Vector([0.0, 0.0, 0.0])
+            for c in ti.static(range(3)):
+                gf[c] = grad_acc[b, i0, c] + grad_acc[b, i1, c] + grad_acc[b, i2, c]
+            # d/d e1 of gf . (e1 x e2) = e2 x gf ;  d/d e2 = gf x e1
+            g1 = e2.cross(gf)
+            g2 = gf.cross(e1)
+            for c in ti.static(range(3)):
+                ti.atomic_add(grad_verts[b, i1, c], g1[c])
+                ti.atomic_add(grad_verts[b, i2, c], g2[c])
+                ti.atomic_add(grad_verts[b, i0, c], -g1[c] - g2[c])
 
 
 # ------------------------------------------------------------------------------------------ SH shading
@@ -122,16 +126,17 @@ def sh_shade_fwd(normals: nd(dtype=ti.f32, ndim=3), albedo: nd(dtype=ti.f32, ndi
                  out: nd(dtype=ti.f32, ndim=3)):
     """out[b, i, c] = albedo[b', i, c] * sum_k H_k(normals[b, i]) sh[b, k, c];  b' = b, or 0 when albedo has batch 1."""
     shared = albedo.shape[0] == 1
-    for b, i in ti.ndrange(normals.shape[0], normals.shape[1]):
-        H = sh_basis(normals[b, i, 0], normals[b, i, 1], normals[b, i, 2])
-        ba = b
-        if shared:
-            ba = 0
-        for c in ti.static(range(3)):
-            e = 0.0
-            for k in ti.static(range(9)):
-                e += H[k] * sh[b, k, c]
-            out[b, i, c] = albedo[ba, i, c] * e
+    for i in range(normals.shape[1]):
+        for b in range(normals.shape[0]):  # batch innermost: no integer div/mod per element
+            H = sh_basis(normals[b, i, 0], normals[b, i, 1], normals[b, i, 2])
+            ba = b
+            if shared:
+                ba = 0
+            for c in ti.static(range(3)):
+                e = 0.0
+                for k in ti.static(range(9)):
+                    e += H[k] * sh[b, k, c]
+                out[b, i, c] = albedo[ba, i, c] * e
 
 
 @ti.kernel
@@ -141,42 +146,43 @@ def sh_shade_bwd_points(normals: nd(dtype=ti.f32, ndim=3), albedo: nd(dtype=ti.f
     """Per-point adjoints: grad_albedo[b, i, c] = g * E  (per batch element, (B, N, 3); the caller sums
     over b for a shared albedo) and grad_normals[b, i] = sum_c g * albedo * dE_c/dn."""
     shared = albedo.shape[0] == 1
-    for b, i in ti.ndrange(normals.shape[0], normals.shape[1]):
-        x = normals[b, i, 0]
-        y = normals[b, i, 1]
-        z = normals[b, i, 2]
-        H = sh_basis(x, y, z)
-        ba = b
-        if shared:
-            ba = 0
-        gx = 0.0
-        gy = 0.0
-        gz = 0.0
-        for c in ti.static(range(3)):
-            e = 0.0
-            for k in ti.static(range(9)):
-                e += H[k] * sh[b, k, c]
-            g = grad_out[b, i, c]
-            grad_albedo[b, i, c] = g * e
-            ge = g * albedo[ba, i, c]
-            # dE/dx, dE/dy, dE/dz from the polynomial terms
-            s1 = sh[b, 1, c]
-            s2 = sh[b, 2, c]
-            s3 = sh[b, 3, c]
-            s4 = sh[b, 4, c]
-            s5 = sh[b, 5, c]
-            s6 = sh[b, 6, c]
-            s7 = sh[b, 7, c]
-            s8 = sh[b, 8, c]
-            dx = K1 * s3 + K2 * (y * s4 + z * s7) + 2.0 * K22 * x * s8
-            dy = K1 * s1 + K2 * (x * s4 + z * s5) - 2.0 * K22 * y * s8
-            dz = K1 * s2 + K2 * (y * s5 + x * s7) + 6.0 * K20 * z * s6
-            gx += ge * dx
-            gy += ge * dy
-            gz += ge * dz
-        grad_normals[b, i, 0] = gx
-        grad_normals[b, i, 1] = gy
-        grad_normals[b, i, 2] = gz
+    for i in range(normals.shape[1]):
+        for b in range(normals.shape[0]):  # batch innermost: no integer div/mod per element
+            x = normals[b, i, 0]
+            y = normals[b, i, 1]
+            z = normals[b, i, 2]
+            H = sh_basis(x, y, z)
+            ba = b
+            if shared:
+                ba = 0
+            gx = 0.0
+            gy = 0.0
+            gz = 0.0
+            for c in ti.static(range(3)):
+                e = 0.0
+                for k in ti.static(range(9)):
+                    e += H[k] * sh[b, k, c]
+                g = grad_out[b, i, c]
+                grad_albedo[b, i, c] = g * e
+                ge = g * albedo[ba, i, c]
+                # dE/dx, dE/dy, dE/dz from the polynomial terms
+                s1 = sh[b, 1, c]
+                s2 = sh[b, 2, c]
+                s3 = sh[b, 3, c]
+                s4 = sh[b, 4, c]
+                s5 = sh[b, 5, c]
+                s6 = sh[b, 6, c]
+                s7 = sh[b, 7, c]
+                s8 = sh[b, 8, c]
+                dx = K1 * s3 + K2 * (y * s4 + z * s7) + 2.0 * K22 * x * s8
+                dy = K1 * s1 + K2 * (x * s4 + z * s5) - 2.0 * K22 * y * s8
+                dz = K1 * s2 + K2 * (y * s5 + x * s7) + 6.0 * K20 * z * s6
+                gx += ge * dx
+                gy += ge * dy
+                gz += ge * dz
+            grad_normals[b, i, 0] = gx
+            grad_normals[b, i, 1] = gy
+            grad_normals[b, i, 2] = gz
 
 
 @ti.kernel
@@ -190,7 +196,7 @@ def sh_shade_bwd_sh(normals: nd(dtype=ti.f32, ndim=3), albedo: nd(dtype=ti.f32, 
     shared = albedo.shape[0] == 1
     N = normals.shape[1]
     n_chunks = (N + CHUNK - 1) // CHUNK
-    for b, ch in ti.ndrange(normals.shape[0], n_chunks):
+    for b, ch in ti.ndrange(normals.shape[0], n_chunks):  # a local matrix inside a serial loop is unsupported by SPIR-V codegen
         ba = b
         if shared:
             ba = 0

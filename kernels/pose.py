@@ -13,8 +13,11 @@ nd = ti.types.ndarray
 
 @ti.kernel
 def affine_fwd(M: nd(dtype=ti.f32, ndim=3), x: nd(dtype=ti.f32, ndim=3), out: nd(dtype=ti.f32, ndim=3)):
-    for b, v, r in ti.ndrange(out.shape[0], out.shape[1], out.shape[2]):
-        out[b, v, r] = M[b, r, 0] * x[b, v, 0] + M[b, r, 1] * x[b, v, 1] + M[b, r, 2] * x[b, v, 2] + M[b, r, 3]
+    for v in range(out.shape[1]):
+        for b in range(out.shape[0]):  # batch innermost: no integer div/mod per element
+            x0, x1, x2 = x[b, v, 0], x[b, v, 1], x[b, v, 2]
+            for r in range(out.shape[2]):
+                out[b, v, r] = M[b, r, 0] * x0 + M[b, r, 1] * x1 + M[b, r, 2] * x2 + M[b, r, 3]
 
 
 @ti.kernel
@@ -22,52 +25,56 @@ def affine_bwd(M: nd(dtype=ti.f32, ndim=3), x: nd(dtype=ti.f32, ndim=3), grad_ou
                grad_x: nd(dtype=ti.f32, ndim=3), grad_M: nd(dtype=ti.f32, ndim=3)):
     """grad_x = M[:, :, :3]^T grad_out;  grad_M[b, r, c] += sum_v grad_out[b, v, r] [x, 1][b, v, c] (grad_M zeroed)."""
     R = grad_out.shape[2]
-    for b, v in ti.ndrange(x.shape[0], x.shape[1]):
-        for c in ti.static(range(3)):
-            acc = 0.0
-            for r in range(R):
-                acc += M[b, r, c] * grad_out[b, v, r]
-            grad_x[b, v, c] = acc
+    for v in range(x.shape[1]):
+        for b in range(x.shape[0]):  # batch innermost: no integer div/mod per element
+            for c in ti.static(range(3)):
+                acc = 0.0
+                for r in range(R):
+                    acc += M[b, r, c] * grad_out[b, v, r]
+                grad_x[b, v, c] = acc
     V = x.shape[1]
     n_chunks = (V + CHUNK - 1) // CHUNK
-    for b, ch, r in ti.ndrange(x.shape[0], n_chunks, R):
-        s0 = 0.0
-        s1 = 0.0
-        s2 = 0.0
-        s3 = 0.0
-        for v in range(ch * CHUNK, ti.min(V, (ch + 1) * CHUNK)):
-            g = grad_out[b, v, r]
-            s0 += g * x[b, v, 0]
-            s1 += g * x[b, v, 1]
-            s2 += g * x[b, v, 2]
-            s3 += g
-        ti.atomic_add(grad_M[b, r, 0], s0)
-        ti.atomic_add(grad_M[b, r, 1], s1)
-        ti.atomic_add(grad_M[b, r, 2], s2)
-        ti.atomic_add(grad_M[b, r, 3], s3)
+    for ch, r in ti.ndrange(n_chunks, R):
+        for b in range(x.shape[0]):  # batch innermost: no integer div/mod per element
+            s0 = 0.0
+            s1 = 0.0
+            s2 = 0.0
+            s3 = 0.0
+            for v in range(ch * CHUNK, ti.min(V, (ch + 1) * CHUNK)):
+                g = grad_out[b, v, r]
+                s0 += g * x[b, v, 0]
+                s1 += g * x[b, v, 1]
+                s2 += g * x[b, v, 2]
+                s3 += g
+            ti.atomic_add(grad_M[b, r, 0], s0)
+            ti.atomic_add(grad_M[b, r, 1], s1)
+            ti.atomic_add(grad_M[b, r, 2], s2)
+            ti.atomic_add(grad_M[b, r, 3], s3)
 
 
 @ti.kernel
 def project_fwd(x: nd(dtype=ti.f32, ndim=3), intr: nd(dtype=ti.f32, ndim=2),
                 pix: nd(dtype=ti.f32, ndim=3), depth: nd(dtype=ti.f32, ndim=2)):
     """intr[b] = (fx, fy, cx, cy)."""
-    for b, v in ti.ndrange(x.shape[0], x.shape[1]):
-        d = -x[b, v, 2]
-        pix[b, v, 0] = intr[b, 2] + intr[b, 0] * x[b, v, 0] / d
-        pix[b, v, 1] = intr[b, 3] - intr[b, 1] * x[b, v, 1] / d
-        depth[b, v] = d
+    for v in range(x.shape[1]):
+        for b in range(x.shape[0]):  # batch innermost: no integer div/mod per element
+            d = -x[b, v, 2]
+            pix[b, v, 0] = intr[b, 2] + intr[b, 0] * x[b, v, 0] / d
+            pix[b, v, 1] = intr[b, 3] - intr[b, 1] * x[b, v, 1] / d
+            depth[b, v] = d
 
 
 @ti.kernel
 def project_bwd(x: nd(dtype=ti.f32, ndim=3), intr: nd(dtype=ti.f32, ndim=2), grad_pix: nd(dtype=ti.f32, ndim=3),
                 grad_depth: nd(dtype=ti.f32, ndim=2), grad_x: nd(dtype=ti.f32, ndim=3)):
-    for b, v in ti.ndrange(x.shape[0], x.shape[1]):
-        d = -x[b, v, 2]
-        gu = grad_pix[b, v, 0]
-        gv = grad_pix[b, v, 1]
-        fx = intr[b, 0]
-        fy = intr[b, 1]
-        grad_x[b, v, 0] = gu * fx / d
-        grad_x[b, v, 1] = -gv * fy / d
-        # d(u)/d(z) = fx * x / d^2 (since d = -z), d(v)/d(z) = -fy * y / d^2, d(depth)/d(z) = -1
-        grad_x[b, v, 2] = gu * fx * x[b, v, 0] / (d * d) - gv * fy * x[b, v, 1] / (d * d) - grad_depth[b, v]
+    for v in range(x.shape[1]):
+        for b in range(x.shape[0]):  # batch innermost: no integer div/mod per element
+            d = -x[b, v, 2]
+            gu = grad_pix[b, v, 0]
+            gv = grad_pix[b, v, 1]
+            fx = intr[b, 0]
+            fy = intr[b, 1]
+            grad_x[b, v, 0] = gu * fx / d
+            grad_x[b, v, 1] = -gv * fy / d
+            # d(u)/d(z) = fx * x / d^2 (since d = -z), d(v)/d(z) = -fy * y / d^2, d(depth)/d(z) = -1
+            grad_x[b, v, 2] = gu * fx * x[b, v, 0] / (d * d) - gv * fy * x[b, v, 1] / (d * d) - grad_depth[b, v]

@@ -152,22 +152,24 @@ def raster_small(pos: nd(dtype=ti.f32, ndim=3), tris: nd(dtype=ti.i32, ndim=2), 
     """Per (batch, triangle): scan triangles whose bounding box has at most SMALL_MAX pixels directly; for the
     others record the box and its number of TILE x TILE tiles for `raster_big` (n_tiles = 0 otherwise)."""
     T = tris.shape[0]
-    for b, t in ti.ndrange(pos.shape[0], T):
-        p0 = _load(pos, b, tris[t, 0])
-        p1 = _load(pos, b, tris[t, 1])
-        p2 = _load(pos, b, tris[t, 2])
-        i0, i1, j0, j1 = H, -1, 0, -1
-        if _front_facing(p0, p1, p2, cull_sign):
-            i0, i1, j0, j1 = _bbox(p0, p1, p2, H, W)
-        k = b * T + t
-        n = 0
-        if i1 >= i0 and j1 >= j0:
-            if (i1 - i0 + 1) * (j1 - j0 + 1) <= SMALL_MAX:
-                _scan(b, t, p0, p1, p2, i0, i1, j0, j1, H, W, key_a, key_b, mode)
-            else:
-                n = ((i1 - i0) // TILE + 1) * ((j1 - j0) // TILE + 1)
-                bbox[k, 0], bbox[k, 1], bbox[k, 2], bbox[k, 3] = i0, i1, j0, j1
-        n_tiles[k] = n
+    for t in range(T):  # batch loop inside: no integer div/mod per item, triangle indices loaded once
+        v0, v1, v2 = tris[t, 0], tris[t, 1], tris[t, 2]
+        for b in range(pos.shape[0]):
+            p0 = _load(pos, b, v0)
+            p1 = _load(pos, b, v1)
+            p2 = _load(pos, b, v2)
+            i0, i1, j0, j1 = H, -1, 0, -1
+            if _front_facing(p0, p1, p2, cull_sign):
+                i0, i1, j0, j1 = _bbox(p0, p1, p2, H, W)
+            k = b * T + t
+            n = 0
+            if i1 >= i0 and j1 >= j0:
+                if (i1 - i0 + 1) * (j1 - j0 + 1) <= SMALL_MAX:
+                    _scan(b, t, p0, p1, p2, i0, i1, j0, j1, H, W, key_a, key_b, mode)
+                else:
+                    n = ((i1 - i0) // TILE + 1) * ((j1 - j0) // TILE + 1)
+                    bbox[k, 0], bbox[k, 1], bbox[k, 2], bbox[k, 3] = i0, i1, j0, j1
+            n_tiles[k] = n
 
 
 @ti.func
@@ -225,13 +227,14 @@ def resolve_packed(pos: nd(dtype=ti.f32, ndim=3), tris: nd(dtype=ti.i32, ndim=2)
                    rast: nd(dtype=ti.f32, ndim=4)):
     """Per pixel: barycentrics of the winner of the packed key; resets the key to KEY_EMPTY_I64."""
     H, W = rast.shape[1], rast.shape[2]
-    for b, i, j in ti.ndrange(rast.shape[0], H, W):
-        k = key[b, i, j]
-        t = -1
-        if k != ti.i64(KEY_EMPTY_I64):
-            t = ti.cast(k & ti.i64(0xFFFFFFFF), ti.i32)
-        _write(pos, tris, rast, b, i, j, t, H, W)
-        key[b, i, j] = ti.i64(KEY_EMPTY_I64)
+    for i, j in ti.ndrange(H, W):
+        for b in range(rast.shape[0]):  # batch innermost: no integer div/mod per element
+            k = key[b, i, j]
+            t = -1
+            if k != ti.i64(KEY_EMPTY_I64):
+                t = ti.cast(k & ti.i64(0xFFFFFFFF), ti.i32)
+            _write(pos, tris, rast, b, i, j, t, H, W)
+            key[b, i, j] = ti.i64(KEY_EMPTY_I64)
 
 
 @ti.kernel
@@ -239,14 +242,15 @@ def resolve_split(pos: nd(dtype=ti.f32, ndim=3), tris: nd(dtype=ti.i32, ndim=2),
                   tri_key: nd(dtype=ti.f32, ndim=3), rast: nd(dtype=ti.f32, ndim=4)):
     """Per pixel: barycentrics of the triangle in tri_key; resets both key buffers to KEY_EMPTY."""
     H, W = rast.shape[1], rast.shape[2]
-    for b, i, j in ti.ndrange(rast.shape[0], H, W):
-        tk = tri_key[b, i, j]
-        t = -1
-        if tk < KEY_EMPTY:
-            t = ti.cast(tk, ti.i32)
-        _write(pos, tris, rast, b, i, j, t, H, W)
-        depth_key[b, i, j] = KEY_EMPTY
-        tri_key[b, i, j] = KEY_EMPTY
+    for i, j in ti.ndrange(H, W):
+        for b in range(rast.shape[0]):  # batch innermost: no integer div/mod per element
+            tk = tri_key[b, i, j]
+            t = -1
+            if tk < KEY_EMPTY:
+                t = ti.cast(tk, ti.i32)
+            _write(pos, tris, rast, b, i, j, t, H, W)
+            depth_key[b, i, j] = KEY_EMPTY
+            tri_key[b, i, j] = KEY_EMPTY
 
 
 @ti.kernel
@@ -259,31 +263,32 @@ def rast_bwd(pos: nd(dtype=ti.f32, ndim=3), tris: nd(dtype=ti.i32, ndim=2), rast
       dL/da = c x dL/dn,  dL/dc = dL/dn x a,  a_k = x_k - sx w_k,  c_k = y_k - sy w_k.
     """
     H, W = rast.shape[1], rast.shape[2]
-    for b, i, j in ti.ndrange(rast.shape[0], H, W):
-        tid = ti.cast(rast[b, i, j, 3], ti.i32)
-        if tid > 0:
-            t = tid - 1
-            v0, v1, v2 = tris[t, 0], tris[t, 1], tris[t, 2]
-            p0 = _load(pos, b, v0)
-            p1 = _load(pos, b, v1)
-            p2 = _load(pos, b, v2)
-            s = _sample_ndc(i, j, H, W)
-            n, tot, a, c = _bary(p0, p1, p2, s)
-            bc = n / tot
-            zs = ti.Vector([p0[2], p1[2], p2[2]])
-            ws = ti.Vector([p0[3], p1[3], p2[3]])
-            nw = n.dot(ws)
-            depth = n.dot(zs) / nw
-            gb = ti.Vector([0.0, grad_rast[b, i, j, 0], grad_rast[b, i, j, 1]])
-            gd = grad_rast[b, i, j, 2]
-            gn = (gb - gb.dot(bc)) / tot + gd * (zs - depth * ws) / nw
-            ga = c.cross(gn)
-            gc = gn.cross(a)
-            gz = gd * n / nw
-            gw = -s[0] * ga - s[1] * gc - gd * depth * n / nw
-            for k in ti.static(range(3)):
-                vk = v0 if k == 0 else (v1 if k == 1 else v2)
-                ti.atomic_add(grad_pos[b, vk, 0], ga[k])
-                ti.atomic_add(grad_pos[b, vk, 1], gc[k])
-                ti.atomic_add(grad_pos[b, vk, 2], gz[k])
-                ti.atomic_add(grad_pos[b, vk, 3], gw[k])
+    for i, j in ti.ndrange(H, W):
+        for b in range(rast.shape[0]):  # batch innermost: no integer div/mod per element
+            tid = ti.cast(rast[b, i, j, 3], ti.i32)
+            if tid > 0:
+                t = tid - 1
+                v0, v1, v2 = tris[t, 0], tris[t, 1], tris[t, 2]
+                p0 = _load(pos, b, v0)
+                p1 = _load(pos, b, v1)
+                p2 = _load(pos, b, v2)
+                s = _sample_ndc(i, j, H, W)
+                n, tot, a, c = _bary(p0, p1, p2, s)
+                bc = n / tot
+                zs = ti.Vector([p0[2], p1[2], p2[2]])
+                ws = ti.Vector([p0[3], p1[3], p2[3]])
+                nw = n.dot(ws)
+                depth = n.dot(zs) / nw
+                gb = ti.Vector([0.0, grad_rast[b, i, j, 0], grad_rast[b, i, j, 1]])
+                gd = grad_rast[b, i, j, 2]
+                gn = (gb - gb.dot(bc)) / tot + gd * (zs - depth * ws) / nw
+                ga = c.cross(gn)
+                gc = gn.cross(a)
+                gz = gd * n / nw
+                gw = -s[0] * ga - s[1] * gc - gd * depth * n / nw
+                for k in ti.static(range(3)):
+                    vk = v0 if k == 0 else (v1 if k == 1 else v2)
+                    ti.atomic_add(grad_pos[b, vk, 0], ga[k])
+                    ti.atomic_add(grad_pos[b, vk, 1], gc[k])
+                    ti.atomic_add(grad_pos[b, vk, 2], gz[k])
+                    ti.atomic_add(grad_pos[b, vk, 3], gw[k])

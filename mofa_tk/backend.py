@@ -58,7 +58,7 @@ def _why_unavailable(name: str) -> str | None:
     core = ti._lib.core
     if name == "cuda":
         if not core.with_cuda():
-            return "this Taichi build has no CUDA support"
+            return "Taichi found no CUDA driver (libcuda.so) or was built without CUDA"
         if not torch.cuda.is_available():
             return "torch sees no CUDA device (torch.cuda.is_available() is False; is the CUDA build of torch installed?)"
     if name == "vulkan":

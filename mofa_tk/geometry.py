@@ -34,12 +34,15 @@ class _LinearCombine(torch.autograd.Function):
         basis1, basis2 = ctx.saved_tensors
         g = C.to_kernel(grad_out)
         grads = []
+        n_chunks = (g.shape[1] + kmorph.CHUNK - 1) // kmorph.CHUNK
         for basis, needs in ((basis1, ctx.needs_input_grad[3]), (basis2, ctx.needs_input_grad[4])):
             if needs:
-                gc = torch.zeros(ctx.B, basis.shape[2], device=g.device, dtype=torch.float32)
                 if basis.shape[2]:
-                    kmorph.linear_combine_bwd(basis, g, gc)
-                grads.append(gc)
+                    partial = torch.empty(n_chunks, ctx.B, basis.shape[2], device=g.device, dtype=torch.float32)
+                    kmorph.linear_combine_bwd(basis, g, partial)
+                    grads.append(partial.sum(0))
+                else:
+                    grads.append(torch.zeros(ctx.B, 0, device=g.device, dtype=torch.float32))
             else:
                 grads.append(None)
         return None, None, None, grads[0], grads[1]

@@ -40,9 +40,13 @@ def pytest_generate_tests(metafunc):
 _BACKEND_PARAMS = _backends()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def backend(request):
-    """Name of the active Taichi backend for this test (tests are grouped per backend)."""
+    """Name of the active Taichi backend for this test.
+
+    Tests are grouped per backend (session-scoped parametrisation), and the backend is (re)activated for
+    every test, so a test that switches backends cannot leak its choice into the next one.
+    """
     import mofa_tk
 
     return mofa_tk.init(request.param)

@@ -53,6 +53,7 @@ from .shading import vertex_normals, sh_shade, ambient_sh, sh_basis  # noqa: E40
 from .code import Code  # noqa: E402
 from .decoder import FaceDecoder  # noqa: E402
 from . import losses, metrics, landmarks  # noqa: E402
+from .fit import fit, FitResult  # noqa: E402  (the name `mofa_tk.fit` is the function; import the module as mofa_tk.fit via `from mofa_tk.fit import ...`)
 
 __version__ = "0.1.0"
 
@@ -63,5 +64,5 @@ __all__ = [
     "morph", "rigid", "project", "to_clip", "axis_angle_to_matrix",
     "rasterize", "interpolate", "antialias",
     "vertex_normals", "sh_shade", "ambient_sh", "sh_basis",
-    "Code", "FaceDecoder", "losses", "metrics", "landmarks",
+    "Code", "FaceDecoder", "losses", "metrics", "landmarks", "fit", "FitResult",
 ]

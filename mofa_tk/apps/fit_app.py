@@ -1,0 +1,286 @@
+"""`mofa fit`: fit a face model to one photo and write mesh.obj, params.json, overlay.png and landmarks.png.
+
+    mofa fit [IMAGE] [--model PATH] [--out DIR] [--landmarks FILE] [--iters N] [--backend NAME] [--seed N]
+
+With no IMAGE the public-domain astronaut photo that ships with scikit-image (`skimage.data.astronaut()`)
+is used, with the built-in model. Bad input (missing file, not an image, too small / too large, unreadable
+landmark or model file, no face found) prints one line ``error: ...`` naming the file and the problem and
+returns 2; grey and RGBA photos are converted, huge ones are downscaled to a working copy.
+`examples/fit_single_image.py` calls `main`.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+OUTPUT_FILES = ("mesh.obj", "params.json", "overlay.png", "landmarks.png")
+DEFAULT_OUT = "mofa_fit_out"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="mofa fit",
+        description="Fit a 3D morphable face model to one photo (MoFA analysis by synthesis) and write "
+                    "mesh.obj (vertex colours), params.json (the semantic code), overlay.png and landmarks.png.")
+    p.add_argument("image", nargs="?", default=None,
+                   help="photo to fit (default: skimage.data.astronaut(), a public-domain portrait)")
+    p.add_argument("--model", default=None, metavar="PATH",
+                   help="morphable model file for mofa_tk.load_model (default: the built-in model)")
+    p.add_argument("--out", default=DEFAULT_OUT, metavar="DIR",
+                   help=f"output folder (default: ./{DEFAULT_OUT}; existing files are replaced, and the command "
+                        f"says so)")
+    p.add_argument("--landmarks", default=None, metavar="FILE",
+                   help="68 iBUG landmarks (.pts, .json or .npy, in the photo's pixels) instead of detection")
+    p.add_argument("--iters", type=int, default=None, metavar="N",
+                   help="maximum iterations of the photometric stage (default: 30 for lm, 150 for adam)")
+    p.add_argument("--optimizer", choices=("lm", "adam"), default="lm",
+                   help="photometric optimiser (default lm: Levenberg-Marquardt, see docs/fitting.md)")
+    p.add_argument("--size", type=int, default=224, metavar="PX", help="crop / render resolution (default 224)")
+    p.add_argument("--backend", default=None, choices=("auto", "cpu", "cuda", "vulkan"),
+                   help="Taichi backend (default: $MOFA_TK_BACKEND, else auto)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of torch / numpy RNGs (the fit itself draws no random numbers; default 0)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar and no summary, only the file list")
+    return p
+
+
+# ============================================================================================ drawing
+def _disc(img, u, v, r, color):
+    H, W = img.shape[:2]
+    i0, i1 = max(int(np.floor(v - r)), 0), min(int(np.ceil(v + r)) + 1, H)
+    j0, j1 = max(int(np.floor(u - r)), 0), min(int(np.ceil(u + r)) + 1, W)
+    if i0 >= i1 or j0 >= j1:
+        return
+    ii, jj = np.mgrid[i0:i1, j0:j1]
+    m = (jj + 0.5 - u) ** 2 + (ii + 0.5 - v) ** 2 <= r * r
+    img[i0:i1, j0:j1][m] = color
+
+
+def _cross(img, u, v, r, color, w):
+    for t in np.linspace(-r, r, max(int(4 * r), 3)):
+        for a, b in ((u + t, v + t), (u + t, v - t)):
+            _disc(img, a, b, w, color)
+
+
+def _line(img, p, q, color, w):
+    n = int(max(abs(q[0] - p[0]), abs(q[1] - p[1])) * 2) + 1
+    for t in np.linspace(0, 1, n):
+        _disc(img, p[0] + t * (q[0] - p[0]), p[1] + t * (q[1] - p[1]), w, color)
+
+
+def face_region(photo: np.ndarray, points: np.ndarray, margin: float = 0.45, min_side: int = 512):
+    """Square region of the photo around `points` (their box grown by `margin` of its size on each side,
+    clipped to the photo), enlarged (bilinear) so that its side is at least `min_side` pixels.
+
+    Returns (region (h, w, 3) float32, (u0, v0, k)) with region pixel = k * (photo pixel - (u0, v0)).
+    """
+    from scipy import ndimage
+
+    H, W = photo.shape[:2]
+    p = points[np.isfinite(points).all(1)]
+    if not len(p):
+        return np.asarray(photo, np.float32), (0.0, 0.0, 1.0)
+    lo, hi = p.min(0), p.max(0)
+    c, half = (lo + hi) / 2, (hi - lo).max() * (0.5 + margin)
+    u0, u1 = int(max(np.floor(c[0] - half), 0)), int(min(np.ceil(c[0] + half), W))
+    v0, v1 = int(max(np.floor(c[1] - half), 0)), int(min(np.ceil(c[1] + half), H))
+    reg = np.asarray(photo[v0:v1, u0:u1], np.float32)
+    k = max(1.0, min_side / max(min(reg.shape[:2]), 1))
+    if k > 1.0:
+        reg = np.clip(ndimage.zoom(reg, (k, k, 1), order=1, mode="nearest", grid_mode=True), 0, 1)
+        k = reg.shape[1] / (u1 - u0)
+    return reg.astype(np.float32), (float(u0), float(v0), float(k))
+
+
+def draw_landmarks(photo: np.ndarray, target: np.ndarray, fitted: np.ndarray, zoom: bool = True) -> np.ndarray:
+    """The photo (H, W, 3) float in [0, 1] with the target landmarks (green discs), the fitted ones (red
+    crosses) and a yellow line from each target to its fitted point. With `zoom`, only the face region
+    (`face_region`), enlarged to at least 512 px, is drawn. Returns a new float32 image."""
+    if zoom:
+        photo, (u0, v0, k) = face_region(photo, np.concatenate([target, fitted]))
+        target = (np.asarray(target, np.float64) - (u0, v0)) * k
+        fitted = (np.asarray(fitted, np.float64) - (u0, v0)) * k
+    img = np.array(photo, np.float32, copy=True)
+    H, W = img.shape[:2]
+    pts = np.concatenate([target[np.isfinite(target).all(1)], fitted[np.isfinite(fitted).all(1)]])
+    span = float(np.ptp(pts, axis=0).max()) if len(pts) else max(H, W)
+    r = max(1.5, span / 90.0)
+    w = max(0.6, r / 3.5)
+    green, red, yellow = np.array([0.1, 1.0, 0.2]), np.array([1.0, 0.15, 0.1]), np.array([1.0, 0.9, 0.1])
+    for t, f in zip(target, fitted):
+        if np.isfinite(t).all() and np.isfinite(f).all():
+            _line(img, t, f, yellow, w * 0.6)
+    for t in target:
+        if np.isfinite(t).all():
+            _disc(img, t[0], t[1], r, green)
+    for f in fitted:
+        if np.isfinite(f).all():
+            _cross(img, f[0], f[1], r * 1.1, red, w)
+    return np.clip(img, 0, 1)
+
+
+# ============================================================================================ main
+class _Fail(Exception):
+    pass
+
+
+def _error(msg: str) -> int:
+    msg = " ".join(str(msg).split())  # one line
+    print(f"error: {msg}", file=sys.stderr)
+    return 2
+
+
+def _astronaut():
+    try:
+        from skimage import data
+    except ImportError:
+        raise _Fail("no IMAGE given and scikit-image is not installed (its astronaut photo is the default "
+                    "input): pass an image path, or pip install scikit-image") from None
+    return data.astronaut()
+
+
+def run(args) -> int:
+    import torch
+
+    import mofa_tk
+    from mofa_tk import io as mio
+    from mofa_tk import landmarks as mlm
+    from mofa_tk import metrics
+    from mofa_tk.fit import fit
+
+    t_all = time.perf_counter()
+    t_detect = None
+    out_dir = Path(args.out)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise _Fail(f"--out {out_dir}: exists and is not a folder")
+    if args.iters is not None and args.iters < 0:
+        raise _Fail(f"--iters: expected an integer >= 0, got {args.iters}")
+    if not 32 <= args.size <= 4096:
+        raise _Fail(f"--size: expected 32..4096 pixels, got {args.size}")
+
+    # ---- input photo
+    if args.image is None:
+        notes = []
+        rgb = mio.to_rgb(_astronaut(), name="skimage.data.astronaut()", notes=notes)
+        img = mio.LoadedImage(rgb=rgb, path=None, original_size=rgb.shape[:2], notes=notes)
+        image_name = "skimage.data.astronaut()"
+    else:
+        img = mio.load_image(args.image)
+        image_name = img.path
+
+    torch.manual_seed(args.seed)
+    np.random.seed(args.seed % (2 ** 32))
+    backend = mofa_tk.init(args.backend)
+
+    # ---- model
+    if args.model is None:
+        model = mofa_tk.builtin_model()
+    else:
+        model = mofa_tk.load_model(args.model)
+
+    # ---- landmarks (file pixels -> working pixels)
+    if args.landmarks is not None:
+        lm_file = mlm.read_landmarks(args.landmarks)
+        lm = lm_file * img.scale
+        H, W = img.size
+        inside = (lm[:, 0] >= -0.5 * W) & (lm[:, 0] <= 1.5 * W) & (lm[:, 1] >= -0.5 * H) & (lm[:, 1] <= 1.5 * H)
+        if not inside.all():
+            raise _Fail(f"--landmarks {args.landmarks}: {int((~inside).sum())} point(s) lie far outside the "
+                        f"{img.original_size[1]} x {img.original_size[0]} image (wrong file for this photo?)")
+        lm_source = str(args.landmarks)
+    else:
+        t0 = time.perf_counter()
+        lm = mlm.detect(img.rgb, name=image_name)
+        t_detect = time.perf_counter() - t0
+        lm_source = "detected (MediaPipe Face Mesh -> iBUG 68)"
+
+    res = fit(img.rgb, model, landmarks=lm, size=args.size, optimizer=args.optimizer, iters=args.iters,
+              progress=not args.quiet, name=image_name)
+
+    # ---- outputs
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {name: out_dir / name for name in OUTPUT_FILES}
+    replaced = [n for n, p in paths.items() if p.exists()]
+    to_file = 1.0 / img.scale
+    nme = metrics.landmark_nme(res.landmarks, res.target_landmarks) if np.isfinite(
+        res.target_landmarks[[36, 45]]).all() else float("nan")
+    header = (f"mofa_tk {mofa_tk.__version__} fit of {image_name}\nmodel {model.name} ({model.source})\n"
+              f"model-space vertices in mm (x to the subject's left, y up, z out of the face); "
+              f"vertex colours = fitted reflectance (albedo), clipped to [0, 1]")
+    mio.write_obj(paths["mesh.obj"], res.verts_model, res.triangles, res.albedo.clamp(0, 1), header=header)
+    overlay = res.overlay(alpha=0.7)
+    mio.write_png(paths["overlay.png"], overlay)
+    mio.write_png(paths["landmarks.png"], draw_landmarks(img.rgb, res.target_landmarks, res.landmarks))
+    params = {
+        "mofa_tk_version": mofa_tk.__version__,
+        "image": {"path": img.path, "name": image_name, "size": {"width": img.original_size[1],
+                                                                  "height": img.original_size[0]},
+                  "working_size": {"width": img.size[1], "height": img.size[0]}, "working_scale": img.scale,
+                  "conversions": img.notes},
+        "model": {"name": model.name, "source": str(model.source), "n_vertices": model.n_vertices,
+                  "n_triangles": model.n_triangles, "code_sizes": {k: int(v.numel()) for k, v in res.blocks.items()}},
+        "code": res.params(),
+        "code_units": {"rotation": "axis-angle, radians (camera space, OpenGL: x right, y up, z to the viewer)",
+                       "translation": "mm, offset from (0, 0, -distance)",
+                       "shape/expression/reflectance": "standard deviations of the model's prior",
+                       "illumination": "27 SH coefficients, channel-major (9 R, 9 G, 9 B), offset to the "
+                                       "white ambient light of irradiance 1"},
+        "camera": {"focal_px": [f * to_file for f in res.camera["focal"]],
+                   "principal_px": [c * to_file for c in res.camera["principal"]],
+                   "distance_mm": res.camera["distance"], "crop_size_px": res.camera["crop_size"],
+                   "note": "pinhole camera of the photo implied by the crop (focal 1015 px at 224 in the crop); "
+                           "pixels of the image file"},
+        "landmarks": {"source": lm_source, "target": res.target_landmarks * to_file,
+                      "fitted": res.landmarks * to_file, "nme_inter_ocular": nme,
+                      "units": "pixels of the image file, u right, v down, pixel centres at +0.5"},
+        "fit": {"optimizer": res.optimizer, "backend": backend, "seed": args.seed,
+                "losses": {k: {kk: vv for kk, vv in v.items() if kk not in ("history", "times")}
+                           for k, v in res.losses.items()},
+                "iterations": res.iterations, "converged": res.converged},
+        "timings_s": dict(({"detect": t_detect} if t_detect is not None else {}), **res.timings,
+                          command=time.perf_counter() - t_all),
+        "files": {n: str(p) for n, p in paths.items()},
+    }
+    mio.write_json(paths["params.json"], params)
+
+    if replaced:
+        print(f"replaced existing file(s) in {out_dir}: {', '.join(replaced)}")
+    if not args.quiet:
+        iters = ", ".join(f"{k} {v}" for k, v in res.iterations.items())
+        print(f"fitted {image_name} ({img.original_size[1]} x {img.original_size[0]}) with {model.name} on "
+              f"{backend}: {res.timings['total']:.2f} s, iterations {iters}, "
+              f"final loss {res.losses['photometric']['final']:.4g}, landmark NME {nme:.4f}")
+        for note in img.notes:
+            print(f"note: {note}")
+    for n in OUTPUT_FILES:
+        print(f"wrote {paths[n].resolve()}")
+    return 0
+
+
+def main(argv=None) -> int:
+    """Entry point of `mofa fit` (returns the exit status: 0 ok, 2 bad input)."""
+    args = build_parser().parse_args(argv)
+    from mofa_tk.errors import MofaError
+
+    try:
+        return run(args)
+    except _Fail as exc:
+        return _error(exc)
+    except MofaError as exc:
+        return _error(exc)
+    except FileNotFoundError as exc:
+        what = exc.filename if exc.filename else ""
+        msg = exc.strerror if exc.strerror else str(exc)
+        return _error(f"{msg}" + (f": {what}" if what and str(what) not in str(msg) else ""))
+    except PermissionError as exc:
+        return _error(f"permission denied: {exc.filename or exc}")
+    except OSError as exc:
+        return _error(f"{exc.filename or ''} {exc.strerror or exc}".strip())
+
+
+if __name__ == "__main__":
+    sys.exit(main())

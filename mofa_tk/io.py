@@ -1,0 +1,267 @@
+"""Image loading with validation, and writers for fitting results (OBJ with vertex colours, PNG, JSON).
+
+`load_image(path)` is what `mofa fit` uses: every problem with the file comes back as an `ImageFileError`
+(an `InputError`) whose message names the file and says what is wrong, so the command line can print one
+line instead of a traceback:
+
+* missing file, a folder, an empty file, or a file no image plugin can decode ("not an image");
+* an image smaller than `MIN_SIDE` (32) pixels on a side, or larger than `MAX_PIXELS` (100 megapixels:
+  the decoded float copy alone would need 1.2 GB);
+* unsupported layouts (more than 4 channels, complex or boolean data).
+
+Handled, not refused: grey (H, W) and grey + alpha are repeated to RGB; RGBA is composited over black (the
+crop's padding colour) when it has transparent pixels, otherwise the alpha channel is dropped; 16-bit and
+float images are scaled to [0, 1]; multi-frame files (GIF, TIFF stacks) use their first frame; images whose
+longer side exceeds `WORK_MAX_SIDE` (4096) are downscaled (area-averaged) to a working copy, and the scale
+is returned so that results can be mapped back to the file's pixel grid.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .errors import InputError
+
+__all__ = ["ImageFileError", "LoadedImage", "load_image", "to_rgb", "write_obj", "write_png", "write_json",
+           "MIN_SIDE", "MAX_PIXELS", "WORK_MAX_SIDE"]
+
+#: Smallest accepted image side in pixels (a face needs more than this to be fitted).
+MIN_SIDE = 32
+#: Largest accepted image, in pixels (W x H).
+MAX_PIXELS = 100_000_000
+#: Longer side above which `load_image` returns a downscaled working copy.
+WORK_MAX_SIDE = 4096
+
+
+class ImageFileError(InputError):
+    """An image file is missing, unreadable, or unsuitable; the message names the file and the problem."""
+
+
+@dataclass
+class LoadedImage:
+    """An image ready for fitting.
+
+    rgb:           (H, W, 3) float32 in [0, 1], the working copy (downscaled when the file was huge)
+    path:          the file (None for arrays)
+    original_size: (H0, W0) of the file
+    scale:         working pixels per file pixel (1.0 unless downscaled)
+    notes:         what was converted (e.g. "grey -> RGB", "RGBA composited over black", "downscaled 1/2")
+    """
+
+    rgb: np.ndarray
+    path: str | None
+    original_size: tuple
+    scale: float = 1.0
+    notes: list = field(default_factory=list)
+
+    @property
+    def size(self) -> tuple:
+        """(H, W) of the working copy."""
+        return tuple(self.rgb.shape[:2])
+
+
+def _bad(path, msg):
+    raise ImageFileError(f"{path}: {msg}")
+
+
+def _header_size(path: Path):
+    """(W, H) from the file header without decoding the pixels (Pillow, lazily), or None if unknown."""
+    try:
+        from PIL import Image
+
+        Image.MAX_IMAGE_PIXELS = None  # we apply our own limit below, with a clear message
+        with Image.open(path) as im:
+            return im.size
+    except Exception:
+        return None
+
+
+def to_rgb(a: np.ndarray, name: str = "image", notes: list | None = None) -> np.ndarray:
+    """(H, W, 3) float32 RGB in [0, 1] from an image array.
+
+    a: (H, W) grey, (H, W, 1), (H, W, 2) grey + alpha, (H, W, 3) RGB or (H, W, 4) RGBA; uint8, uint16, other
+       integer types with values in [0, 255], bool is refused, float must lie in [0, 1].
+    Alpha: dropped when fully opaque, else the colour is composited over black (premultiplied).
+    `notes` (a list) receives a short description of each conversion. Raises InputError naming `name`.
+    """
+    notes = [] if notes is None else notes
+    a = np.asarray(a)
+    if a.dtype == np.bool_ or not (np.issubdtype(a.dtype, np.integer) or np.issubdtype(a.dtype, np.floating)):
+        raise InputError(f"{name}: unsupported pixel type {a.dtype} (expected uint8, uint16 or float)")
+    if a.ndim == 2:
+        a = a[:, :, None]
+    if a.ndim != 3 or a.shape[2] not in (1, 2, 3, 4):
+        raise InputError(f"{name}: unsupported layout {a.shape} (expected H x W grey, grey+alpha, RGB or RGBA)")
+    if np.issubdtype(a.dtype, np.integer):
+        if a.dtype == np.uint16:
+            x = a.astype(np.float32) / 65535.0
+        else:
+            lo, hi = int(a.min()), int(a.max())
+            if lo < 0 or hi > 255:
+                raise InputError(f"{name}: {a.dtype} pixel values in [{lo}, {hi}] (expected 0..255)")
+            x = a.astype(np.float32) / 255.0
+    else:
+        x = a.astype(np.float32)
+        if not np.isfinite(x).all():
+            raise InputError(f"{name}: contains NaN/Inf pixel values")
+        lo, hi = float(x.min()), float(x.max())
+        if lo < -1e-3 or hi > 1 + 1e-3:
+            raise InputError(f"{name}: float pixel values in [{lo:.3g}, {hi:.3g}] (expected [0, 1])")
+        x = np.clip(x, 0.0, 1.0)
+    C = x.shape[2]
+    if C in (2, 4):
+        alpha = x[..., -1:]
+        x = x[..., :-1]
+        if float(alpha.min()) < 1.0:
+            x = x * alpha
+            notes.append(("grey+alpha" if C == 2 else "RGBA") + " composited over black")
+        else:
+            notes.append(("grey+alpha" if C == 2 else "RGBA") + ": opaque alpha dropped")
+    if x.shape[2] == 1:
+        x = np.repeat(x, 3, axis=2)
+        notes.append("grey -> RGB")
+    return np.ascontiguousarray(x, dtype=np.float32)
+
+
+def _downscale(rgb: np.ndarray, k: int) -> np.ndarray:
+    """Area-average by an integer factor k (the last partial rows / columns are dropped)."""
+    H, W = (rgb.shape[0] // k) * k, (rgb.shape[1] // k) * k
+    return rgb[:H, :W].reshape(H // k, k, W // k, k, 3).mean(axis=(1, 3)).astype(np.float32)
+
+
+def load_image(path, *, min_side: int = MIN_SIDE, max_pixels: int = MAX_PIXELS,
+               work_max_side: int = WORK_MAX_SIDE) -> LoadedImage:
+    """Read and validate an image file for fitting.
+
+    path: an image file (anything imageio reads: PNG, JPEG, BMP, TIFF, GIF, WebP, ...).
+    min_side / max_pixels: limits (see the module docstring); work_max_side: longer side of the working copy.
+    Returns a `LoadedImage` (float32 RGB in [0, 1]). Raises ImageFileError (an InputError) naming the file.
+    """
+    p = Path(os.fspath(path))
+    if not p.exists():
+        _bad(p, "no such file")
+    if p.is_dir():
+        _bad(p, "is a directory, not an image file")
+    if p.stat().st_size == 0:
+        _bad(p, "empty file (0 bytes), not an image")
+    hdr = _header_size(p)
+    if hdr is not None and hdr[0] * hdr[1] > max_pixels:
+        _bad(p, f"image too large: {hdr[0]} x {hdr[1]} = {hdr[0] * hdr[1] / 1e6:.0f} megapixels "
+                f"(limit {max_pixels / 1e6:.0f}); downscale it first")
+    import imageio.v3 as iio
+
+    try:
+        try:
+            a = iio.imread(p, index=0)
+        except (TypeError, ValueError, IndexError):
+            a = iio.imread(p)
+    except Exception as exc:  # imageio raises many exception types for undecodable files
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        _bad(p, f"not a readable image ({msg[:160]})")
+    a = np.asarray(a)
+    notes = []
+    if a.ndim == 4 or (a.ndim == 3 and a.shape[-1] not in (1, 2, 3, 4) and a.shape[0] > 1):
+        a = a[0]
+        notes.append("first frame of a multi-frame file")
+    if a.ndim not in (2, 3) or a.shape[0] == 0 or a.shape[1] == 0:
+        _bad(p, f"unsupported image layout {a.shape}")
+    H0, W0 = a.shape[:2]
+    if min(H0, W0) < min_side:
+        _bad(p, f"image too small: {W0} x {H0} pixels (a side below {min_side} px cannot hold a face to fit)")
+    if H0 * W0 > max_pixels:
+        _bad(p, f"image too large: {W0} x {H0} = {H0 * W0 / 1e6:.0f} megapixels (limit {max_pixels / 1e6:.0f})")
+    try:
+        rgb = to_rgb(a, name=str(p), notes=notes)
+    except InputError as exc:
+        raise ImageFileError(str(exc)) from None
+    scale = 1.0
+    if max(H0, W0) > work_max_side:
+        k = int(math.ceil(max(H0, W0) / work_max_side))
+        rgb = _downscale(rgb, k)
+        scale = 1.0 / k
+        notes.append(f"downscaled 1/{k} to {rgb.shape[1]} x {rgb.shape[0]} for fitting")
+    return LoadedImage(rgb=rgb, path=str(p), original_size=(H0, W0), scale=scale, notes=notes)
+
+
+# ============================================================================================ writers
+def _u8(image) -> np.ndarray:
+    a = np.asarray(image.detach().cpu().numpy() if hasattr(image, "detach") else image)
+    if a.dtype == np.uint8:
+        return a
+    if not np.isfinite(a).all():
+        raise InputError("image: contains NaN/Inf")
+    return np.clip(np.rint(a.astype(np.float64) * 255.0), 0, 255).astype(np.uint8)
+
+
+def write_png(path, image) -> None:
+    """Write an (H, W, 3) / (H, W) image, float in [0, 1] (clipped) or uint8, as PNG."""
+    import imageio.v3 as iio
+
+    a = _u8(image)
+    if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[2] not in (1, 3, 4)):
+        raise InputError(f"image: expected (H, W), (H, W, 3) or (H, W, 4), got {a.shape}")
+    iio.imwrite(Path(path), a, extension=".png")
+
+
+def write_obj(path, verts, triangles, colors=None, *, header: str | None = None) -> None:
+    """Write a triangle mesh as Wavefront OBJ.
+
+    verts:     (V, 3) positions (written as given, e.g. mm)
+    triangles: (T, 3) 0-based vertex indices (written 1-based, counter-clockwise as given)
+    colors:    optional (V, 3) RGB in [0, 1] (clipped), written on the vertex lines as `v x y z r g b`
+               (the de-facto extension read by MeshLab, Blender and trimesh)
+    header:    optional comment lines (without '#')
+    """
+    v = np.asarray(verts.detach().cpu().numpy() if hasattr(verts, "detach") else verts, np.float64)
+    t = np.asarray(triangles.detach().cpu().numpy() if hasattr(triangles, "detach") else triangles, np.int64)
+    if v.ndim != 2 or v.shape[1] != 3:
+        raise InputError(f"verts: expected (V, 3), got {v.shape}")
+    if t.ndim != 2 or t.shape[1] != 3:
+        raise InputError(f"triangles: expected (T, 3), got {t.shape}")
+    if t.size and (t.min() < 0 or t.max() >= len(v)):
+        raise InputError(f"triangles: indices must lie in [0, {len(v)}), got [{t.min()}, {t.max()}]")
+    if not np.isfinite(v).all():
+        raise InputError("verts: contain NaN/Inf")
+    lines = []
+    if header:
+        lines += [f"# {ln}" for ln in header.splitlines()]
+    if colors is not None:
+        c = np.asarray(colors.detach().cpu().numpy() if hasattr(colors, "detach") else colors, np.float64)
+        if c.shape != v.shape:
+            raise InputError(f"colors: expected {v.shape}, got {c.shape}")
+        c = np.clip(np.nan_to_num(c), 0.0, 1.0)
+        vl = ["v %.5f %.5f %.5f %.4f %.4f %.4f" % tuple(row) for row in np.concatenate([v, c], 1)]
+    else:
+        vl = ["v %.5f %.5f %.5f" % tuple(row) for row in v]
+    lines += vl
+    lines += ["f %d %d %d" % tuple(row) for row in (t + 1)]
+    Path(path).write_text("\n".join(lines) + "\n", encoding="ascii")
+
+
+def _jsonable(x):
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if hasattr(x, "detach"):
+        x = x.detach().cpu().numpy()
+    if isinstance(x, np.ndarray):
+        return _jsonable(x.tolist())
+    if isinstance(x, (np.floating, float)):
+        x = float(x)
+        return x if math.isfinite(x) else None
+    if isinstance(x, (np.integer,)):
+        return int(x)
+    if isinstance(x, (np.bool_,)):
+        return bool(x)
+    return x
+
+
+def write_json(path, obj) -> None:
+    """Write `obj` (dicts / lists / numbers / arrays / tensors; NaN -> null) as indented JSON."""
+    Path(path).write_text(json.dumps(_jsonable(obj), indent=2) + "\n", encoding="utf-8")

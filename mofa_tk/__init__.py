@@ -52,7 +52,9 @@ from .raster import rasterize, interpolate, antialias  # noqa: E402
 from .shading import vertex_normals, sh_shade, ambient_sh, sh_basis  # noqa: E402
 from .code import Code  # noqa: E402
 from .decoder import FaceDecoder  # noqa: E402
-from . import losses, metrics, landmarks  # noqa: E402
+from . import losses, metrics, landmarks, data  # noqa: E402
+from .encoder import Encoder  # noqa: E402
+from .autoencoder import MoFA, load_encoder  # noqa: E402
 from .fit import fit, FitResult  # noqa: E402  (the name `mofa_tk.fit` is the function; import the module as mofa_tk.fit via `from mofa_tk.fit import ...`)
 
 __version__ = "0.1.0"
@@ -64,5 +66,6 @@ __all__ = [
     "morph", "rigid", "project", "to_clip", "axis_angle_to_matrix",
     "rasterize", "interpolate", "antialias",
     "vertex_normals", "sh_shade", "ambient_sh", "sh_basis",
-    "Code", "FaceDecoder", "losses", "metrics", "landmarks", "fit", "FitResult",
+    "Code", "FaceDecoder", "losses", "metrics", "landmarks", "data", "fit", "FitResult",
+    "Encoder", "MoFA", "load_encoder",
 ]

@@ -938,7 +938,7 @@ def fit(image, model=None, landmarks=None, *, size: int = 224, optimizer: str = 
         weights: dict | None = None, reg_weights: dict | None = None, landmark_weights=None,
         crop_scale: float = DEFAULT_CROP_SCALE, focal=None, principal=None, tol: float = 3e-3,
         progress: bool = True,
-        name: str | None = None, decoder_options: dict | None = None) -> FitResult:
+        name: str | None = None, decoder_options: dict | None = None, init_code=None) -> FitResult:
     """Fit the semantic code of `model` to one photo by analysis by synthesis (coarse to fine).
 
     image:      (H, W, 3) RGB, (H, W) grey or (H, W, 4) RGBA (alpha dropped); uint8, uint16 or float in
@@ -960,6 +960,13 @@ def fit(image, model=None, landmarks=None, *, size: int = 224, optimizer: str = 
     progress:   show a rich progress bar per stage with the current loss
     name:       image name used in error messages
     decoder_options: extra `FaceDecoder` keyword arguments (distance, visibility_tol, ...)
+    init_code:  optional (N,) or (1, N) float code of `model` for THIS crop (same `size`-independent camera and
+                `crop_scale`), e.g. `Encoder.predict_code` of the crop (`mofa fit --encoder CKPT`). It competes
+                with the closed-form initialisations: the pose stage starts from whichever of the encoder's
+                pose and the closed-form pose has the lower landmark loss, and the appearance stage keeps the
+                encoder's reflectance / illumination unless the closed-form estimate has a lower dense loss
+                (`FitResult.losses[stage]["init"]` says which won), so a weak encoder cannot make a fit worse
+                at the start of a stage.
 
     Returns a `FitResult`. Raises InputError on bad arguments, landmarks.NoFaceFoundError when detection
     finds no face.
@@ -1046,6 +1053,7 @@ def fit(image, model=None, landmarks=None, *, size: int = 224, optimizer: str = 
 
     losses_out, iterations, converged = OrderedDict(), OrderedDict(), OrderedDict()
     code = dec.code.zeros(1)
+    enc_code = _as_init_code(init_code, dec.code.size) if init_code is not None else None
     bar = _progress(progress)
     if bar is not None:
         bar.start()
@@ -1053,12 +1061,20 @@ def fit(image, model=None, landmarks=None, *, size: int = 224, optimizer: str = 
         # ---- stage: pose
         t0 = time.perf_counter()
         code = _closed_form_pose(prob, code)
+        pose_init = "closed-form"
+        if enc_code is not None:
+            with torch.no_grad():
+                cf_loss = float(prob.landmark_loss(code, reg_blocks=())[0])
+                enc_loss = float(prob.landmark_loss(enc_code, reg_blocks=())[0])
+            if math.isfinite(enc_loss) and enc_loss <= cf_loss:
+                code, pose_init = enc_code.clone(), "encoder"
         st = _Stage("pose", max_iters["pose"], bar)
         code, first = _fit_landmarks(prob, code, st, ["rotation", "translation"], optimizer, tol) \
             if st.max_iters else (code, float(prob.landmark_loss(code, reg_blocks=())[0]))
         with torch.no_grad():
             fin, terms = prob.landmark_loss(code, reg_blocks=())
-        losses_out["pose"] = {"initial": float(first), "final": float(fin), "terms": _floats(terms)}
+        losses_out["pose"] = {"initial": float(first), "final": float(fin), "terms": _floats(terms),
+                              "init": pose_init}
         iterations["pose"], converged["pose"] = st.iterations, st.converged
         timings["pose"] = time.perf_counter() - t0
 
@@ -1081,11 +1097,22 @@ def fit(image, model=None, landmarks=None, *, size: int = 224, optimizer: str = 
         with torch.no_grad():
             g = prob.geometry(code)
             before = float(prob.dense_loss(g, prob.visibility(g))[0])
-        code = _init_appearance(prob, code)
+        closed = _init_appearance(prob, code)
         with torch.no_grad():
-            g = prob.geometry(code)
+            g = prob.geometry(closed)
             fin, terms = prob.dense_loss(g, prob.visibility(g))
-        losses_out["appearance"] = {"initial": before, "final": float(fin), "terms": _floats(terms)}
+        appearance_init = "closed-form"
+        if enc_code is not None and pose_init == "encoder" and before < float(fin):
+            # the encoder's reflectance and illumination (kept in `code` since the pose stage) explain the
+            # crop better than the closed-form estimate: keep them
+            with torch.no_grad():
+                g = prob.geometry(code)
+                fin, terms = prob.dense_loss(g, prob.visibility(g))
+            appearance_init = "encoder"
+        else:
+            code = closed
+        losses_out["appearance"] = {"initial": before, "final": float(fin), "terms": _floats(terms),
+                                    "init": appearance_init}
         iterations["appearance"], converged["appearance"] = 1, True
         timings["appearance"] = time.perf_counter() - t0
 
@@ -1134,6 +1161,20 @@ def fit(image, model=None, landmarks=None, *, size: int = 224, optimizer: str = 
         target_landmarks_crop=lm_crop.astype(np.float32), transform=T, camera=camera, losses=losses_out,
         timings=dict(timings), iterations=dict(iterations), converged=dict(converged), optimizer=optimizer,
         model=model, input_image=rgb, decoder_options=dec_opts)
+
+
+def _as_init_code(init_code, n: int) -> torch.Tensor:
+    """init_code -> (1, n) float32 CPU tensor, or InputError naming what is wrong."""
+    try:
+        c = torch.as_tensor(np.asarray(init_code.detach().cpu() if isinstance(init_code, torch.Tensor) else init_code,
+                                       np.float32))
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"init_code: expected a float array of {n} values, got {type(init_code).__name__} ({exc})") from None
+    if c.numel() != n or c.ndim > 2 or (c.ndim == 2 and c.shape[0] != 1):
+        raise InputError(f"init_code: expected shape ({n},) or (1, {n}) (the model's code), got {tuple(c.shape)}")
+    if not bool(torch.isfinite(c).all()):
+        raise InputError("init_code: contains NaN/Inf")
+    return c.reshape(1, n).clone()
 
 
 def _floats(terms: dict) -> dict:

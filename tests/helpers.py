@@ -22,3 +22,13 @@ def rel_err(a, b):
     """Relative error ||a - b|| / max(||b||, tiny), as float."""
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-12))
+
+
+def np_rodrigues(r):
+    """Rotation matrix of axis-angle r (3,) by Rodrigues' formula, float64 NumPy (reference for the ops)."""
+    th = np.linalg.norm(r)
+    if th < 1e-12:
+        return np.eye(3)
+    k = r / th
+    K = np.array([[0, -k[2], k[1]], [k[2], 0, -k[0]], [-k[1], k[0], 0]])
+    return np.eye(3) + np.sin(th) * K + (1 - np.cos(th)) * K @ K

@@ -14,6 +14,7 @@ from mofa_tk import losses as L
 from mofa_tk.code import Code
 from mofa_tk.decoder import FaceDecoder, boundary_vertices
 from mofa_tk.shading import sh_shade
+from helpers import np_rodrigues
 
 SIZE = 128  # test image size (focal 580 px: a 150 mm face spans ~87 px)
 
@@ -57,15 +58,6 @@ def synthetic_face(nx=41, ny=51, k_id=6, k_exp=4, k_alb=5, seed=0, nose=30.0):
 @pytest.fixture(scope="module")
 def face():
     return synthetic_face()
-
-
-def np_rodrigues(r):
-    th = np.linalg.norm(r)
-    if th < 1e-12:
-        return np.eye(3)
-    k = r / th
-    K = np.array([[0, -k[2], k[1]], [k[2], 0, -k[0]], [-k[1], k[0], 0]])
-    return np.eye(3) + np.sin(th) * K + (1 - np.cos(th)) * K @ K
 
 
 def raycast_visible(P, tris, vertices=None, eps=1e-4):

@@ -99,6 +99,8 @@ def _rot_err_deg(r1, r2):
 def fitted_scene(model):
     """One synthetic scene and its fit (shared by several tests; only built on the cpu backend, which the
     session-scoped `backend` fixture has initialised before any module fixture)."""
+    if mofa_tk.current_backend() is None:      # module fixtures run before the function-scoped `backend`
+        mofa_tk.init("cpu")
     if mofa_tk.current_backend() != "cpu":
         pytest.skip("fitting tests run on cpu only")
     sc = _scene(model, 3)
@@ -351,6 +353,29 @@ def test_fit_is_deterministic(cpu, model, fitted_scene):
     assert float((again.verts_cam - res.verts_cam).abs().max()) < 0.2
     assert float(np.abs(again.landmarks - res.landmarks).max()) < 0.05
     assert again.losses["photometric"]["final"] == pytest.approx(res.losses["photometric"]["final"], rel=2e-3)
+
+
+def test_init_code_competes_with_the_closed_form_initialisation(cpu, model, fitted_scene):
+    """init_code (what `mofa fit --encoder` passes): a good initial code (the converged fit's own code) wins the
+    pose and appearance initialisations and starts the pose stage at its landmark loss; a bad one (the face
+    turned by 120 degrees) loses to the closed-form estimates, and the fit then equals the plain fit."""
+    sc, res = fitted_scene
+    kw = dict(landmarks=sc["landmarks"], progress=False, focal=sc["focal"], principal=sc["principal"])
+    good = fit(sc["image"], model, init_code=res.code, iters={"pose": 0, "landmarks": 0, "photometric": 0}, **kw)
+    assert good.losses["pose"]["init"] == "encoder" and good.losses["appearance"]["init"] == "encoder"
+    # the good code already is the optimum: its landmark loss is far below the closed-form pose's
+    plain0 = fit(sc["image"], model, iters={"pose": 0, "landmarks": 0, "photometric": 0}, **kw)
+    assert good.losses["pose"]["initial"] < 0.5 * plain0.losses["pose"]["initial"]
+    assert float((good.verts_cam - res.verts_cam).abs().max()) < 1e-3
+    bad = res.code.clone()
+    bad[:3] = torch.tensor([0.0, 2.1, 0.0])          # yaw 120 degrees
+    worse = fit(sc["image"], model, init_code=bad[None], **kw)
+    assert worse.losses["pose"]["init"] == "closed-form" and worse.losses["appearance"]["init"] == "closed-form"
+    assert float((worse.verts_cam - res.verts_cam).abs().max()) < 0.2
+    with pytest.raises(InputError, match=r"init_code: expected shape"):
+        fit(sc["image"], model, init_code=res.code[:-1], **kw)
+    with pytest.raises(InputError, match="init_code: contains NaN"):
+        fit(sc["image"], model, init_code=torch.full_like(res.code, float("nan")), **kw)
 
 
 def test_adam_optimizer_decreases_the_loss(cpu, model, fitted_scene):

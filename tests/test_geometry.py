@@ -5,7 +5,7 @@ import torch
 
 import mofa_tk
 from mofa_tk.geometry import albedo as albedo_op
-from helpers import numeric_grad, rel_err
+from helpers import np_rodrigues, numeric_grad, rel_err
 
 
 def small_model(V=40, K_id=5, K_exp=4, K_alb=3, seed=0):
@@ -23,15 +23,6 @@ def np_morph(m, alpha, delta):
     mean = m.mean_shape.numpy().astype(np.float64)
     out = mean[None] + np.einsum("vck,bk->bvc", m.shape_basis.numpy().astype(np.float64), alpha * m.shape_std.numpy())
     return out + np.einsum("vck,bk->bvc", m.expr_basis.numpy().astype(np.float64), delta * m.expr_std.numpy())
-
-
-def np_rodrigues(r):
-    th = np.linalg.norm(r)
-    if th < 1e-12:
-        return np.eye(3)
-    k = r / th
-    K = np.array([[0, -k[2], k[1]], [k[2], 0, -k[0]], [-k[1], k[0], 0]])
-    return np.eye(3) + np.sin(th) * K + (1 - np.cos(th)) * K @ K
 
 
 def np_rigid(x, rot, t):

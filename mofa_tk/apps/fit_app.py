@@ -1,6 +1,7 @@
 """`mofa fit`: fit a face model to one photo and write mesh.obj, params.json, overlay.png and landmarks.png.
 
     mofa fit [IMAGE] [--model PATH] [--out DIR] [--landmarks FILE] [--iters N] [--backend NAME] [--seed N]
+             [--encoder CKPT]
 
 With no IMAGE the public-domain astronaut photo that ships with scikit-image (`skimage.data.astronaut()`)
 is used, with the built-in model. Bad input (missing file, not an image, too small / too large, unreadable
@@ -44,6 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Taichi backend (default: $MOFA_TK_BACKEND, else auto)")
     p.add_argument("--seed", type=int, default=0,
                    help="seed of torch / numpy RNGs (the fit itself draws no random numbers; default 0)")
+    p.add_argument("--encoder", default=None, metavar="CKPT",
+                   help="a trained encoder (checkpoint.pt of `mofa train`, or its folder) whose prediction "
+                        "initialises the fit; the model defaults to the one it was trained for")
     p.add_argument("--quiet", action="store_true", help="no progress bar and no summary, only the file list")
     return p
 
@@ -128,12 +132,6 @@ class _Fail(Exception):
     pass
 
 
-def _error(msg: str) -> int:
-    msg = " ".join(str(msg).split())  # one line
-    print(f"error: {msg}", file=sys.stderr)
-    return 2
-
-
 def _astronaut():
     try:
         from skimage import data
@@ -141,6 +139,25 @@ def _astronaut():
         raise _Fail("no IMAGE given and scikit-image is not installed (its astronaut photo is the default "
                     "input): pass an image path, or pip install scikit-image") from None
     return data.astronaut()
+
+
+def _encoder_model(config: dict, ckpt):
+    """The face model an encoder checkpoint was trained for (its "model" spec and "components")."""
+    import mofa_tk
+
+    spec = config.get("model", "builtin")
+    if spec in ("builtin", "builtin:default"):
+        model = mofa_tk.builtin_model()
+    elif spec == "builtin:bfm":
+        model = mofa_tk.builtin_model("bfm")
+    elif Path(spec).expanduser().exists():
+        model = mofa_tk.load_model(spec)
+    else:
+        raise _Fail(f"--encoder {ckpt}: it was trained with model file {spec!r}, which does not exist here; "
+                    f"pass that model with --model")
+    if config.get("components"):
+        model = model.truncate(*[int(k) for k in config["components"]])
+    return model
 
 
 def run(args) -> int:
@@ -176,11 +193,22 @@ def run(args) -> int:
     np.random.seed(args.seed % (2 ** 32))
     backend = mofa_tk.init(args.backend)
 
-    # ---- model
-    if args.model is None:
+    # ---- model (and the encoder that initialises the fit)
+    encoder = enc_config = None
+    if args.encoder is not None:
+        from mofa_tk.autoencoder import load_encoder
+
+        encoder, enc_config = load_encoder(args.encoder)
+    if args.model is None and encoder is not None:
+        model = _encoder_model(enc_config, args.encoder)
+    elif args.model is None:
         model = mofa_tk.builtin_model()
     else:
         model = mofa_tk.load_model(args.model)
+    if encoder is not None and encoder.code.size != mofa_tk.Code.for_model(model).size:
+        raise _Fail(f"--encoder {args.encoder}: its code ({encoder.code}) does not fit the model "
+                    f"{model.name} ({mofa_tk.Code.for_model(model)}); it was trained for --model "
+                    f"{enc_config.get('model')} with components {enc_config.get('components')}")
 
     # ---- landmarks (file pixels -> working pixels)
     if args.landmarks is not None:
@@ -198,8 +226,13 @@ def run(args) -> int:
         t_detect = time.perf_counter() - t0
         lm_source = "detected (MediaPipe Face Mesh -> iBUG 68)"
 
+    fit_kw = {}
+    if encoder is not None:
+        # crop the photo the way the training crops were framed, and start from the encoder's code for it
+        crop, _, _ = mlm.crop_face(img.rgb, lm, size=args.size, scale=enc_config["crop_scale"])
+        fit_kw = dict(crop_scale=enc_config["crop_scale"], init_code=encoder.predict_code(crop[None]))
     res = fit(img.rgb, model, landmarks=lm, size=args.size, optimizer=args.optimizer, iters=args.iters,
-              progress=not args.quiet, name=image_name)
+              progress=not args.quiet, name=image_name, **fit_kw)
 
     # ---- outputs
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -238,6 +271,10 @@ def run(args) -> int:
                       "fitted": res.landmarks * to_file, "nme_inter_ocular": nme,
                       "units": "pixels of the image file, u right, v down, pixel centres at +0.5"},
         "fit": {"optimizer": res.optimizer, "backend": backend, "seed": args.seed,
+                "encoder": None if encoder is None else {"checkpoint": str(args.encoder),
+                                                         "step": enc_config.get("step"),
+                                                         "crop_scale": enc_config["crop_scale"]},
+                "init": {k: v["init"] for k, v in res.losses.items() if "init" in v},
                 "losses": {k: {kk: vv for kk, vv in v.items() if kk not in ("history", "times")}
                            for k, v in res.losses.items()},
                 "iterations": res.iterations, "converged": res.converged},
@@ -263,23 +300,10 @@ def run(args) -> int:
 
 def main(argv=None) -> int:
     """Entry point of `mofa fit` (returns the exit status: 0 ok, 2 bad input)."""
-    args = build_parser().parse_args(argv)
-    from mofa_tk.errors import MofaError
+    from mofa_tk.apps.errors import run_reporting_errors
 
-    try:
-        return run(args)
-    except _Fail as exc:
-        return _error(exc)
-    except MofaError as exc:
-        return _error(exc)
-    except FileNotFoundError as exc:
-        what = exc.filename if exc.filename else ""
-        msg = exc.strerror if exc.strerror else str(exc)
-        return _error(f"{msg}" + (f": {what}" if what and str(what) not in str(msg) else ""))
-    except PermissionError as exc:
-        return _error(f"permission denied: {exc.filename or exc}")
-    except OSError as exc:
-        return _error(f"{exc.filename or ''} {exc.strerror or exc}".strip())
+    args = build_parser().parse_args(argv)
+    return run_reporting_errors(lambda: run(args), _Fail)
 
 
 if __name__ == "__main__":

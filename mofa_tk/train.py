@@ -1,0 +1,749 @@
+"""Training loop of the MoFA autoencoder: data, optimiser, held-out evaluation, checkpoints with exact resume.
+
+    from mofa_tk.train import TrainConfig, train
+    result = train(TrainConfig(steps=600), "runs/synthetic")       # synthetic faces, 64 px, built-in model
+    result = train(TrainConfig(data="photos/", steps=5000), "runs/photos")
+
+`train` writes into its output folder (docs/training.md):
+
+    checkpoint.pt   encoder weights, optimiser state, step, RNG states, config, history (atomic rewrite every
+                    `ckpt_every` steps, at the end and on Ctrl-C); `mofa_tk.autoencoder.load_encoder` reads it
+    config.json     the configuration; history.json / history.csv / eval.csv the loss curves
+    loss.png        training loss (and terms) and held-out photometric loss against the step
+    grid.png        held-out inputs, reconstructions (render over the input) and landmarks
+
+Determinism: the encoder's initial weights come from `seed`, the batch at step s is a function of (seed, s)
+only (an epoch-wise permutation seeded by (seed, epoch)), and synthetic sample i of a given seed is fixed.
+Resuming restores the weights, the optimiser, the step and the torch / NumPy / Python RNG states, so a run
+interrupted at step N and resumed continues exactly as an uninterrupted one would, up to the last bits of
+the renders (`vertex_normals` sums face normals with float atomics in an order that varies between runs on
+multi-threaded backends; tests/test_train.py measures the effect).
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import random
+import signal
+import tempfile
+import threading
+import time
+import warnings
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import losses as L
+from .autoencoder import CHECKPOINT_FORMAT, MoFA
+from .backend import current_backend, kernel_device
+from .backend import init as backend_init
+from .errors import BackendUnavailableError, InputError, MofaError
+
+__all__ = ["TrainConfig", "TrainResult", "train", "evaluate", "build", "save_grid", "plot_history",
+           "CheckpointExistsError", "RESUME_MUST_MATCH"]
+
+#: Configuration fields that define the experiment: a resumed run must use the checkpoint's values.
+RESUME_MUST_MATCH = ("data", "model", "components", "image_size", "batch_size", "lr", "weight_decay", "warmup", "min_lr_ratio",
+                     "grad_clip", "seed", "width", "stages", "depth", "grid", "weights", "reg_weights", "crop_scale",
+                     "synthetic_n", "heldout", "decoder")
+
+
+class CheckpointExistsError(MofaError, FileExistsError):
+    """The output folder already holds a checkpoint and resume was not asked for (nothing is overwritten)."""
+
+
+@dataclass
+class TrainConfig:
+    """Training options (all JSON-able; stored in every checkpoint).
+
+    data:        folder of face photos (`ImageFolderFaces`), or None for synthetic faces (`SyntheticFaces`)
+    model:       "builtin" (default), "builtin:bfm" (35,709 vertices) or the path of a model file (`load_model`)
+    components:  None (all) or [k_id, k_exp, k_alb]: keep the first k components of each basis
+                 (`FaceModel.truncate`); fewer components train faster (the decoder's morph backward is the
+                 most expensive op on the CPU)
+    steps:       total optimiser steps; batch_size: images per step; image_size: training resolution S (px)
+    lr:          AdamW learning rate (linear warm-up over `warmup` steps, then cosine decay to lr * min_lr_ratio
+                 at `steps`); weight_decay: AdamW decoupled weight decay; grad_clip: max global gradient norm
+    seed:        seeds the encoder initialisation, the batch order and the synthetic faces
+    width, stages, depth, grid: `Encoder` size (see `Encoder`)
+    weights, reg_weights: `mofa_loss` term / per-block weights (None = defaults, see `MoFA`)
+    crop_scale:  `crop_face` scale for photos; None = `data.framing(decoder)` (the mean face's framing)
+    decoder:     extra `FaceDecoder` options ({} = defaults; the default focal makes codes resolution independent)
+    cache_dir:   landmark cache folder for photos (None = a file in the photo folder); detect: run the detector
+    synthetic_n: number of distinct synthetic training faces; heldout: held-out images for evaluation
+    eval_every, ckpt_every: in steps; device: "cpu", "cuda" or None (the backend's kernel device);
+    backend:     Taichi backend: "cpu", "cuda", "vulkan", or "auto" (default): the backend already active in
+                 the process, else cuda when available, else cpu (Vulkan only when asked for: on a machine
+                 without a GPU it is the lavapipe software driver, slower than the cpu backend)
+    threads:     torch CPU threads (None = torch's default)
+    """
+
+    data: str | None = None
+    model: str = "builtin"
+    components: list | None = None
+    steps: int = 500
+    batch_size: int = 16
+    image_size: int = 64
+    lr: float = 4e-3
+    weight_decay: float = 1e-4
+    warmup: int = 20
+    min_lr_ratio: float = 0.05
+    grad_clip: float = 5.0
+    seed: int = 0
+    width: int = 32
+    stages: int = 3
+    depth: int = 1
+    grid: int = 4
+    weights: dict | None = None
+    reg_weights: dict | None = None
+    crop_scale: float | None = None
+    decoder: dict = field(default_factory=dict)
+    cache_dir: str | None = None
+    detect: bool = True
+    synthetic_n: int = 100_000
+    heldout: int = 32
+    eval_every: int = 50
+    ckpt_every: int = 100
+    device: str | None = None
+    backend: str = "auto"
+    threads: int | None = None
+
+    def validate(self) -> "TrainConfig":
+        def pos_int(name, lo=1):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or int(v) < lo:
+                raise InputError(f"{name}: expected an integer >= {lo}, got {v!r}")
+
+        for name in ("steps", "batch_size", "width", "stages", "depth", "grid", "synthetic_n", "eval_every",
+                     "ckpt_every"):
+            pos_int(name)
+        pos_int("image_size", 16)
+        pos_int("heldout", 0)
+        pos_int("warmup", 0)
+        pos_int("seed", 0)
+        if self.threads is not None:
+            pos_int("threads")
+        for name in ("lr", "grad_clip"):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
+                raise InputError(f"{name}: expected a positive number, got {v!r}")
+        if not (0 <= self.weight_decay < 1):
+            raise InputError(f"weight_decay: expected a number in [0, 1), got {self.weight_decay!r}")
+        if not (0 <= self.min_lr_ratio <= 1):
+            raise InputError(f"min_lr_ratio: expected a number in [0, 1], got {self.min_lr_ratio!r}")
+        if self.device not in (None, "cpu", "cuda"):
+            raise InputError(f"device: expected 'cpu', 'cuda' or None, got {self.device!r}")
+        if self.backend not in ("auto", "cpu", "cuda", "vulkan"):
+            raise InputError(f"backend: expected 'auto', 'cpu', 'cuda' or 'vulkan', got {self.backend!r}")
+        if self.components is not None:
+            c = self.components
+            if (not isinstance(c, (list, tuple)) or len(c) != 3
+                    or not all(isinstance(k, (int, np.integer)) and not isinstance(k, bool) and k >= 0 for k in c)):
+                raise InputError(f"components: expected [k_id, k_exp, k_alb] integers >= 0, got {c!r}")
+            self.components = [int(k) for k in c]
+        if self.crop_scale is not None and not (math.isfinite(self.crop_scale) and self.crop_scale > 0):
+            raise InputError(f"crop_scale: expected a positive number, got {self.crop_scale!r}")
+        return self
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        names = {f.name for f in fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise InputError(f"config: unknown field(s) {sorted(unknown)}")
+        return cls(**d)
+
+
+@dataclass
+class TrainResult:
+    """What `train` returns: the trained autoencoder, the history, the final evaluation and written files."""
+
+    mofa: MoFA
+    step: int
+    history: dict
+    final_eval: dict
+    out_dir: Path
+    files: dict
+    interrupted: bool = False
+
+
+# ============================================================================================ building blocks
+def _load_face_model(spec: str):
+    from .builtin import builtin_model
+    from .loaders import load_model
+
+    if spec in ("builtin", "builtin:default"):
+        return builtin_model()
+    if spec == "builtin:bfm":
+        return builtin_model("bfm")
+    p = Path(spec).expanduser()
+    if not p.exists():
+        raise InputError(f"model: {spec!r} is neither 'builtin', 'builtin:bfm' nor an existing model file")
+    return load_model(p)
+
+
+def _init_backend(cfg: TrainConfig) -> str:
+    """Initialise the Taichi backend: an explicit choice is used as is; "auto" keeps a backend that is already
+    active, else takes cuda when available and the cpu otherwise (not Vulkan: without a GPU it is lavapipe,
+    slower than the cpu backend, and with one it copies every tensor per launch; ask for it explicitly)."""
+    if cfg.backend != "auto":
+        return backend_init(cfg.backend)
+    if cfg.device == "cuda":
+        return backend_init("cuda")
+    if current_backend() is not None:
+        return current_backend()
+    if torch.cuda.is_available():
+        try:
+            return backend_init("cuda")
+        except BackendUnavailableError:
+            pass
+    return backend_init("cpu")
+
+
+def _resolve_device(cfg: TrainConfig) -> torch.device:
+    active = _init_backend(cfg)
+    if cfg.device == "cuda":
+        if active != "cuda":
+            raise InputError(f"device 'cuda' needs the Taichi cuda backend, but backend {cfg.backend!r} is {active!r}; "
+                             f"use --backend cuda (or auto)")
+        if not torch.cuda.is_available():
+            raise InputError("device 'cuda': torch sees no CUDA device")
+        return torch.device("cuda")
+    if cfg.device == "cpu":
+        return torch.device("cpu")
+    return kernel_device()
+
+
+def build(cfg: TrainConfig, *, progress: bool = True):
+    """Construct (mofa, train_set, heldout_set, heldout_indices, device, info) for a config (no training)."""
+    from .data import ImageFolderFaces, SyntheticFaces, framing
+
+    cfg.validate()
+    device = _resolve_device(cfg)
+    if cfg.threads:
+        torch.set_num_threads(int(cfg.threads))
+    model = _load_face_model(cfg.model)
+    if cfg.components is not None:
+        model = model.truncate(*[int(k) for k in cfg.components])
+    model = model.to(device)
+    torch.manual_seed(cfg.seed)
+    enc_opts = dict(width=cfg.width, stages=cfg.stages, depth=cfg.depth, grid=cfg.grid)
+    mofa = MoFA(model, cfg.image_size, encoder_options=enc_opts, decoder_options=cfg.decoder, weights=cfg.weights,
+                reg_weights=cfg.reg_weights).to(device)
+    frame = framing(mofa.decoder)
+    info = {"framing": frame, "device": str(device)}
+    if cfg.data is None:
+        train_set = SyntheticFaces(mofa.decoder, cfg.synthetic_n, seed=cfg.seed, device=device)
+        held_set = SyntheticFaces(mofa.decoder, max(cfg.heldout, 1), seed=2**31 + cfg.seed, device=device)
+        held_idx = list(range(cfg.heldout))
+        train_idx = None
+        info["data"] = f"synthetic faces (seed {cfg.seed}, {cfg.synthetic_n} training samples, {cfg.heldout} held out)"
+        crop_scale = frame["crop_scale"]
+    else:
+        crop_scale = cfg.crop_scale if cfg.crop_scale is not None else frame["crop_scale"]
+        ds = ImageFolderFaces(cfg.data, cfg.image_size, crop_scale=crop_scale, cache_dir=cfg.cache_dir,
+                              detect=cfg.detect, progress=progress)
+        n = len(ds)
+        perm = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed)).tolist()
+        n_held = min(cfg.heldout, n // 5)
+        held_idx = sorted(perm[:n_held])
+        train_idx = sorted(perm[n_held:])
+        if n_held == 0:
+            held_idx = list(range(min(n, max(cfg.heldout, 1))))
+            warnings.warn(f"only {n} usable image(s): evaluating on training images (no held-out set)", UserWarning)
+        train_set = held_set = ds
+        info["data"] = ds.summary()
+        info["skipped"] = {k: len(v) for k, v in ds.skipped.items()}
+    info["crop_scale"] = float(crop_scale)
+    info["train_indices"] = train_idx
+    return mofa, train_set, held_set, held_idx, device, info
+
+
+def _batch_indices(cfg: TrainConfig, step: int, n: int, pool=None) -> list:
+    """Indices of the batch at `step`: epoch-wise permutations seeded by (seed, epoch); a function of step only."""
+    B = cfg.batch_size
+    start = step * B
+    out = []
+    while len(out) < B:
+        epoch, pos = divmod(start + len(out), n)
+        g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch + 1)
+        perm = torch.randperm(n, generator=g)
+        take = perm[pos:pos + B - len(out)].tolist()
+        out.extend(take)
+    return [pool[i] for i in out] if pool is not None else out
+
+
+def _lr_at(cfg: TrainConfig, step: int) -> float:
+    """Warm-up then cosine decay: the learning rate of optimiser step `step` (0-based)."""
+    if cfg.warmup and step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    span = max(cfg.steps - cfg.warmup, 1)
+    t = min(max(step - cfg.warmup, 0) / span, 1.0)
+    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t)))
+
+
+def _pearson(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    a = a.double() - a.double().mean(0)
+    b = b.double() - b.double().mean(0)
+    den = (a.norm(dim=0) * b.norm(dim=0)).clamp(min=1e-12)
+    return (a * b).sum(0) / den
+
+
+@torch.no_grad()
+def evaluate(mofa: MoFA, batch: dict, chunk: int = 16) -> dict:
+    """Held-out metrics of a batch (dict with image, landmarks and, for synthetic data, code).
+
+    returns floats: "loss" (the weighted training loss), "photo" (MoFA's dense photometric term, l2,1, mean
+    over images, unweighted), "photo_sq" (its squared-error version), "landmark_px" (RMS landmark error in
+    pixels); with ground-truth codes also "corr_rotation" (3 Pearson correlations of predicted vs true
+    pitch, yaw, roll), "corr_translation" (3), "corr_shape" and "corr_reflectance" (correlations of the first
+    10 coefficients of each block), "corr_shape_geometry" (correlation of the predicted and true identity displacement fields
+    sum_k basis_k std_k alpha_k over all vertices, coordinates and images: how much of the face shape is
+    recovered, whichever coefficients carry it), "rot_err_deg" (mean absolute rotation-component error, degrees).
+    """
+    was = mofa.training
+    mofa.eval()
+    images, lms = batch["image"], batch.get("landmarks")
+    codes, tot, ph, ph2, lm2, nlm = [], 0.0, 0.0, 0.0, 0.0, 0
+    n = images.shape[0]
+    for s in range(0, n, chunk):
+        img = images[s:s + chunk]
+        lm = lms[s:s + chunk] if lms is not None else None
+        total, terms, code, out = mofa.loss(img, lm)
+        b = img.shape[0]
+        vis = out["visibility"] & ~out["boundary"][None]
+        ph += float(L.vertex_photometric_loss(img, out["verts_2d"], out["vertex_colors"], vis, robust=True)) * b
+        ph2 += float(L.vertex_photometric_loss(img, out["verts_2d"], out["vertex_colors"], vis, robust=False)) * b
+        tot += float(total) * b
+        if lm is not None:
+            d2 = ((out["landmarks2d"] - lm) ** 2).sum(-1)
+            ok = torch.isfinite(d2)
+            lm2 += float(d2[ok].sum())
+            nlm += int(ok.sum())
+        codes.append(code)
+    mofa.train(was)
+    res = {"loss": tot / n, "photo": ph / n, "photo_sq": ph2 / n}
+    if nlm:
+        res["landmark_px"] = math.sqrt(lm2 / nlm)
+    if "code" in batch and n >= 3:
+        pred = mofa.decoder.code.split(torch.cat(codes))
+        true = mofa.decoder.code.split(batch["code"])
+        res["corr_rotation"] = [float(c) for c in _pearson(pred["rotation"], true["rotation"])]
+        res["corr_translation"] = [float(c) for c in _pearson(pred["translation"], true["translation"])]
+        k = min(10, pred["shape"].shape[1])
+        res["corr_shape"] = [float(c) for c in _pearson(pred["shape"][:, :k], true["shape"][:, :k])]
+        k = min(10, pred["reflectance"].shape[1])
+        res["corr_reflectance"] = [float(c) for c in _pearson(pred["reflectance"][:, :k], true["reflectance"][:, :k])]
+        model = mofa.decoder.model
+        if model.k_id:
+            basis = (model.shape_basis * model.shape_std).reshape(-1, model.k_id).double()
+            dp = pred["shape"].double().to(basis.device) @ basis.T
+            dt = true["shape"].double().to(basis.device) @ basis.T
+            res["corr_shape_geometry"] = float(_pearson(dp.reshape(-1, 1), dt.reshape(-1, 1))[0])
+        res["rot_err_deg"] = float((pred["rotation"] - true["rotation"]).abs().mean() * 180 / math.pi)
+    return res
+
+
+# ============================================================================================ pictures
+def _to_u8(img: torch.Tensor) -> np.ndarray:
+    return (img.detach().float().clamp(0, 1).cpu().numpy() * 255 + 0.5).astype(np.uint8)
+
+
+def _dots(img: np.ndarray, pts, colour, scale: int) -> None:
+    H, W = img.shape[:2]
+    for u, v in np.asarray(pts, np.float64):
+        if not (np.isfinite(u) and np.isfinite(v)):
+            continue
+        j, i = int(u * scale), int(v * scale)
+        r = max(1, scale // 2)
+        img[max(i - r, 0):min(i + r, H), max(j - r, 0):min(j + r, W)] = colour
+
+
+@torch.no_grad()
+def save_grid(mofa: MoFA, batch: dict, path, n: int = 8) -> Path:
+    """PNG grid of `n` samples: row 1 the input with its landmarks (green), row 2 the reconstruction (render
+    composited over the input with the render's mask) with the predicted landmarks (red), row 3 the render
+    alone on black. Tiles are upscaled (nearest) to at least 128 px."""
+    import imageio.v3 as iio
+
+    was = mofa.training
+    mofa.eval()
+    n = min(n, batch["image"].shape[0])
+    img = batch["image"][:n]
+    _, out = mofa(img)
+    mofa.train(was)
+    mask = out["mask"].clamp(0, 1)
+    recon = out["image"].clamp(0, 1) * mask + img * (1 - mask)
+    S = img.shape[1]
+    k = max(1, int(math.ceil(128 / S)))
+    rows = []
+    for r, (tiles, pts, col) in enumerate(((img, batch.get("landmarks"), (0, 255, 0)),
+                                           (recon, out["landmarks2d"], (255, 40, 40)),
+                                           (out["image"] * mask, None, None))):
+        row = []
+        for b in range(n):
+            t = _to_u8(tiles[b]).repeat(k, 0).repeat(k, 1)
+            if pts is not None:
+                _dots(t, pts[b].cpu().numpy(), col, k)
+            row.append(t)
+            row.append(np.full((t.shape[0], 2, 3), 255, np.uint8))
+        rows.append(np.concatenate(row[:-1], 1))
+        rows.append(np.full((2, rows[-1].shape[1], 3), 255, np.uint8))
+    grid = np.concatenate(rows[:-1], 0)
+    path = Path(path)
+    iio.imwrite(path, grid)
+    return path
+
+
+def plot_history(history: dict, path, title: str = "MoFA training") -> Path:
+    """Loss-curve PNG: training loss (raw and smoothed) and its terms, and the held-out photometric loss, on a
+    log scale against the step. Uses matplotlib when installed, else draws a plain chart with NumPy (no text)."""
+    path = Path(path)
+    steps = np.asarray(history.get("step", []), np.float64)
+    loss = np.asarray(history.get("loss", []), np.float64)
+    ev = history.get("eval", [])
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return _plot_numpy(steps, loss, ev, path)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), dpi=100)
+    ax = axes[0]
+    if len(loss):
+        ax.plot(steps, loss, color="0.75", lw=0.8, label="total (per step)")
+        ax.plot(steps, _smooth(loss), color="k", lw=1.6, label="total (smoothed)")
+        colours = {"vertex_photo": "tab:blue", "landmark": "tab:orange", "reg": "tab:green", "photo": "tab:purple"}
+        for name, vals in history.get("terms", {}).items():
+            if len(vals) == len(steps):
+                ax.plot(steps, _smooth(np.asarray(vals, np.float64)), lw=1.0, color=colours.get(name),
+                        label=f"{name} (weighted, smoothed)")
+    ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel("training loss")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(title)
+    ax = axes[1]
+    handles = []
+    if ev:
+        es = [e["step"] for e in ev]
+        handles += ax.plot(es, [e["photo"] for e in ev], "o-", color="tab:blue", label="photometric (l2,1), left axis")
+        if all("landmark_px" in e for e in ev):
+            ax2 = ax.twinx()
+            handles += ax2.plot(es, [e["landmark_px"] for e in ev], "s--", color="tab:orange",
+                                label="landmark RMSE (px), right axis")
+            ax2.set_ylabel("landmark RMSE (px)")
+        ax.legend(handles=handles, fontsize=8, loc="upper right")
+    ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel("photometric loss")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.set_title("held-out evaluation")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def _smooth(x: np.ndarray, frac: float = 0.05) -> np.ndarray:
+    """Centred moving average over ~5 % of the points (edges use the available neighbours)."""
+    k = max(1, int(len(x) * frac)) | 1
+    if k <= 1 or len(x) < 3:
+        return x
+    c = np.cumsum(np.r_[0.0, x])
+    h = k // 2
+    idx = np.arange(len(x))
+    lo, hi = np.maximum(idx - h, 0), np.minimum(idx + h + 1, len(x))
+    return (c[hi] - c[lo]) / (hi - lo)
+
+
+def _plot_numpy(steps, loss, ev, path) -> Path:
+    import imageio.v3 as iio
+
+    H, W, m = 300, 600, 20
+    img = np.full((H, W, 3), 255, np.uint8)
+    for i in range(m, H - m, 35):
+        img[i, m:W - m] = 225
+    series = [(steps, _smooth(loss), (0, 0, 0)), (np.asarray([e["step"] for e in ev], float),
+                                                  np.asarray([e["photo"] for e in ev], float), (30, 90, 200))]
+    vals = np.concatenate([s[1] for s in series if len(s[1])]) if len(loss) else np.ones(1)
+    vals = vals[np.isfinite(vals) & (vals > 0)]
+    lo, hi = (np.log10(vals.min()), np.log10(vals.max())) if len(vals) else (0.0, 1.0)
+    hi = hi if hi > lo else lo + 1
+    smax = max(float(steps.max()) if len(steps) else 1.0, 1.0)
+    def to_px(x, y):
+        ly = np.log10(np.maximum(y, 1e-30))
+        return m + (W - 2 * m - 1) * x / smax, H - m - 1 - (H - 2 * m - 1) * (ly - lo) / (hi - lo)
+
+    for xs, ys, col in series:
+        if not len(xs):
+            continue
+        ju, iv = to_px(np.asarray(xs, float), np.asarray(ys, float))
+        for j0, i0, j1, i1 in zip(ju[:-1], iv[:-1], ju[1:], iv[1:]):
+            n = int(max(abs(j1 - j0), abs(i1 - i0))) + 2
+            for t in np.linspace(0, 1, n):
+                i, j = int(i0 + (i1 - i0) * t), int(j0 + (j1 - j0) * t)
+                img[max(i - 1, 0):i + 1, max(j - 1, 0):j + 1] = col
+    iio.imwrite(path, img)
+    return path
+
+
+# ============================================================================================ checkpoints
+def _file_mode() -> int:
+    """Permissions of a new file under the current umask (mkstemp would leave 0600)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+def _atomic_write(path: Path, write) -> None:
+    """Write a file through `write(tmp_path)` into a temporary file beside `path`, then rename it over `path`:
+    a crash never leaves a half-written file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.chmod(tmp, _file_mode())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _atomic_save(obj, path: Path) -> None:
+    """torch.save, atomically (see `_atomic_write`)."""
+    _atomic_write(path, lambda tmp: torch.save(obj, tmp))
+
+
+def _write_text(path: Path, text: str) -> None:
+    """A UTF-8 text file, atomically (see `_atomic_write`)."""
+    _atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+
+
+def _rng_state(device) -> dict:
+    np_state = np.random.get_state()
+    st = {"torch": torch.get_rng_state(), "python": random.getstate(),
+          "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), int(np_state[2]), int(np_state[3]),
+                    float(np_state[4])]}
+    if device.type == "cuda":
+        st["cuda"] = torch.cuda.get_rng_state_all()
+    return st
+
+
+def _set_rng_state(st: dict, device) -> None:
+    torch.set_rng_state(st["torch"])
+    random.setstate(_tuplify(st["python"]))
+    n = st["numpy"]
+    np.random.set_state((n[0], n[1].numpy().astype(np.uint32), int(n[2]), int(n[3]), float(n[4])))
+    if device.type == "cuda" and "cuda" in st:
+        torch.cuda.set_rng_state_all(st["cuda"])
+
+
+def _tuplify(x):
+    return tuple(_tuplify(v) for v in x) if isinstance(x, (list, tuple)) else x
+
+
+def _read_checkpoint(path: Path) -> dict:
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise InputError(f"checkpoint {path}: cannot be read ({type(exc).__name__}: {exc})") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise InputError(f"checkpoint {path}: not a {CHECKPOINT_FORMAT} checkpoint")
+    return ckpt
+
+
+def _optimizer_to(opt, device) -> None:
+    for st in opt.state.values():
+        for k, v in st.items():
+            if isinstance(v, torch.Tensor) and k != "step":
+                st[k] = v.to(device)
+
+
+# ============================================================================================ the loop
+def train(config: TrainConfig, out_dir, *, resume: bool = False, progress: bool = True, stop_at: int | None = None,
+          callback=None) -> TrainResult:
+    """Train the MoFA autoencoder; see the module docstring for what is written to `out_dir`.
+
+    config:   TrainConfig
+    out_dir:  output folder (created). Without `resume` it must not hold a checkpoint yet
+              (CheckpointExistsError: nothing is overwritten).
+    resume:   continue from `out_dir/checkpoint.pt` up to `config.steps` steps (which may be larger than the
+              checkpoint's); the fields in RESUME_MUST_MATCH must equal the checkpoint's (InputError lists the
+              differences), the others (steps, eval/checkpoint intervals, device, backend, ...) may change
+    progress: rich progress bar (loss, images/s, held-out photometric loss)
+    stop_at:  stop after this step (checkpoint written) as if interrupted, e.g. to test resuming
+    callback: called as callback(step, loss, terms) after every step (floats: total and weighted terms)
+    returns a TrainResult. Ctrl-C (SIGINT) finishes the current step, saves a checkpoint and returns with
+    interrupted=True; a second Ctrl-C aborts at once (KeyboardInterrupt; the last periodic checkpoint stays).
+    """
+    cfg = config.validate()
+    out = Path(out_dir).expanduser()
+    ckpt_path = out / "checkpoint.pt"
+    ckpt = None
+    if resume:
+        if not ckpt_path.is_file():
+            raise InputError(f"resume: no checkpoint to resume at {ckpt_path}")
+        ckpt = _read_checkpoint(ckpt_path)
+        old = ckpt["config"]
+        diff = {k: (old.get(k), getattr(cfg, k)) for k in RESUME_MUST_MATCH if old.get(k) != getattr(cfg, k)}
+        if diff:
+            lines = "; ".join(f"{k}: checkpoint {a!r} vs now {b!r}" for k, (a, b) in diff.items())
+            raise InputError(f"resume: the configuration differs from the checkpoint's in {lines} "
+                             f"(start a new --out folder to change them)")
+        if int(ckpt["step"]) >= cfg.steps:
+            warnings.warn(f"resume: checkpoint is at step {ckpt['step']} >= steps={cfg.steps}; nothing to train "
+                          f"(raise --steps to continue)", UserWarning)
+    elif ckpt_path.exists():
+        try:
+            at = f" at step {int(_read_checkpoint(ckpt_path)['step'])}"
+        except InputError:
+            at = ""
+        raise CheckpointExistsError(f"{out} already holds a training checkpoint{at}; pass --resume (resume=True) "
+                                    f"to continue it, or choose another output folder")
+    out.mkdir(parents=True, exist_ok=True)
+
+    mofa, train_set, held_set, held_idx, device, info = build(cfg, progress=progress)
+    enc = mofa.encoder
+    opt = torch.optim.AdamW(enc.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    history = {"step": [], "loss": [], "terms": {}, "lr": [], "images_per_s": [], "eval": []}
+    step = 0
+    if ckpt is not None:
+        enc.load_state_dict(ckpt["encoder"])
+        opt.load_state_dict(ckpt["optimizer"])
+        _optimizer_to(opt, device)
+        history = ckpt["history"]
+        step = int(ckpt["step"])
+        _set_rng_state(ckpt["rng"], device)
+    _write_text(out / "config.json", json.dumps(cfg.to_dict(), indent=2))
+    derived = {"crop_scale": info["crop_scale"], "framing": info["framing"], "data_summary": info["data"],
+               "skipped": info.get("skipped", {})}
+
+    held = held_set.batch(held_idx, device=device) if held_idx else None
+    pool = info["train_indices"]
+    n_train = len(pool) if pool is not None else len(train_set)
+
+    def save_checkpoint():
+        _atomic_save({"format": CHECKPOINT_FORMAT, "step": step, "encoder": enc.state_dict(),
+                      "optimizer": opt.state_dict(), "encoder_config": enc.config(), "rng": _rng_state(device),
+                      "config": cfg.to_dict(), "derived": derived, "history": history}, ckpt_path)
+
+    def run_eval():
+        if held is None:
+            return None
+        e = evaluate(mofa, held)
+        e["step"] = step
+        history["eval"] = [x for x in history["eval"] if x["step"] != step] + [e]
+        return e
+
+    if not history["eval"] or history["eval"][-1]["step"] != step:
+        run_eval()
+    last_eval = history["eval"][-1] if history["eval"] else None
+    end = cfg.steps if stop_at is None else min(cfg.steps, int(stop_at))
+    # Ctrl-C: finish the current step, then checkpoint and return (a second Ctrl-C aborts at once, leaving the
+    # last periodic checkpoint); the flag keeps weights, optimiser state, step and history consistent.
+    stop = {"requested": False}
+
+    def on_sigint(signum, frame):
+        if stop["requested"]:
+            raise KeyboardInterrupt
+        stop["requested"] = True
+
+    previous_handler = None
+    if threading.current_thread() is threading.main_thread():
+        previous_handler = signal.signal(signal.SIGINT, on_sigint)
+    bar = _train_progress(progress)
+    try:
+        with bar:
+            task = bar.add_task("training", total=cfg.steps, completed=step, loss=float("nan"), ips=float("nan"),
+                                held=last_eval["photo"] if last_eval else float("nan"))
+            mofa.train()
+            while step < end and not stop["requested"]:
+                t0 = time.perf_counter()
+                idx = _batch_indices(cfg, step, n_train, pool)
+                batch = train_set.batch(idx, device=device)
+                lr = _lr_at(cfg, step)
+                for g in opt.param_groups:
+                    g["lr"] = lr
+                total, terms, _, _ = mofa.loss(batch["image"], batch["landmarks"])
+                if not torch.isfinite(total):
+                    raise FloatingPointError(f"training loss is {float(total)} at step {step} "
+                                             f"(terms {({k: float(v) for k, v in terms.items()})}); lower --lr")
+                opt.zero_grad(set_to_none=True)
+                total.backward()
+                torch.nn.utils.clip_grad_norm_(enc.parameters(), cfg.grad_clip)
+                opt.step()
+                step += 1
+                imgs_per_s = cfg.batch_size / (time.perf_counter() - t0)
+                loss_value = total.item()
+                term_values = {k: v.item() for k, v in terms.items()}
+                history["step"].append(step)
+                history["loss"].append(loss_value)
+                for k, v in term_values.items():
+                    history["terms"].setdefault(k, []).append(v)
+                history["lr"].append(lr)
+                history["images_per_s"].append(imgs_per_s)
+                if callback is not None:
+                    callback(step, loss_value, term_values)
+                if step % cfg.eval_every == 0 or step == cfg.steps:
+                    last_eval = run_eval()
+                if step % cfg.ckpt_every == 0:
+                    save_checkpoint()
+                bar.update(task, completed=step, loss=loss_value, ips=imgs_per_s,
+                           held=last_eval["photo"] if last_eval else float("nan"))
+    finally:
+        if previous_handler is not None:
+            signal.signal(signal.SIGINT, previous_handler)
+    interrupted = stop["requested"] and step < end
+    save_checkpoint()
+    files = _write_outputs(out, history, mofa, held)
+    files["checkpoint"] = ckpt_path
+    final = history["eval"][-1] if history["eval"] else {}
+    return TrainResult(mofa=mofa, step=step, history=history, final_eval=final, out_dir=out, files=files,
+                       interrupted=interrupted)
+
+
+def _write_outputs(out: Path, history: dict, mofa: MoFA, held) -> dict:
+    files = {}
+    _write_text(out / "history.json", json.dumps(history))
+    files["history"] = out / "history.json"
+    names = sorted(history["terms"])
+    rows = ["step,loss," + ",".join(names) + ",lr,images_per_s"]
+    for i, s in enumerate(history["step"]):
+        vals = [history["terms"][k][i] if i < len(history["terms"][k]) else float("nan") for k in names]
+        rows.append(",".join([str(s), repr(history["loss"][i])] + [repr(v) for v in vals]
+                             + [repr(history["lr"][i]), f"{history['images_per_s'][i]:.3f}"]))
+    _write_text(out / "history.csv", "\n".join(rows) + "\n")
+    files["history_csv"] = out / "history.csv"
+    if history["eval"]:
+        keys = [k for k in history["eval"][-1] if k != "step"]
+        with open(out / "eval.csv", "w", newline="", encoding="utf-8") as f:
+            w = csv.writer(f)
+            w.writerow(["step"] + keys)
+            for e in history["eval"]:
+                w.writerow([e["step"]] + [json.dumps(e.get(k)) for k in keys])
+        files["eval_csv"] = out / "eval.csv"
+    files["loss_png"] = plot_history(history, out / "loss.png")
+    if held is not None:
+        files["grid_png"] = save_grid(mofa, held, out / "grid.png")
+    return files
+
+
+def _train_progress(enabled: bool):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TextColumn("loss {task.fields[loss]:.4g}"), TextColumn("{task.fields[ips]:.1f} img/s"),
+                    TextColumn("held-out photo {task.fields[held]:.4g}"), TimeElapsedColumn(), TimeRemainingColumn(),
+                    disable=not enabled)

@@ -1,4 +1,4 @@
-"""The `mofa` console script: `mofa fit ...`.
+"""The `mofa` console script: `mofa fit ...`, `mofa train ...`, `mofa eval ...`.
 
 Each sub-command is the `main(argv)` of a module in `mofa_tk/apps/`, also used by the scripts in `examples/`.
 """
@@ -9,6 +9,8 @@ import sys
 
 COMMANDS = {
     "fit": ("mofa_tk.apps.fit_app", "fit a face model to one photo (analysis by synthesis)"),
+    "train": ("mofa_tk.apps.train_app", "train the MoFA autoencoder (synthetic faces or a photo folder)"),
+    "eval": ("mofa_tk.apps.eval_app", "fit every photo of a folder and write an evaluation report"),
 }
 
 

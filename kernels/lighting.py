@@ -5,7 +5,10 @@ Vertex normals (area weighted):
     n[b, v]  = s / |s|            (n = 0 where |s| = 0: isolated vertices, or only degenerate faces)
 Adjoint: g_s = (g_n - n (n . g_n)) / |s|  (0 where |s| = 0), then per face with e1 = x1 - x0, e2 = x2 - x0,
 g_f = g_s[i0] + g_s[i1] + g_s[i2]:  g_e1 = e2 x g_f,  g_e2 = g_f x e1,  g_x1 += g_e1,  g_x2 += g_e2,
-g_x0 -= g_e1 + g_e2 (scattered with atomics; these kernels are never differentiated by Taichi).
+g_x0 -= g_e1 + g_e2. Both directions GATHER per vertex over its incident faces (a vertex -> face-corner
+adjacency in CSR form, `vf_start` / `vf_corner`, built once per mesh by mofa_tk.shading), recomputing each
+face's cross product at each of its three corners: no atomics, so the sums are added in a fixed order and
+the results are bit-identical run to run on every backend and thread count.
 
 SH shading (see docs/lighting.md): with the real SH basis Y_k(n), k = 0..8 in the order
     1, y, z, x, xy, yz, 3z^2 - 1, xz, x^2 - y^2      (times normalisation constants c_k)
@@ -40,35 +43,35 @@ K22 = A2 * C22
 
 
 # ------------------------------------------------------------------------------------------ normals
+@ti.func
+def _vec(x: ti.template(), b, v):
+    return ti.Vector([x[b, v, 0], x[b, v, 1], x[b, v, 2]])
+
+
+@ti.func
+def _face_edges(verts: ti.template(), tris: ti.template(), b, f):
+    """Corner 0 and the edges e1 = x1 - x0, e2 = x2 - x0 of face f in batch element b."""
+    x0 = _vec(verts, b, tris[f, 0])
+    return x0, _vec(verts, b, tris[f, 1]) - x0, _vec(verts, b, tris[f, 2]) - x0
+
+
 @ti.kernel
-def face_normal_accum(verts: nd(dtype=ti.f32, ndim=3), tris: nd(dtype=ti.i32, ndim=2), acc: nd(dtype=ti.f32, ndim=3)):
-    """acc[b, v] += unnormalised normals of the faces incident to v (acc must start at zero)."""
-    for t in range(tris.shape[0]):
+def normals_fwd(verts: nd(dtype=ti.f32, ndim=3), tris: nd(dtype=ti.i32, ndim=2), vf_start: nd(dtype=ti.i32, ndim=1),
+                vf_corner: nd(dtype=ti.i32, ndim=1), acc: nd(dtype=ti.f32, ndim=3), out: nd(dtype=ti.f32, ndim=3)):
+    """acc[b, v] = sum of cross(e1, e2) over the faces incident to v (gathered in CSR order); out = acc / |acc|
+    (0 where |acc| = 0). vf_corner holds 3 f + k for corner k of face f."""
+    for v in range(verts.shape[1]):
         for b in range(verts.shape[0]):  # batch innermost: no integer div/mod per element
-            i0 = tris[t, 0]
-            i1 = tris[t, 1]
-            i2 = tris[t, 2]
-            x0 = ti.Vector([verts[b, i0, 0], verts[b, i0, 1], verts[b, i0, 2]])
-            e1 = ti.Vector([verts[b, i1, 0], verts[b, i1, 1], verts[b, i1, 2]]) - x0
-            e2 = ti.Vector([verts[b, i2, 0], verts[b, i2, 1], verts[b, i2, 2]]) - x0
-            f = e1.cross(e2)
-            for c in ti.static(range(3)):
-                ti.atomic_add(acc[b, i0, c], f[c])
-                ti.atomic_add(acc[b, i1, c], f[c])
-                ti.atomic_add(acc[b, i2, c], f[c])
-
-
-@ti.kernel
-def normalize_fwd(acc: nd(dtype=ti.f32, ndim=3), out: nd(dtype=ti.f32, ndim=3)):
-    """out = acc / |acc| per vertex; 0 where |acc| = 0."""
-    for v in range(acc.shape[1]):
-        for b in range(acc.shape[0]):  # batch innermost: no integer div/mod per element
-            s = ti.Vector([acc[b, v, 0], acc[b, v, 1], acc[b, v, 2]])
+            s = ti.Vector([0.0, 0.0, 0.0])
+            for q in range(vf_start[v], vf_start[v + 1]):
+                _, e1, e2 = _face_edges(verts, tris, b, vf_corner[q] // 3)
+                s += e1.cross(e2)
             l2 = s.dot(s)
             inv = 0.0
             if l2 > 0.0:
                 inv = 1.0 / ti.sqrt(l2)
             for c in ti.static(range(3)):
+                acc[b, v, c] = s[c]
                 out[b, v, c] = s[c] * inv
 
 
@@ -77,8 +80,8 @@ def normalize_bwd(acc: nd(dtype=ti.f32, ndim=3), grad_out: nd(dtype=ti.f32, ndim
     """grad_acc = (g - n (n . g)) / |acc| with n = acc / |acc|; 0 where |acc| = 0."""
     for v in range(acc.shape[1]):
         for b in range(acc.shape[0]):  # batch innermost: no integer div/mod per element
-            s = ti.Vector([acc[b, v, 0], acc[b, v, 1], acc[b, v, 2]])
-            g = ti.Vector([grad_out[b, v, 0], grad_out[b, v, 1], grad_out[b, v, 2]])
+            s = _vec(acc, b, v)
+            g = _vec(grad_out, b, v)
             l2 = s.dot(s)
             r = ti.Vector([0.0, 0.0, 0.0])
             if l2 > 0.0:
@@ -90,27 +93,30 @@ def normalize_bwd(acc: nd(dtype=ti.f32, ndim=3), grad_out: nd(dtype=ti.f32, ndim
 
 
 @ti.kernel
-def face_normal_bwd(verts: nd(dtype=ti.f32, ndim=3), tris: nd(dtype=ti.i32, ndim=2), grad_acc: nd(dtype=ti.f32, ndim=3),
+def face_normal_bwd(verts: nd(dtype=ti.f32, ndim=3), tris: nd(dtype=ti.i32, ndim=2), vf_start: nd(dtype=ti.i32, ndim=1),
+                    vf_corner: nd(dtype=ti.i32, ndim=1), grad_acc: nd(dtype=ti.f32, ndim=3),
                     grad_verts: nd(dtype=ti.f32, ndim=3)):
-    """grad_verts += adjoint of face_normal_accum (grad_verts must start at zero)."""
-    for t in range(tris.shape[0]):
+    """grad_verts[b, v] = adjoint of the face cross products at v's corners (gathered in CSR order)."""
+    for v in range(verts.shape[1]):
         for b in range(verts.shape[0]):  # batch innermost: no integer div/mod per element
-            i0 = tris[t, 0]
-            i1 = tris[t, 1]
-            i2 = tris[t, 2]
-            x0 = ti.Vector([verts[b, i0, 0], verts[b, i0, 1], verts[b, i0, 2]])
-            e1 = ti.Vector([verts[b, i1, 0], verts[b, i1, 1], verts[b, i1, 2]]) - x0
-            e2 = ti.Vector([verts[b, i2, 0], verts[b, i2, 1], verts[b, i2, 2]]) - x0
-            gf = ti.Vector([0.0, 0.0, 0.0])
+            g = ti.Vector([0.0, 0.0, 0.0])
+            for q in range(vf_start[v], vf_start[v + 1]):
+                code = vf_corner[q]
+                f = code // 3
+                k = code - 3 * f
+                _, e1, e2 = _face_edges(verts, tris, b, f)
+                gf = _vec(grad_acc, b, tris[f, 0]) + _vec(grad_acc, b, tris[f, 1]) + _vec(grad_acc, b, tris[f, 2])
+                # d/d e1 of gf . (e1 x e2) = e2 x gf ;  d/d e2 = gf x e1;  x1 gets g_e1, x2 g_e2, x0 -(both)
+                g1 = e2.cross(gf)
+                g2 = gf.cross(e1)
+                if k == 1:
+                    g += g1
+                elif k == 2:
+                    g += g2
+                else:
+                    g -= g1 + g2
             for c in ti.static(range(3)):
-                gf[c] = grad_acc[b, i0, c] + grad_acc[b, i1, c] + grad_acc[b, i2, c]
-            # d/d e1 of gf . (e1 x e2) = e2 x gf ;  d/d e2 = gf x e1
-            g1 = e2.cross(gf)
-            g2 = gf.cross(e1)
-            for c in ti.static(range(3)):
-                ti.atomic_add(grad_verts[b, i1, c], g1[c])
-                ti.atomic_add(grad_verts[b, i2, c], g2[c])
-                ti.atomic_add(grad_verts[b, i0, c], -g1[c] - g2[c])
+                grad_verts[b, v, c] = g[c]
 
 
 # ------------------------------------------------------------------------------------------ SH shading
@@ -187,16 +193,14 @@ def sh_shade_bwd_points(normals: nd(dtype=ti.f32, ndim=3), albedo: nd(dtype=ti.f
 
 @ti.kernel
 def sh_shade_bwd_sh(normals: nd(dtype=ti.f32, ndim=3), albedo: nd(dtype=ti.f32, ndim=3), grad_out: nd(dtype=ti.f32, ndim=3),
-                    grad_sh: nd(dtype=ti.f32, ndim=3)):
-    """grad_sh[b, k, c] += sum_i H_k(n[b, i]) albedo[b', i, c] grad_out[b, i, c]  (grad_sh must start at zero).
+                    partial: nd(dtype=ti.f32, ndim=4)):
+    """partial[b, ch, k, c] = sum over the points i of chunk ch of H_k(n[b, i]) albedo[b', i, c] grad_out[b, i, c].
 
-    The reduction over points is split into chunks of CHUNK points (B * chunks parallel tasks), each adding
-    its 27 partial sums with one atomic each.
+    The caller sums over the chunks of CHUNK points (grad_sh = partial.sum(1)): no atomics, deterministic.
     """
     shared = albedo.shape[0] == 1
     N = normals.shape[1]
-    n_chunks = (N + CHUNK - 1) // CHUNK
-    for b, ch in ti.ndrange(normals.shape[0], n_chunks):  # a local matrix inside a serial loop is unsupported by SPIR-V codegen
+    for b, ch in ti.ndrange(normals.shape[0], partial.shape[1]):  # a local matrix inside a serial loop is unsupported by SPIR-V codegen
         ba = b
         if shared:
             ba = 0
@@ -209,4 +213,4 @@ def sh_shade_bwd_sh(normals: nd(dtype=ti.f32, ndim=3), albedo: nd(dtype=ti.f32, 
                     acc[k, c] += H[k] * ge
         for k in ti.static(range(9)):
             for c in ti.static(range(3)):
-                ti.atomic_add(grad_sh[b, k, c], acc[k, c])
+                partial[b, ch, k, c] = acc[k, c]

@@ -22,8 +22,9 @@ def affine_fwd(M: nd(dtype=ti.f32, ndim=3), x: nd(dtype=ti.f32, ndim=3), out: nd
 
 @ti.kernel
 def affine_bwd(M: nd(dtype=ti.f32, ndim=3), x: nd(dtype=ti.f32, ndim=3), grad_out: nd(dtype=ti.f32, ndim=3),
-               grad_x: nd(dtype=ti.f32, ndim=3), grad_M: nd(dtype=ti.f32, ndim=3)):
-    """grad_x = M[:, :, :3]^T grad_out;  grad_M[b, r, c] += sum_v grad_out[b, v, r] [x, 1][b, v, c] (grad_M zeroed)."""
+               grad_x: nd(dtype=ti.f32, ndim=3), partial: nd(dtype=ti.f32, ndim=4)):
+    """grad_x = M[:, :, :3]^T grad_out;  partial[ch, b, r, c] = sum over the vertices v of chunk ch of
+    grad_out[b, v, r] [x, 1][b, v, c]. The caller sums over chunks (grad_M = partial.sum(0)): no atomics."""
     R = grad_out.shape[2]
     for v in range(x.shape[1]):
         for b in range(x.shape[0]):  # batch innermost: no integer div/mod per element
@@ -33,8 +34,7 @@ def affine_bwd(M: nd(dtype=ti.f32, ndim=3), x: nd(dtype=ti.f32, ndim=3), grad_ou
                     acc += M[b, r, c] * grad_out[b, v, r]
                 grad_x[b, v, c] = acc
     V = x.shape[1]
-    n_chunks = (V + CHUNK - 1) // CHUNK
-    for ch, r in ti.ndrange(n_chunks, R):
+    for ch, r in ti.ndrange(partial.shape[0], R):
         for b in range(x.shape[0]):  # batch innermost: no integer div/mod per element
             s0 = 0.0
             s1 = 0.0
@@ -46,10 +46,10 @@ def affine_bwd(M: nd(dtype=ti.f32, ndim=3), x: nd(dtype=ti.f32, ndim=3), grad_ou
                 s1 += g * x[b, v, 1]
                 s2 += g * x[b, v, 2]
                 s3 += g
-            ti.atomic_add(grad_M[b, r, 0], s0)
-            ti.atomic_add(grad_M[b, r, 1], s1)
-            ti.atomic_add(grad_M[b, r, 2], s2)
-            ti.atomic_add(grad_M[b, r, 3], s3)
+            partial[ch, b, r, 0] = s0
+            partial[ch, b, r, 1] = s1
+            partial[ch, b, r, 2] = s2
+            partial[ch, b, r, 3] = s3
 
 
 @ti.kernel

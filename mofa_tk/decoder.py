@@ -86,8 +86,7 @@ class FaceDecoder(torch.nn.Module):
 
     `decoder(code, background=None)` returns a dict (see `forward`). All outputs are float32 and
     differentiable w.r.t. the code except `visibility`, `rast` (non-differentiable parts) and `mask`'s
-    interior. The same code gives bit-identical geometry, `rast`, mask and visibility; shaded colours can
-    differ in the last bit between runs (vertex_normals sums face normals with float atomics).
+    interior. The same code gives bit-identical outputs run to run (no op sums with float atomics).
     """
 
     def __init__(self, model, image_size=224, focal=None, distance: float = DEFAULT_DISTANCE, principal=None,

@@ -124,9 +124,10 @@ class _Affine(torch.autograd.Function):
         Mk, xk = ctx.saved_tensors
         g = C.to_kernel(grad_out)
         gx = torch.empty_like(xk)
-        gM = torch.zeros_like(Mk)
-        kpose.affine_bwd(Mk, xk, g, gx, gM)
-        return _back(gM, grad_out), _back(gx, grad_out)
+        n_chunks = max(1, (xk.shape[1] + kpose.CHUNK - 1) // kpose.CHUNK)
+        partial = torch.zeros(n_chunks, *Mk.shape, device=xk.device, dtype=torch.float32)
+        kpose.affine_bwd(Mk, xk, g, gx, partial)
+        return _back(partial.sum(0), grad_out), _back(gx, grad_out)
 
 
 def _check_verts(name, verts):

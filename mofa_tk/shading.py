@@ -18,6 +18,7 @@ Conventions (full write-up with sources in docs/lighting.md):
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 
 import torch
 
@@ -26,7 +27,7 @@ from .backend import ensure_init
 from .errors import InputError
 from .kernels import lighting as kl
 
-__all__ = ["vertex_normals", "sh_shade", "ambient_sh", "sh_basis", "SH_CONSTANTS", "SH_BAND_FACTORS"]
+__all__ = ["vertex_normals", "vertex_face_adjacency", "sh_shade", "ambient_sh", "sh_basis", "SH_CONSTANTS", "SH_BAND_FACTORS"]
 
 #: Normalisation constants c_k of the 9 real SH basis functions (order as in the module docstring).
 SH_CONSTANTS = (kl.C0, kl.C1, kl.C1, kl.C1, kl.C2, kl.C2, kl.C20, kl.C2, kl.C22)
@@ -41,6 +42,36 @@ def _back(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 
 
 # --------------------------------------------------------------------------------------------- normals
+def vertex_face_adjacency(tris: torch.Tensor, n_verts: int):
+    """CSR vertex -> face-corner adjacency of a mesh: (vf_start (V + 1,) int32, vf_corner (3 T,) int32).
+
+    The corners of vertex v are vf_corner[vf_start[v]:vf_start[v + 1]], each coded 3 f + k (corner k of face
+    f), in increasing order: the fixed summation order of `vertex_normals` (no atomics, deterministic).
+    """
+    flat = tris.reshape(-1).to(torch.int64)
+    order = torch.argsort(flat, stable=True)
+    counts = torch.bincount(flat, minlength=n_verts)
+    start = torch.zeros(n_verts + 1, dtype=torch.int64, device=flat.device)
+    start[1:] = torch.cumsum(counts, 0)
+    return start.to(torch.int32), order.to(torch.int32)
+
+
+def _adjacency_cached(tk: torch.Tensor, n_verts: int):
+    key = (tk.data_ptr(), tuple(tk.shape), tk._version, str(tk.device), n_verts)
+    adj = _ADJACENCY_CACHE.get(key)
+    if adj is None:
+        adj = vertex_face_adjacency(tk, n_verts)
+        _ADJACENCY_CACHE[key] = (adj, tk)          # keep tk alive: its data_ptr identifies it
+        while len(_ADJACENCY_CACHE) > 8:
+            _ADJACENCY_CACHE.popitem(last=False)
+    else:
+        adj = adj[0]
+    return adj
+
+
+_ADJACENCY_CACHE: "OrderedDict" = OrderedDict()
+
+
 class _VertexNormals(torch.autograd.Function):
     @staticmethod
     def forward(ctx, verts, tris):
@@ -48,24 +79,23 @@ class _VertexNormals(torch.autograd.Function):
         vk = C.to_kernel(verts)
         tk = C.to_kernel(tris, dtype=torch.int32)
         B, V = vk.shape[:2]
-        acc = torch.zeros(B, V, 3, device=vk.device, dtype=torch.float32)
+        acc = torch.empty(B, V, 3, device=vk.device, dtype=torch.float32)
         out = torch.empty_like(acc)
+        vf_start, vf_corner = _adjacency_cached(tk, V)
         if B and V:
-            if tk.shape[0]:
-                kl.face_normal_accum(vk, tk, acc)
-            kl.normalize_fwd(acc, out)
-        ctx.save_for_backward(vk, tk, acc)
+            kl.normals_fwd(vk, tk, vf_start, vf_corner, acc, out)
+        ctx.save_for_backward(vk, tk, acc, vf_start, vf_corner)
         return _back(out, verts)
 
     @staticmethod
     def backward(ctx, grad_out):
-        vk, tk, acc = ctx.saved_tensors
+        vk, tk, acc, vf_start, vf_corner = ctx.saved_tensors
         gv = torch.zeros_like(vk)
         if vk.shape[0] and vk.shape[1] and tk.shape[0]:
             g = C.to_kernel(grad_out)
             gacc = torch.empty_like(acc)
             kl.normalize_bwd(acc, g, gacc)
-            kl.face_normal_bwd(vk, tk, gacc, gv)
+            kl.face_normal_bwd(vk, tk, vf_start, vf_corner, gacc, gv)
         return _back(gv, grad_out), None
 
 
@@ -166,7 +196,9 @@ class _SHShade(torch.autograd.Function):
             if need_n or need_a:
                 kl.sh_shade_bwd_points(nk, ak, sk, g, gn, ga)
             if need_s:
-                kl.sh_shade_bwd_sh(nk, ak, g, gs)
+                partial = torch.empty(B, (N + kl.CHUNK - 1) // kl.CHUNK, 9, 3, device=nk.device, dtype=torch.float32)
+                kl.sh_shade_bwd_sh(nk, ak, g, partial)
+                gs = partial.sum(1)
         if ak.shape[0] == 1 and B != 1:
             ga = ga.sum(0, keepdim=True)
         return (_back(gn, grad_out) if need_n else None, _back(ga, grad_out) if need_a else None,

@@ -15,9 +15,8 @@
 Determinism: the encoder's initial weights come from `seed`, the batch at step s is a function of (seed, s)
 only (an epoch-wise permutation seeded by (seed, epoch)), and synthetic sample i of a given seed is fixed.
 Resuming restores the weights, the optimiser, the step and the torch / NumPy / Python RNG states, so a run
-interrupted at step N and resumed continues exactly as an uninterrupted one would, up to the last bits of
-the renders (`vertex_normals` sums face normals with float atomics in an order that varies between runs on
-multi-threaded backends; tests/test_train.py measures the effect).
+interrupted at step N and resumed continues exactly as an uninterrupted one would, bit for bit (the ops
+sum in a fixed order, no float atomics, whatever the thread count; tests/test_train.py checks it).
 """
 from __future__ import annotations
 

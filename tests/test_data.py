@@ -246,9 +246,9 @@ def test_synthetic_is_deterministic(backend, decoder):
     y = b.batch([17, 4])
     assert torch.equal(x["code"][0], y["code"][1]) and torch.equal(x["code"][2], y["code"][0])
     assert torch.equal(x["background"][0], y["background"][1])
-    # renders: identical geometry; colours up to the float-atomic normals (last bits)
+    # renders: bit-identical, whatever the batch a sample is rendered in
     assert torch.equal(x["landmarks"][2], y["landmarks"][0])
-    assert torch.allclose(x["image"][0], y["image"][1], atol=1e-5, rtol=0)
+    assert torch.equal(x["image"][0], y["image"][1])
     z = SyntheticFaces(decoder, 50, seed=4).batch([4])
     assert float((z["code"][0] - x["code"][0]).abs().max()) > 0.1
     one = a[9]

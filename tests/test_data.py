@@ -153,6 +153,37 @@ def test_folder_errors(tmp_path):
         ImageFolderFaces(bad, progress=False)
 
 
+def test_unusable_landmark_file_falls_back_to_detection(tmp_path, monkeypatch):
+    """A landmark file of another scheme (19 points, like menpo's tongue.pts) or a broken one: with detection
+    on, the image is kept with detected landmarks and the file is reported; with detection off it is skipped."""
+    rng = np.random.default_rng(2)
+    root = tmp_path / "mixed"
+    root.mkdir()
+    truth = {"good.png": _face_landmarks(rng), "tongue.png": _face_landmarks(rng), "broken.png": _face_landmarks(rng)}
+    for name in truth:
+        _write_png(root / name, _ramp_image())
+    np.save(root / "good.npy", truth["good.png"])
+    (root / "tongue.pts").write_text("version: 1\nn_points: 19\n{\n" + "10 10\n" * 19 + "}\n")
+    (root / "broken.pts").write_text("version: 1\nn_points: 68\n{\n1 2\n}\n")
+    calls = []
+
+    def fake_detect(image, *, name=None, **kw):
+        calls.append(os.path.basename(name))
+        return truth[os.path.basename(name)]
+
+    monkeypatch.setattr(LM, "detect", fake_detect)
+    with pytest.warns(UserWarning, match="ignoring landmark file .*tongue.pts"):
+        ds = ImageFolderFaces(root, 32, cache_dir=tmp_path / "cache", progress=False)
+    assert len(ds) == 3 and ds.n_skipped == 0
+    assert sorted(calls) == ["broken.png", "tongue.png"]
+    assert ds.landmark_source == {"file": 1, "cache": 0, "detected": 2}
+    assert sorted(os.path.basename(f) for f, _ in ds.landmark_files_ignored) == ["broken.pts", "tongue.pts"]
+    assert "2 unusable landmark file(s) ignored" in ds.summary()
+    with pytest.warns(UserWarning, match="bad landmark file"):
+        off = ImageFolderFaces(root, 32, detect=False, progress=False)
+    assert len(off) == 1 and len(off.skipped["bad landmark file"]) == 2
+
+
 def test_detected_landmarks_are_cached(tmp_path, monkeypatch):
     rng = np.random.default_rng(1)
     root = tmp_path / "det"

@@ -12,9 +12,12 @@ pixels' triangles offer a silhouette, the nearer one's wins. With the crossing a
 The blend weight depends on the edge's screen position, so the backward pass gives gradients to the two edge
 vertices (through t) as well as to the colours.
 
-One forward launch, four sequential loops: per-vertex screen positions, per-triangle facing, one analysis per
-pixel pair (stored as a code + weight, reused by the backward), and a per-pixel gather of the pair
-contributions (deterministic, no atomics).
+One forward launch, five sequential loops: per-vertex screen positions, per-triangle facing, per-triangle
+silhouette-edge mask (edge k is a silhouette when the triangle faces the camera or away from it and its
+neighbour across k is missing or faces the other way; a pixel pair whose triangles have no silhouette edge,
+i.e. almost every pair inside a mesh, is then dismissed with two loads), one analysis per pixel pair (stored
+as a code + weight, reused by the backward), and a per-pixel gather of the pair contributions
+(deterministic, no atomics).
 """
 import taichi as ti
 
@@ -32,15 +35,17 @@ def _scr(screen: ti.template(), b, v):
 
 
 @ti.func
-def _exit_silhouette(screen: ti.template(), facing: ti.template(), tris: ti.template(), nbr: ti.template(),
+def _exit_silhouette(screen: ti.template(), facing: ti.template(), tris: ti.template(), silmask: ti.template(),
                      b, t, Pf, Po, vertical):
     """Silhouette edge k = (tris[t, k], tris[t, (k + 1) % 3]) of triangle t through which Pf -> Po leaves it.
 
-    Returns (found, k, tcross).
+    Returns (found, k, tcross). Triangles without a silhouette edge (silmask 0: almost all of a mesh's
+    interior) return at once.
     """
     found, kk, tbest = 0, -1, 2.0
-    sig = facing[b, t]
-    if sig != 0:
+    mask = silmask[b, t]
+    if mask != 0:
+        sig = facing[b, t]
         q = [_scr(screen, b, tris[t, 0]), _scr(screen, b, tris[t, 1]), _scr(screen, b, tris[t, 2])]
         edx, edy = 0.0, 0.0
         for k in ti.static(range(3)):
@@ -54,10 +59,7 @@ def _exit_silhouette(screen: ti.template(), facing: ti.template(), tris: ti.temp
                     edy = q[(k + 1) % 3][1] - q[k][1]
         steep = ti.abs(edy) >= ti.abs(edx)
         if kk >= 0 and steep == (vertical == 0):
-            nb = nbr[t, kk]
-            if nb < 0:
-                found = 1
-            elif facing[b, nb] * sig <= 0:
+            if (mask >> kk) & 1:
                 found = 1
     return found, kk, tbest
 
@@ -65,7 +67,7 @@ def _exit_silhouette(screen: ti.template(), facing: ti.template(), tris: ti.temp
 @ti.kernel
 def antialias_fwd(color: nd(dtype=ti.f32, ndim=4), rast: nd(dtype=ti.f32, ndim=4), pos: nd(dtype=ti.f32, ndim=3),
                   tris: nd(dtype=ti.i32, ndim=2), nbr: nd(dtype=ti.i32, ndim=2),
-                  screen: nd(dtype=ti.f32, ndim=3), facing: nd(dtype=ti.i32, ndim=2),
+                  screen: nd(dtype=ti.f32, ndim=3), facing: nd(dtype=ti.i32, ndim=2), silmask: nd(dtype=ti.i32, ndim=2),
                   pair_code: nd(dtype=ti.i32, ndim=4), pair_alpha: nd(dtype=ti.f32, ndim=4),
                   out: nd(dtype=ti.f32, ndim=4)):
     """pair_code[b, i, j, d] for the pair (i, j) -> right (d = 0) or below (d = 1) neighbour:
@@ -88,6 +90,18 @@ def antialias_fwd(color: nd(dtype=ti.f32, ndim=4), rast: nd(dtype=ti.f32, ndim=4
                 area = _edge(_scr(screen, b, v0), _scr(screen, b, v1), _scr(screen, b, v2))
                 f = 1 if area > 0.0 else (-1 if area < 0.0 else 0)
             facing[b, t] = f
+    for t in range(tris.shape[0]):
+        for b in range(B):  # batch innermost: no integer div/mod per element
+            m = 0
+            sig = facing[b, t]
+            if sig != 0:
+                for k in ti.static(range(3)):
+                    nb = nbr[t, k]
+                    if nb < 0:
+                        m |= 1 << k
+                    elif facing[b, nb] * sig <= 0:
+                        m |= 1 << k
+            silmask[b, t] = m
     for i, j in ti.ndrange(H, W):
         for b in range(B):  # batch innermost: no integer div/mod per element
             for d in ti.static(range(2)):
@@ -103,9 +117,9 @@ def antialias_fwd(color: nd(dtype=ti.f32, ndim=4), rast: nd(dtype=ti.f32, ndim=4
                         f0, k0, t0 = 0, -1, 2.0
                         f1, k1, t1 = 0, -1, 2.0
                         if id0 > 0:
-                            f0, k0, t0 = _exit_silhouette(screen, facing, tris, nbr, b, id0 - 1, P0, P1, d)
+                            f0, k0, t0 = _exit_silhouette(screen, facing, tris, silmask, b, id0 - 1, P0, P1, d)
                         if id1 > 0:
-                            f1, k1, t1 = _exit_silhouette(screen, facing, tris, nbr, b, id1 - 1, P1, P0, d)
+                            f1, k1, t1 = _exit_silhouette(screen, facing, tris, silmask, b, id1 - 1, P1, P0, d)
                         use0 = f0 == 1 and (f1 == 0 or rast[b, i, j, 2] <= rast[b, i1, j1, 2])
                         use1 = f1 == 1 and not use0
                         if use0 or use1:

@@ -245,9 +245,10 @@ class _Antialias(torch.autograd.Function):
         out = torch.empty_like(colork)
         screen = torch.empty(B, posk.shape[1], 2, device=dev)
         facing = torch.empty(B, trisk.shape[0], dtype=torch.int32, device=dev)
+        silmask = torch.empty(B, trisk.shape[0], dtype=torch.int32, device=dev)
         pair_code = torch.empty(B, H, W, 2, dtype=torch.int32, device=dev)
         pair_alpha = torch.empty(B, H, W, 2, device=dev)
-        kaa.antialias_fwd(colork, rastk, posk, trisk, nbr, screen, facing, pair_code, pair_alpha, out)
+        kaa.antialias_fwd(colork, rastk, posk, trisk, nbr, screen, facing, silmask, pair_code, pair_alpha, out)
         ctx.save_for_backward(colork, rastk, posk, trisk, screen, pair_code, pair_alpha)
         return _back(out, color)
 

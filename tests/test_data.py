@@ -172,8 +172,12 @@ def test_unusable_landmark_file_falls_back_to_detection(tmp_path, monkeypatch):
         return truth[os.path.basename(name)]
 
     monkeypatch.setattr(LM, "detect", fake_detect)
-    with pytest.warns(UserWarning, match="ignoring landmark file .*tongue.pts"):
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
         ds = ImageFolderFaces(root, 32, cache_dir=tmp_path / "cache", progress=False)
+    msgs = sorted(str(w.message) for w in rec)
+    assert len(msgs) == 2 and all("detecting landmarks instead" in m for m in msgs)
+    assert "broken.pts" in msgs[0] and "tongue.pts" in msgs[1] and "expected 68 points, found 19" in msgs[1]
     assert len(ds) == 3 and ds.n_skipped == 0
     assert sorted(calls) == ["broken.png", "tongue.png"]
     assert ds.landmark_source == {"file": 1, "cache": 0, "detected": 2}

@@ -79,7 +79,7 @@ def test_head_learns_and_outputs_are_scaled(model):
 
 def _close(a, b, enc, tol=1e-5):
     """Codes equal to `tol` in network-output units (code / output_scale: translation is scaled x20)."""
-    return float(((a - b) / enc.output_scale).abs().max()) < tol
+    return float(((a - b) / enc.output_scale).abs().max().detach()) < tol
 
 
 def _randomised(code, S, seed=0):

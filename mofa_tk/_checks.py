@@ -40,8 +40,18 @@ def check_shape(name: str, x: torch.Tensor, spec: str, **sizes) -> dict:
 
 
 def check_finite(name: str, x: torch.Tensor) -> None:
-    """InputError when `x` holds NaN or Inf."""
-    if x.numel() and not bool(torch.isfinite(x).all()):
+    """InputError when `x` holds NaN or Inf.
+
+    Fast path: the sum of a tensor is finite whenever all its values are (NaN and Inf propagate), and one
+    reduction costs 10-30x less than an element-wise `isfinite` (docs/performance.md); only a non-finite sum
+    (a bad value, or a sum that overflowed) runs the exact check.
+    """
+    if not x.numel():
+        return
+    x = x.detach()
+    if x.is_floating_point() and bool(torch.isfinite(x.sum())):
+        return
+    if not bool(torch.isfinite(x).all()):
         n_bad = int((~torch.isfinite(x)).sum())
         raise InputError(f"{name}: contains {n_bad} NaN/Inf value(s)")
 

@@ -357,6 +357,8 @@ def test_eval_command_bad_arguments(tmp_path, capsys):
     (tmp_path / "x.jpg").write_bytes(b"x")
     assert eval_app.main([str(tmp_path), "--model", str(tmp_path / "nomodel.bin"), "--landmarks", "annotation"]) == 2
     assert "nomodel.bin" in capsys.readouterr().err
+    assert eval_app.main([str(tmp_path), "--reg", "expression"]) == 2
+    assert "BLOCK=WEIGHT" in capsys.readouterr().err
 
 
 def test_eval_command_on_shared_data_subset(shared_data, tmp_path, monkeypatch):

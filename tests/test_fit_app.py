@@ -218,6 +218,24 @@ def test_command_on_grey_and_rgba_photos_and_replacing(cpu, face, tmp_path, caps
     assert any("RGBA" in n for n in p["image"]["conversions"])
     assert p["landmarks"]["nme_inter_ocular"] < 0.05
     assert np.allclose(np.array(p["landmarks"]["target"]), face["lm"], atol=1e-4)
+    assert p["fit"]["reg_weights"] is None
+
+
+def test_command_reg_option_changes_the_prior(cpu, face, tmp_path, capsys):
+    """--reg expression=W replaces that block's prior weight (the others keep FIT_REG_WEIGHTS): a prior 1e4x
+    stronger pins the expression coefficients near zero, which the default prior does not."""
+    from mofa_tk.fit import FIT_REG_WEIGHTS
+
+    runs = {}
+    for name, extra in (("default", []), ("strong", ["--reg", "expression=8000"])):
+        out = tmp_path / name
+        rc, _, se = _main([face["png"], "--landmarks", face["dir"] / "face.npy", "--iters", 3, "--backend", "cpu",
+                           "--quiet", "--out", out] + extra, capsys)
+        assert rc == 0, se
+        runs[name] = json.loads((out / "params.json").read_text())
+    assert runs["strong"]["fit"]["reg_weights"] == dict(FIT_REG_WEIGHTS, expression=8000.0)
+    expr = {k: np.abs(np.array(v["code"]["blocks"]["expression"])).max() for k, v in runs.items()}
+    assert expr["strong"] < 0.2 * expr["default"], expr
 
 
 def test_command_bad_input_gives_one_line_errors(cpu, face, tmp_path, capsys):
@@ -239,6 +257,9 @@ def test_command_bad_input_gives_one_line_errors(cpu, face, tmp_path, capsys):
         ([face["png"], "--landmarks", tmp_path / "far.npy"], "far.npy", "outside"),
         ([face["png"], "--model", tmp_path / "nomodel.npz"], "nomodel.npz", "not found"),
         ([face["png"], "--iters", -3], "--iters", ">= 0"),
+        ([face["png"], "--landmarks", face["dir"] / "face.npy", "--reg", "jaw=1"], "--reg 'jaw=1'", "BLOCK=WEIGHT"),
+        ([face["png"], "--landmarks", face["dir"] / "face.npy", "--reg", "expression=x"], "--reg", "not a number"),
+        ([face["png"], "--landmarks", face["dir"] / "face.npy", "--reg", "expression=-1"], "--reg", ">= 0"),
     ]
     for argv, name, what in cases:
         rc, _, se = _main(argv + ["--backend", "cpu", "--out", tmp_path / "o"], capsys)

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from mofa_tk.apps.errors import one_line as _one_line
+from mofa_tk.apps.options import REG_HELP, parse_reg
 
 DEFAULT_OUT = "mofa_eval_out"
 
@@ -53,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="maximum photometric iterations per fit (default: fit's default, 30 for lm)")
     p.add_argument("--optimizer", choices=("lm", "adam"), default="lm", help="photometric optimiser (default lm)")
     p.add_argument("--size", type=int, default=224, metavar="PX", help="crop / render resolution (default 224)")
+    p.add_argument("--reg", action="append", default=None, metavar="BLOCK=WEIGHT", help=REG_HELP)
     p.add_argument("--no-recursive", action="store_true", help="do not search sub-folders")
     p.add_argument("--synthetic", type=int, default=0, metavar="N",
                    help="also fit N synthetic faces per model (random identity, expression, pose, light) and "
@@ -179,6 +181,9 @@ def run(args, argv) -> int:
     models = [(tag, m) for tag, (_, m) in zip(tags, loaded)]
 
     fit_kwargs = {"size": args.size, "optimizer": args.optimizer}
+    reg = parse_reg(args.reg)
+    if reg is not None:
+        fit_kwargs["reg_weights"] = reg
     if args.iters is not None:
         fit_kwargs["iters"] = args.iters
     prog = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""

@@ -22,6 +22,9 @@ OUTPUT_FILES = ("mesh.obj", "params.json", "overlay.png", "landmarks.png")
 DEFAULT_OUT = "mofa_fit_out"
 
 
+from mofa_tk.apps.options import REG_HELP, parse_reg  # noqa: E402
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="mofa fit",
@@ -45,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Taichi backend (default: $MOFA_TK_BACKEND, else auto)")
     p.add_argument("--seed", type=int, default=0,
                    help="seed of torch / numpy RNGs (the fit itself draws no random numbers; default 0)")
+    p.add_argument("--reg", action="append", default=None, metavar="BLOCK=WEIGHT", help=REG_HELP)
     p.add_argument("--encoder", default=None, metavar="CKPT",
                    help="a trained encoder (checkpoint.pt of `mofa train`, or its folder) whose prediction "
                         "initialises the fit; the model defaults to the one it was trained for")
@@ -227,10 +231,13 @@ def run(args) -> int:
         lm_source = "detected (MediaPipe Face Mesh -> iBUG 68)"
 
     fit_kw = {}
+    reg = parse_reg(args.reg)
+    if reg is not None:
+        fit_kw["reg_weights"] = reg
     if encoder is not None:
         # crop the photo the way the training crops were framed, and start from the encoder's code for it
         crop, _, _ = mlm.crop_face(img.rgb, lm, size=args.size, scale=enc_config["crop_scale"])
-        fit_kw = dict(crop_scale=enc_config["crop_scale"], init_code=encoder.predict_code(crop[None]))
+        fit_kw.update(crop_scale=enc_config["crop_scale"], init_code=encoder.predict_code(crop[None]))
     res = fit(img.rgb, model, landmarks=lm, size=args.size, optimizer=args.optimizer, iters=args.iters,
               progress=not args.quiet, name=image_name, **fit_kw)
 
@@ -275,6 +282,7 @@ def run(args) -> int:
                                                          "step": enc_config.get("step"),
                                                          "crop_scale": enc_config["crop_scale"]},
                 "init": {k: v["init"] for k, v in res.losses.items() if "init" in v},
+                "reg_weights": reg,
                 "losses": {k: {kk: vv for kk, vv in v.items() if kk not in ("history", "times")}
                            for k, v in res.losses.items()},
                 "iterations": res.iterations, "converged": res.converged},

@@ -56,16 +56,19 @@ def vertex_face_adjacency(tris: torch.Tensor, n_verts: int):
     return start.to(torch.int32), order.to(torch.int32)
 
 
-def _adjacency_cached(tk: torch.Tensor, n_verts: int):
-    key = (tk.data_ptr(), tuple(tk.shape), tk._version, str(tk.device), n_verts)
-    adj = _ADJACENCY_CACHE.get(key)
-    if adj is None:
-        adj = vertex_face_adjacency(tk, n_verts)
-        _ADJACENCY_CACHE[key] = (adj, tk)          # keep tk alive: its data_ptr identifies it
-        while len(_ADJACENCY_CACHE) > 8:
-            _ADJACENCY_CACHE.popitem(last=False)
-    else:
-        adj = adj[0]
+def _adjacency_cached(key_tensor: torch.Tensor, tris32: torch.Tensor, n_verts: int, device):
+    """`vertex_face_adjacency` of tris32 on `device`, cached by the identity of `key_tensor` (the caller's own
+    triangle tensor: its data pointer, shape and version), so repeated calls with the same mesh build it once."""
+    key = (key_tensor.data_ptr(), tuple(key_tensor.shape), key_tensor.dtype, key_tensor._version,
+           str(key_tensor.device), n_verts, str(device))
+    hit = _ADJACENCY_CACHE.get(key)
+    if hit is not None:
+        _ADJACENCY_CACHE.move_to_end(key)
+        return hit[0]
+    adj = tuple(a.to(device) for a in vertex_face_adjacency(tris32, n_verts))
+    _ADJACENCY_CACHE[key] = (adj, key_tensor)     # holding key_tensor keeps its address from being reused
+    while len(_ADJACENCY_CACHE) > 8:
+        _ADJACENCY_CACHE.popitem(last=False)
     return adj
 
 
@@ -74,14 +77,13 @@ _ADJACENCY_CACHE: "OrderedDict" = OrderedDict()
 
 class _VertexNormals(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, verts, tris):
+    def forward(ctx, verts, tris, vf_start, vf_corner):
         ensure_init()
         vk = C.to_kernel(verts)
         tk = C.to_kernel(tris, dtype=torch.int32)
         B, V = vk.shape[:2]
         acc = torch.empty(B, V, 3, device=vk.device, dtype=torch.float32)
         out = torch.empty_like(acc)
-        vf_start, vf_corner = _adjacency_cached(tk, V)
         if B and V:
             kl.normals_fwd(vk, tk, vf_start, vf_corner, acc, out)
         ctx.save_for_backward(vk, tk, acc, vf_start, vf_corner)
@@ -96,7 +98,7 @@ class _VertexNormals(torch.autograd.Function):
             gacc = torch.empty_like(acc)
             kl.normalize_bwd(acc, g, gacc)
             kl.face_normal_bwd(vk, tk, vf_start, vf_corner, gacc, gv)
-        return _back(gv, grad_out), None
+        return _back(gv, grad_out), None, None, None
 
 
 def _check_tris(name, tris, n_verts):
@@ -113,9 +115,11 @@ def _check_tris(name, tris, n_verts):
         if t.numel() and not bool((torch.isfinite(t) & (t == torch.round(t))).all()):
             raise InputError(f"{name}: expected integer vertex indices, got non-integer values (dtype {t.dtype})")
     C.check_shape(name, t, "T,3")
-    t = t.to(torch.int64)
+    if t.is_floating_point():
+        t = t.to(torch.int64)
     C.check_indices(name, t, n_verts)
-    return t.to(torch.int32)
+    # an int32 tensor comes back as itself (no copy): its identity keys the cached vertex -> face adjacency
+    return t if t.dtype == torch.int32 else t.to(torch.int32)
 
 
 def vertex_normals(verts, tris) -> torch.Tensor:
@@ -136,7 +140,10 @@ def vertex_normals(verts, tris) -> torch.Tensor:
     C.check_shape("verts", verts, "B,V,3")
     C.check_finite("verts", verts)
     t = _check_tris("tris", tris, verts.shape[1])
-    return _VertexNormals.apply(verts, t)
+    ensure_init()
+    dev = C.to_kernel(verts[:1, :1]).device
+    vf_start, vf_corner = _adjacency_cached(tris if isinstance(tris, torch.Tensor) else t, t, verts.shape[1], dev)
+    return _VertexNormals.apply(verts, t, vf_start, vf_corner)
 
 
 # --------------------------------------------------------------------------------------------- SH shading

@@ -1,7 +1,7 @@
 """`mofa fit`: fit a face model to one photo and write mesh.obj, params.json, overlay.png and landmarks.png.
 
     mofa fit [IMAGE] [--model PATH] [--out DIR] [--landmarks FILE] [--iters N] [--backend NAME] [--seed N]
-             [--encoder CKPT]
+             [--encoder CKPT] [--reg BLOCK=WEIGHT ...]
 
 With no IMAGE the public-domain astronaut photo that ships with scikit-image (`skimage.data.astronaut()`)
 is used, with the built-in model. Bad input (missing file, not an image, too small / too large, unreadable
@@ -18,11 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
+from mofa_tk.apps.options import REG_HELP, parse_reg
+
 OUTPUT_FILES = ("mesh.obj", "params.json", "overlay.png", "landmarks.png")
 DEFAULT_OUT = "mofa_fit_out"
-
-
-from mofa_tk.apps.options import REG_HELP, parse_reg  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -19,7 +19,7 @@ from .kernels import raster as kraster
 
 _KEY_CACHE: "OrderedDict[tuple, tuple]" = OrderedDict()
 _KEY_CACHE_SIZE = 2
-_TOPOLOGY_CACHE: "OrderedDict[tuple, torch.Tensor]" = OrderedDict()
+_TOPOLOGY_CACHE: "OrderedDict[tuple, tuple]" = OrderedDict()
 
 
 def _back(x, like):
@@ -223,14 +223,19 @@ def triangle_neighbours(tris: torch.Tensor) -> torch.Tensor:
     return torch.from_numpy(nbr.reshape(T, 3).astype(np.int32))
 
 
-def _neighbours_cached(tris: torch.Tensor, device) -> torch.Tensor:
-    key = (tris.data_ptr(), tuple(tris.shape), tris._version, str(device))
-    nbr = _TOPOLOGY_CACHE.get(key)
-    if nbr is None:
-        nbr = triangle_neighbours(tris).to(device)
-        _TOPOLOGY_CACHE[key] = nbr
-        while len(_TOPOLOGY_CACHE) > 8:
-            _TOPOLOGY_CACHE.popitem(last=False)
+def _neighbours_cached(tris: torch.Tensor, device, key_tensor: torch.Tensor | None = None) -> torch.Tensor:
+    """`triangle_neighbours(tris)` on `device`, cached by the identity of `key_tensor` (default `tris`): pass the
+    caller's own triangle tensor, so that a converted copy (e.g. int64 -> int32) does not miss the cache."""
+    kt = tris if key_tensor is None else key_tensor
+    key = (kt.data_ptr(), tuple(kt.shape), kt.dtype, kt._version, str(kt.device), str(device))
+    hit = _TOPOLOGY_CACHE.get(key)
+    if hit is not None:
+        _TOPOLOGY_CACHE.move_to_end(key)
+        return hit[0]
+    nbr = triangle_neighbours(tris).to(device)
+    _TOPOLOGY_CACHE[key] = (nbr, kt)          # holding kt keeps its address from being reused
+    while len(_TOPOLOGY_CACHE) > 8:
+        _TOPOLOGY_CACHE.popitem(last=False)
     return nbr
 
 
@@ -281,9 +286,11 @@ def antialias(color, rast, pos_clip, tris) -> torch.Tensor:
     pos = _check_pos("pos_clip", pos_clip)
     if pos.shape[0] != B:
         raise C.InputError(f"pos_clip: batch size {pos.shape[0]} does not match color's B={B}")
+    tris_in = tris
     tris = _check_tris(tris, pos.shape[1])
     if tris.shape[0] == 0 or color.shape[3] == 0:
         return color.clone()
     ensure_init()
-    nbr = _neighbours_cached(tris, C.to_kernel(pos[:1, :1]).device)
+    nbr = _neighbours_cached(tris, C.to_kernel(pos[:1, :1]).device,
+                             tris_in if isinstance(tris_in, torch.Tensor) else None)
     return _Antialias.apply(color, rast, pos, tris, nbr)

@@ -169,6 +169,27 @@ def test_antialias_leaves_interior_edges_alone_and_color_grad(backend):
         assert abs(float(c.grad[i]) - fd) < 1e-3
 
 
+def test_antialias_topology_cache_keys_on_the_callers_triangles(backend):
+    """The triangle-neighbour table is built once per triangle tensor (int64 input included, which antialias
+    converts to int32 on every call) and rebuilt after an in-place edit: the result always equals a fresh
+    copy's. The quad's shared edge is interior; after the edit the faces no longer share it (a silhouette)."""
+    from mofa_tk import raster as R
+
+    p = f32([[[-0.7, -0.7, 0, 1], [0.7, -0.7, 0, 1], [0.7, 0.7, 0, 1], [-0.7, 0.7, 0, 1], [0.0, 0.0, 0, 1]]])
+    tris = torch.tensor([[0, 1, 2], [0, 2, 3]], dtype=torch.int64)
+    rast = mofa_tk.rasterize(p, tris, (32, 32))
+    color = torch.rand(1, 32, 32, 3) * (rast[..., 3:4] > 0)
+    R._TOPOLOGY_CACHE.clear()
+    first = mofa_tk.antialias(color, rast, p, tris)
+    for _ in range(3):
+        assert torch.equal(mofa_tk.antialias(color, rast, p, tris), first)
+    assert len(R._TOPOLOGY_CACHE) == 1
+    tris[1] = torch.tensor([4, 2, 3])                  # in place: face 1 now spans the centre vertex instead
+    rast2 = mofa_tk.rasterize(p, tris, (32, 32))
+    color2 = torch.rand(1, 32, 32, 3) * (rast2[..., 3:4] > 0)
+    assert torch.equal(mofa_tk.antialias(color2, rast2, p, tris), mofa_tk.antialias(color2, rast2, p, tris.clone()))
+
+
 def test_batch_consistency(backend):
     rng = np.random.default_rng(5)
     pos, tris = random_soup(rng, B=5, T=20)

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from . import _checks as C
+from ._cache import TensorKeyedCache
 from .backend import current_backend, ensure_init, generation, kernel_device
 from .kernels import antialias as kaa
 from .kernels import interpolate as kinterp
@@ -19,7 +20,7 @@ from .kernels import raster as kraster
 
 _KEY_CACHE: "OrderedDict[tuple, tuple]" = OrderedDict()
 _KEY_CACHE_SIZE = 2
-_TOPOLOGY_CACHE: "OrderedDict[tuple, tuple]" = OrderedDict()
+_TOPOLOGY_CACHE = TensorKeyedCache(8)
 
 
 def _back(x, like):
@@ -227,16 +228,7 @@ def _neighbours_cached(tris: torch.Tensor, device, key_tensor: torch.Tensor | No
     """`triangle_neighbours(tris)` on `device`, cached by the identity of `key_tensor` (default `tris`): pass the
     caller's own triangle tensor, so that a converted copy (e.g. int64 -> int32) does not miss the cache."""
     kt = tris if key_tensor is None else key_tensor
-    key = (kt.data_ptr(), tuple(kt.shape), kt.dtype, kt._version, str(kt.device), str(device))
-    hit = _TOPOLOGY_CACHE.get(key)
-    if hit is not None:
-        _TOPOLOGY_CACHE.move_to_end(key)
-        return hit[0]
-    nbr = triangle_neighbours(tris).to(device)
-    _TOPOLOGY_CACHE[key] = (nbr, kt)          # holding kt keeps its address from being reused
-    while len(_TOPOLOGY_CACHE) > 8:
-        _TOPOLOGY_CACHE.popitem(last=False)
-    return nbr
+    return _TOPOLOGY_CACHE.get(kt, (str(device),), lambda: triangle_neighbours(tris).to(device))
 
 
 class _Antialias(torch.autograd.Function):

@@ -18,11 +18,11 @@ Conventions (full write-up with sources in docs/lighting.md):
 from __future__ import annotations
 
 import math
-from collections import OrderedDict
 
 import torch
 
 from . import _checks as C
+from ._cache import TensorKeyedCache
 from .backend import ensure_init
 from .errors import InputError
 from .kernels import lighting as kl
@@ -58,21 +58,12 @@ def vertex_face_adjacency(tris: torch.Tensor, n_verts: int):
 
 def _adjacency_cached(key_tensor: torch.Tensor, tris32: torch.Tensor, n_verts: int, device):
     """`vertex_face_adjacency` of tris32 on `device`, cached by the identity of `key_tensor` (the caller's own
-    triangle tensor: its data pointer, shape and version), so repeated calls with the same mesh build it once."""
-    key = (key_tensor.data_ptr(), tuple(key_tensor.shape), key_tensor.dtype, key_tensor._version,
-           str(key_tensor.device), n_verts, str(device))
-    hit = _ADJACENCY_CACHE.get(key)
-    if hit is not None:
-        _ADJACENCY_CACHE.move_to_end(key)
-        return hit[0]
-    adj = tuple(a.to(device) for a in vertex_face_adjacency(tris32, n_verts))
-    _ADJACENCY_CACHE[key] = (adj, key_tensor)     # holding key_tensor keeps its address from being reused
-    while len(_ADJACENCY_CACHE) > 8:
-        _ADJACENCY_CACHE.popitem(last=False)
-    return adj
+    triangle tensor), so repeated calls with the same mesh build it once."""
+    return _ADJACENCY_CACHE.get(key_tensor, (n_verts, str(device)),
+                                lambda: tuple(a.to(device) for a in vertex_face_adjacency(tris32, n_verts)))
 
 
-_ADJACENCY_CACHE: "OrderedDict" = OrderedDict()
+_ADJACENCY_CACHE = TensorKeyedCache(8)
 
 
 class _VertexNormals(torch.autograd.Function):

@@ -24,7 +24,6 @@ Pearson correlation of the 20 semantic shape and expression coefficients with th
 of the visible albedo (also after the best per-channel scale: albedo and light intensity trade off).
 """
 import argparse
-import math
 import os
 import platform
 import statistics
@@ -36,72 +35,15 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))   # fit_scenes: the tests' synthetic photos
 import mofa_tk  # noqa: E402
 from mofa_tk import metrics  # noqa: E402
 from mofa_tk.decoder import FaceDecoder  # noqa: E402
 from mofa_tk.fit import fit  # noqa: E402
-from mofa_tk.geometry import axis_angle_to_matrix, morph  # noqa: E402
-from mofa_tk.shading import ambient_sh, sh_basis  # noqa: E402
-
-
-# ============================================================================================ scenes
-def random_code(dec, rng, max_yaw=45.0):
-    """A random code (1, N) as described in the module docstring, and its (yaw, pitch, roll) in degrees."""
-    from scipy.spatial.transform import Rotation
-
-    model = dec.model
-    code = dec.code.zeros(1)
-    b = dec.code.split(code)
-    ypr = (rng.uniform(-max_yaw, max_yaw), rng.uniform(-15, 15), rng.uniform(-10, 10))
-    b["rotation"][0] = torch.tensor(Rotation.from_euler("YXZ", ypr, degrees=True).as_rotvec(), dtype=torch.float32)
-    b["translation"][0] = torch.tensor([rng.uniform(-20, 20), rng.uniform(-20, 20), rng.uniform(-100, 100)],
-                                       dtype=torch.float32)
-    b["shape"][0] = torch.tensor(rng.uniform(-1, 1, model.k_id), dtype=torch.float32)
-    b["expression"][0] = torch.tensor(rng.uniform(-1, 1, model.k_exp), dtype=torch.float32)
-    b["reflectance"][0] = torch.tensor(rng.uniform(-1, 1, model.k_alb), dtype=torch.float32)
-    amb = ambient_sh(1)[0]
-    d = rng.normal(size=3)
-    d[2] = abs(d[2]) + 0.3
-    d /= np.linalg.norm(d)
-    col = rng.uniform(0.6, 1.0, 3) * rng.uniform(0.8, 1.5)
-    sh = rng.uniform(0.3, 0.7) * amb + sh_basis(torch.tensor(d, dtype=torch.float32))[:, None] * torch.tensor(
-        col, dtype=torch.float32)
-    b["illumination"][0] = (sh - amb).T.reshape(27)
-    with torch.no_grad():
-        peak = float(torch.quantile(dec(code)["vertex_colors"].reshape(-1), 0.995))
-    if peak > 0.95:
-        b["illumination"][0] = (sh * (0.95 / peak) - amb).T.reshape(27)
-    return code, ypr
-
-
-def synthetic_scene(model, seed, size=(288, 256), focal=1100.0, max_yaw=45.0, principal_jitter=15.0):
-    """Render a random face; returns dict(image (H, W, 3) float32, landmarks (68, 2), verts (V, 3) model space,
-    code (1, N), decoder, visibility (V,) bool, ypr)."""
-    rng = np.random.default_rng(seed)
-    H, W = size
-    principal = (W / 2 + rng.uniform(-principal_jitter, principal_jitter),
-                 H / 2 + rng.uniform(-principal_jitter, principal_jitter))
-    dec = FaceDecoder(model, image_size=(H, W), focal=focal, principal=principal)
-    code, ypr = random_code(dec, rng, max_yaw)
-    bg = np.clip(np.full((H, W, 3), rng.uniform(0.2, 0.8, 3), np.float32)
-                 + rng.normal(0, 0.03, (H, W, 3)).astype(np.float32), 0, 1)
-    with torch.no_grad():
-        out = dec(code, background=torch.from_numpy(bg))
-    b = dec.code.split(code)
-    verts = morph(model, b["shape"], b["expression"])[0].numpy()
-    return {"image": out["image"][0].clamp(0, 1).numpy(), "landmarks": out["landmarks2d"][0].numpy(),
-            "verts": verts, "code": code, "decoder": dec, "visibility": out["visibility"][0].numpy(),
-            "albedo": out["albedo"][0].numpy(), "ypr": ypr}
+from fit_scenes import random_code, rotation_error_deg, synthetic_scene  # noqa: E402
 
 
 # ============================================================================================ helpers
-def rotation_error_deg(r1, r2):
-    R1 = axis_angle_to_matrix(torch.as_tensor(r1, dtype=torch.float64).reshape(1, 3))[0]
-    R2 = axis_angle_to_matrix(torch.as_tensor(r2, dtype=torch.float64).reshape(1, 3))[0]
-    c = float(((R1.T @ R2).trace() - 1) / 2)
-    return math.degrees(math.acos(max(-1.0, min(1.0, c))))
-
-
 def evaluate_fit(model, scene, res):
     """Metrics of one fit against its synthetic ground truth (see the module docstring)."""
     gt = scene["decoder"].code.split(scene["code"])

@@ -20,8 +20,8 @@ from mofa_tk.decoder import FaceDecoder
 from mofa_tk.errors import InputError
 from mofa_tk.fit import (FitResult, _apply_delta, _closed_form_pose, _dense_jacobian, _fit_landmarks,
                          _init_appearance, _Problem, _Stage, fit, matrix_to_axis_angle)
-from mofa_tk.geometry import axis_angle_to_matrix, morph
-from mofa_tk.shading import ambient_sh, sh_basis
+from mofa_tk.geometry import axis_angle_to_matrix
+from fit_scenes import random_code, rotation_error_deg, synthetic_scene
 
 #: Synthetic faces fitted in CI (the issue's 20 are in `python benchmarks/bench_fit.py --eval 20`, whose numbers
 #: docs/fitting.md records; 6 keep this file well under a minute on 2 cores).
@@ -41,60 +41,6 @@ def model():
     return mofa_tk.builtin_model()
 
 
-# ============================================================================================ synthetic photos
-def _random_code(dec, rng, max_yaw=45.0):
-    """Random pose (|yaw| <= 45 deg), shape / expression / reflectance U(-1, 1) std and a directional light."""
-    from scipy.spatial.transform import Rotation
-
-    m = dec.model
-    code = dec.code.zeros(1)
-    b = dec.code.split(code)
-    ypr = (rng.uniform(-max_yaw, max_yaw), rng.uniform(-15, 15), rng.uniform(-10, 10))
-    b["rotation"][0] = torch.tensor(Rotation.from_euler("YXZ", ypr, degrees=True).as_rotvec(), dtype=torch.float32)
-    b["translation"][0] = torch.tensor([rng.uniform(-20, 20), rng.uniform(-20, 20), rng.uniform(-100, 100)],
-                                       dtype=torch.float32)
-    b["shape"][0] = torch.tensor(rng.uniform(-1, 1, m.k_id), dtype=torch.float32)
-    b["expression"][0] = torch.tensor(rng.uniform(-1, 1, m.k_exp), dtype=torch.float32)
-    b["reflectance"][0] = torch.tensor(rng.uniform(-1, 1, m.k_alb), dtype=torch.float32)
-    amb = ambient_sh(1)[0]
-    d = rng.normal(size=3)
-    d[2] = abs(d[2]) + 0.3
-    d /= np.linalg.norm(d)
-    col = rng.uniform(0.6, 1.0, 3) * rng.uniform(0.8, 1.5)
-    sh = rng.uniform(0.3, 0.7) * amb + sh_basis(torch.tensor(d, dtype=torch.float32))[:, None] * torch.tensor(
-        col, dtype=torch.float32)
-    b["illumination"][0] = (sh - amb).T.reshape(27)
-    with torch.no_grad():
-        peak = float(torch.quantile(dec(code)["vertex_colors"].reshape(-1), 0.995))
-    if peak > 0.95:  # keep the photo unsaturated
-        b["illumination"][0] = (sh * (0.95 / peak) - amb).T.reshape(27)
-    return code, ypr
-
-
-def _scene(model, seed, size=(288, 256), focal=1100.0):
-    """A photo rendered from a random code with an off-centre principal point over a noisy plain background
-    (the same scenes as benchmarks/bench_fit.py --eval)."""
-    rng = np.random.default_rng(seed)
-    H, W = size
-    principal = (W / 2 + rng.uniform(-15, 15), H / 2 + rng.uniform(-15, 15))
-    dec = FaceDecoder(model, image_size=(H, W), focal=focal, principal=principal)
-    code, ypr = _random_code(dec, rng)
-    bg = np.clip(np.full((H, W, 3), rng.uniform(0.2, 0.8, 3), np.float32)
-                 + rng.normal(0, 0.03, (H, W, 3)).astype(np.float32), 0, 1)
-    with torch.no_grad():
-        out = dec(code, background=torch.from_numpy(bg))
-    b = dec.code.split(code)
-    return {"image": out["image"][0].clamp(0, 1).numpy(), "landmarks": out["landmarks2d"][0].numpy(),
-            "verts": morph(model, b["shape"], b["expression"])[0].numpy(), "code": code, "decoder": dec,
-            "ypr": ypr, "focal": focal, "principal": principal}
-
-
-def _rot_err_deg(r1, r2):
-    R1 = axis_angle_to_matrix(torch.as_tensor(r1, dtype=torch.float64).reshape(1, 3))[0]
-    R2 = axis_angle_to_matrix(torch.as_tensor(r2, dtype=torch.float64).reshape(1, 3))[0]
-    return math.degrees(math.acos(max(-1.0, min(1.0, float(((R1.T @ R2).trace() - 1) / 2)))))
-
-
 @pytest.fixture(scope="module")
 def fitted_scene(model):
     """One synthetic scene and its fit (shared by several tests; only built on the cpu backend, which the
@@ -103,7 +49,7 @@ def fitted_scene(model):
         mofa_tk.init("cpu")
     if mofa_tk.current_backend() != "cpu":
         pytest.skip("fitting tests run on cpu only")
-    sc = _scene(model, 3)
+    sc = synthetic_scene(model, 3)
     res = fit(sc["image"], model, landmarks=sc["landmarks"], progress=False, focal=sc["focal"],
               principal=sc["principal"])
     return sc, res
@@ -135,7 +81,7 @@ def test_geometry_path_matches_decoder(cpu, model):
     """The fit's per-vertex path (no image rasterization) reproduces FaceDecoder's outputs exactly."""
     torch.manual_seed(0)
     dec = FaceDecoder(model)
-    code, _ = _random_code(dec, np.random.default_rng(5))
+    code, _ = random_code(dec, np.random.default_rng(5))
     with torch.no_grad():
         out = dec(code)
         prob = _Problem(model, dec, out["image"][0].clamp(0, 1), out["landmarks2d"][0], {}, None, None)
@@ -157,7 +103,7 @@ def test_dense_jacobian_matches_finite_differences(cpu, model):
     """Closed-form d(pixel)/d(code) and d(colour)/d(code) vs central differences of the decoder path (with the
     multiplicative rotation update that the LM step uses)."""
     dec = FaceDecoder(model)
-    code, _ = _random_code(dec, np.random.default_rng(11), max_yaw=30)
+    code, _ = random_code(dec, np.random.default_rng(11), max_yaw=30)
     dec, prob, _ = _problem(model, code)
     blocks = list(dec.code.sizes)
     with torch.no_grad():
@@ -244,11 +190,11 @@ def test_pose_stage_recovers_a_known_pose(cpu, model):
         b["translation"][0] = torch.tensor([12.0, -8.0, 60.0])
         _, prob, _ = _problem(model, code)
         c0 = _closed_form_pose(prob, dec.code.zeros(1))
-        assert _rot_err_deg(dec.code.split(c0)["rotation"][0], b["rotation"][0]) < 4.0
+        assert rotation_error_deg(dec.code.split(c0)["rotation"][0], b["rotation"][0]) < 4.0
         st = _Stage("pose", 20, None)
         c1, _ = _fit_landmarks(prob, c0, st, ["rotation", "translation"], "lm", 1e-6)
         b1 = dec.code.split(c1)
-        assert _rot_err_deg(b1["rotation"][0], b["rotation"][0]) < 0.05
+        assert rotation_error_deg(b1["rotation"][0], b["rotation"][0]) < 0.05
         assert float((b1["translation"][0] - b["translation"][0]).norm()) < 1.0
         assert st.iterations <= 20
 
@@ -257,7 +203,7 @@ def test_appearance_init_recovers_the_light(cpu, model):
     """With the true geometry, the closed-form illumination / reflectance reproduce the shaded colours at the
     visible vertices far better than the ambient light does (linear least squares on noise-free colours)."""
     dec = FaceDecoder(model)
-    code, _ = _random_code(dec, np.random.default_rng(8), max_yaw=20)
+    code, _ = random_code(dec, np.random.default_rng(8), max_yaw=20)
     _, prob, out = _problem(model, code)
     start = code.clone()
     bl = dec.code.split(start)
@@ -281,7 +227,7 @@ def test_synthetic_ground_truth(cpu, model):
     rng = np.random.default_rng(123)
     rows = []
     for seed in range(N_SYNTHETIC_CI):
-        sc = _scene(model, seed)
+        sc = synthetic_scene(model, seed)
         lm = sc["landmarks"] + rng.normal(0, 0.5, sc["landmarks"].shape).astype(np.float32)
         res = fit(sc["image"], model, landmarks=lm, progress=False, focal=sc["focal"], principal=sc["principal"])
         gt = sc["decoder"].code.split(sc["code"])
@@ -292,7 +238,7 @@ def test_synthetic_ground_truth(cpu, model):
             "base": metrics.point_to_point_rmse(model.mean_shape.numpy(), sc["verts"], "rigid"),
             "base_sim": metrics.point_to_point_rmse(model.mean_shape.numpy(), sc["verts"], "similarity"),
             "nme": metrics.landmark_nme(res.landmarks, sc["landmarks"]),
-            "rot": _rot_err_deg(res.blocks["rotation"], gt["rotation"][0]),
+            "rot": rotation_error_deg(res.blocks["rotation"], gt["rotation"][0]),
             "expr_corr": float(np.corrcoef(res.blocks["expression"][:20].numpy(),
                                            gt["expression"][0, :20].numpy())[0, 1]),
             "loss_drop": res.losses["photometric"]["final"] / res.losses["appearance"]["initial"],
@@ -388,7 +334,7 @@ def test_adam_optimizer_decreases_the_loss(cpu, model, fitted_scene):
 
 def test_missing_landmarks_and_unknown_camera(cpu, model):
     """NaN landmarks are ignored; without the camera the default crop camera is assumed."""
-    sc = _scene(model, 1)
+    sc = synthetic_scene(model, 1)
     lm = sc["landmarks"].copy()
     lm[[0, 1, 2, 14, 15, 16]] = np.nan
     res = fit(sc["image"], model, landmarks=lm, progress=False, iters=8)

@@ -10,25 +10,14 @@ gradients are checked to agree first.
 """
 import argparse
 import sys
-import time
 from pathlib import Path
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import mofa_tk  # noqa: E402
-
-
-def best_ms(fn, repeats, sync):
-    fn()
-    sync()
-    best = float("inf")
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        sync()
-        best = min(best, time.perf_counter() - t)
-    return best * 1e3
+from timing import best_ms  # noqa: E402
 
 
 def main():

@@ -9,7 +9,6 @@ and forward + backward (to positions and vertex colours). Outputs of both are ch
 import argparse
 import platform
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -18,6 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import mofa_tk  # noqa: E402
 from mofa_tk.raster import triangle_neighbours  # noqa: E402
+from timing import best_ms  # noqa: E402
 from torch_reference import torch_antialias, torch_interpolate, torch_rasterize  # noqa: E402
 
 
@@ -29,19 +29,6 @@ def scene(B, H, W, device):
     clip = mofa_tk.to_clip(cam, 1015.0 * W / 224, (W / 2, H / 2), (H, W)).to(device).contiguous()
     colors = model.albedo_mean[None].expand(B, -1, -1).contiguous().to(device)
     return clip, model.triangles.to(device), colors
-
-
-def timeit(fn, repeats, sync):
-    """Best of `repeats` runs in ms (the minimum is the least disturbed by other load on a shared machine)."""
-    fn()  # warm-up (compilation)
-    sync()
-    best = float("inf")
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        sync()
-        best = min(best, time.perf_counter() - t)
-    return best * 1e3
 
 
 def main():
@@ -95,8 +82,8 @@ def main():
         for name, kw in (("rasterize", dict(full=False)), ("raster+interp+antialias fwd", dict()),
                          ("raster+interp+antialias fwd+bwd", dict(backward=True))):
             reps = args.repeats
-            a = timeit(lambda: ours(**kw), reps, sync)
-            b = timeit(lambda: ref(**kw), max(3, reps // 2), sync)
+            a = best_ms(lambda: ours(**kw), reps, sync)
+            b = best_ms(lambda: ref(**kw), max(3, reps // 2), sync)
             print(f"{B:>3} {name:<34} {a:>11.2f} {b:>10.2f} {b / a:>6.1f}x")
 
 

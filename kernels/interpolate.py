@@ -1,58 +1,86 @@
 """Barycentric interpolation of vertex attributes at rasterized pixels, and its adjoint.
 
 attr has a leading dimension of 1 (shared by the batch) or B. Pixels with triangle id 0 get zeros.
+Arrays are flat (1-D) views of contiguous tensors, as in kernels/raster.py: attr[a, v, ch] at (a V + v) C + ch,
+rast[p, :] at 4 p and out[p, ch] at C p + ch for the flat pixel index p = (b H + i) W + j. The channel loops are
+unrolled at compile time when CS = C > 0 (one compiled kernel per small C); CS = 0 loops over C at run time.
 """
 import taichi as ti
 
 nd = ti.types.ndarray
+MAX_STATIC_C = 4  # channel counts up to this are unrolled (CS = C)
+
+
+@ti.func
+def _corners(rast: ti.template(), tris: ti.template(), p):
+    """(triangle id + 1, u, v, vertex indices) at flat pixel p; tid 0 for background."""
+    tid = ti.cast(rast[4 * p + 3], ti.i32)
+    u, v = rast[4 * p], rast[4 * p + 1]
+    v0, v1, v2 = 0, 0, 0
+    if tid > 0:
+        v0, v1, v2 = tris[3 * (tid - 1)], tris[3 * (tid - 1) + 1], tris[3 * (tid - 1) + 2]
+    return tid, u, v, v0, v1, v2
 
 
 @ti.kernel
-def interpolate_fwd(attr: nd(dtype=ti.f32, ndim=3), rast: nd(dtype=ti.f32, ndim=4), tris: nd(dtype=ti.i32, ndim=2),
-                    out: nd(dtype=ti.f32, ndim=4)):
-    shared = attr.shape[0] == 1
-    for i, j in ti.ndrange(out.shape[1], out.shape[2]):
-        for b in range(out.shape[0]):  # batch innermost: no integer div/mod per element
-            tid = ti.cast(rast[b, i, j, 3], ti.i32)
+def interpolate_fwd(attr: nd(dtype=ti.f32, ndim=1), rast: nd(dtype=ti.f32, ndim=1), tris: nd(dtype=ti.i32, ndim=1),
+                    out: nd(dtype=ti.f32, ndim=1), B: ti.i32, HW: ti.i32, V: ti.i32, C: ti.i32, shared: ti.i32,
+                    CS: ti.template()):
+    for q in range(HW):
+        for b in range(B):  # batch innermost: no integer div/mod per element
+            p = b * HW + q
+            tid, u, v, v0, v1, v2 = _corners(rast, tris, p)
             ba = 0 if shared else b
-            if tid > 0:
-                t = tid - 1
-                u, v = rast[b, i, j, 0], rast[b, i, j, 1]
-                w0 = 1.0 - u - v
-                v0, v1, v2 = tris[t, 0], tris[t, 1], tris[t, 2]
-                for ch in range(out.shape[3]):
-                    out[b, i, j, ch] = w0 * attr[ba, v0, ch] + u * attr[ba, v1, ch] + v * attr[ba, v2, ch]
+            o0, o1, o2 = (ba * V + v0) * C, (ba * V + v1) * C, (ba * V + v2) * C
+            w0 = 1.0 - u - v
+            if ti.static(CS > 0):
+                for ch in ti.static(range(CS)):
+                    val = 0.0
+                    if tid > 0:
+                        val = w0 * attr[o0 + ch] + u * attr[o1 + ch] + v * attr[o2 + ch]
+                    out[C * p + ch] = val
             else:
-                for ch in range(out.shape[3]):
-                    out[b, i, j, ch] = 0.0
+                if tid > 0:
+                    for ch in range(C):
+                        out[C * p + ch] = w0 * attr[o0 + ch] + u * attr[o1 + ch] + v * attr[o2 + ch]
+                else:
+                    for ch in range(C):
+                        out[C * p + ch] = 0.0
 
 
 @ti.kernel
-def interpolate_bwd(attr: nd(dtype=ti.f32, ndim=3), rast: nd(dtype=ti.f32, ndim=4), tris: nd(dtype=ti.i32, ndim=2),
-                    grad_out: nd(dtype=ti.f32, ndim=4), grad_attr: nd(dtype=ti.f32, ndim=3),
-                    grad_rast: nd(dtype=ti.f32, ndim=4), want_attr: ti.i32):
+def interpolate_bwd(attr: nd(dtype=ti.f32, ndim=1), rast: nd(dtype=ti.f32, ndim=1), tris: nd(dtype=ti.i32, ndim=1),
+                    grad_out: nd(dtype=ti.f32, ndim=1), grad_attr: nd(dtype=ti.f32, ndim=1),
+                    grad_rast: nd(dtype=ti.f32, ndim=1), B: ti.i32, HW: ti.i32, V: ti.i32, C: ti.i32,
+                    shared: ti.i32, want_attr: ti.i32, CS: ti.template()):
     """grad_attr (zeroed) += scattered bary * grad_out; grad_rast[..., 0:2] = d out / d (u, v); [..., 2:4] = 0."""
-    shared = attr.shape[0] == 1
-    for i, j in ti.ndrange(grad_out.shape[1], grad_out.shape[2]):
-        for b in range(grad_out.shape[0]):  # batch innermost: no integer div/mod per element
-            tid = ti.cast(rast[b, i, j, 3], ti.i32)
+    for q in range(HW):
+        for b in range(B):  # batch innermost: no integer div/mod per element
+            p = b * HW + q
+            tid, u, v, v0, v1, v2 = _corners(rast, tris, p)
             gu, gv = 0.0, 0.0
             if tid > 0:
-                t = tid - 1
                 ba = 0 if shared else b
-                u, v = rast[b, i, j, 0], rast[b, i, j, 1]
+                o0, o1, o2 = (ba * V + v0) * C, (ba * V + v1) * C, (ba * V + v2) * C
                 w0 = 1.0 - u - v
-                v0, v1, v2 = tris[t, 0], tris[t, 1], tris[t, 2]
-                for ch in range(grad_out.shape[3]):
-                    g = grad_out[b, i, j, ch]
-                    a0 = attr[ba, v0, ch]
-                    gu += g * (attr[ba, v1, ch] - a0)
-                    gv += g * (attr[ba, v2, ch] - a0)
-                    if want_attr != 0:
-                        ti.atomic_add(grad_attr[ba, v0, ch], w0 * g)
-                        ti.atomic_add(grad_attr[ba, v1, ch], u * g)
-                        ti.atomic_add(grad_attr[ba, v2, ch], v * g)
-            grad_rast[b, i, j, 0] = gu
-            grad_rast[b, i, j, 1] = gv
-            grad_rast[b, i, j, 2] = 0.0
-            grad_rast[b, i, j, 3] = 0.0
+                if ti.static(CS > 0):
+                    for ch in ti.static(range(CS)):
+                        g = grad_out[C * p + ch]
+                        a0 = attr[o0 + ch]
+                        gu += g * (attr[o1 + ch] - a0)
+                        gv += g * (attr[o2 + ch] - a0)
+                        if want_attr != 0:
+                            ti.atomic_add(grad_attr[o0 + ch], w0 * g)
+                            ti.atomic_add(grad_attr[o1 + ch], u * g)
+                            ti.atomic_add(grad_attr[o2 + ch], v * g)
+                else:
+                    for ch in range(C):
+                        g = grad_out[C * p + ch]
+                        a0 = attr[o0 + ch]
+                        gu += g * (attr[o1 + ch] - a0)
+                        gv += g * (attr[o2 + ch] - a0)
+                        if want_attr != 0:
+                            ti.atomic_add(grad_attr[o0 + ch], w0 * g)
+                            ti.atomic_add(grad_attr[o1 + ch], u * g)
+                            ti.atomic_add(grad_attr[o2 + ch], v * g)
+            grad_rast[4 * p], grad_rast[4 * p + 1], grad_rast[4 * p + 2], grad_rast[4 * p + 3] = gu, gv, 0.0, 0.0

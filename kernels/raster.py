@@ -23,7 +23,15 @@ in NDC, the clip-space point P = sum_k b_k V_k of the triangle's plane that lies
 satisfies sum_k b_k (x_k - sx w_k) = 0, sum_k b_k (y_k - sy w_k) = 0, sum_k b_k = 1, so
 b = n / sum(n) with n = a x c, a_k = x_k - sx w_k, c_k = y_k - sy w_k. The pixel is covered when all b_k >= 0
 (P inside the triangle), P.w > 0 (in front of the camera) and -1 <= P.z / P.w <= 1 (between near and far).
-These b_k are the perspective-correct barycentrics; rast stores u = b_1, v = b_2.
+These b_k are the perspective-correct barycentrics; rast stores u = b_1, v = b_2. The coverage test needs no
+division: b_k >= 0 for all k  <=>  every n_k is zero or has the sign of sum(n); P.w > 0  <=>  n.w has that sign
+too; and z/w = (n.z) / (n.w). Only the resolve pass normalises n.
+
+Scalar arguments: B, V, T (batch size, vertex and triangle counts), H, W (image size) and sx = 1 / W, sy = 1 / H.
+Memory layout: every array argument is a flat (1-D) view of a contiguous tensor and the kernels compute the
+offsets themselves (pos[b, v, c] at (b V + v) 4 + c, rast[b, i, j, c] at ((b H + i) W + j) 4 + c, ...).
+Taichi's multi-dimensional ndarray indexing re-derives the strides at every access; flat indexing made these
+memory-bound kernels about twice as fast on the CPU (see docs/performance.md).
 """
 import taichi as ti
 
@@ -36,16 +44,32 @@ TILE = 16  # larger ones are cut into TILE x TILE tiles, one thread each: this b
            # thread (Vulkan/lavapipe stops loops of more than ~65k iterations per invocation) and spreads
            # large triangles over many threads
 PACKED, DEPTH, ID = 0, 1, 2  # key-update modes (see module docstring)
+BBOX_SLACK = 1e-3  # pixels the bounding box is widened by, so that rounding in the projection of the vertices
+                   # cannot leave out a pixel centre that the coverage test accepts
 
 
 @ti.func
-def _sample_ndc(i, j, H, W):
-    return ti.Vector([2.0 * (j + 0.5) / W - 1.0, 2.0 * (i + 0.5) / H - 1.0])
+def _load(pos: ti.template(), V, b, v):
+    """Clip-space position of vertex v of batch item b from the flat (B V 4) array."""
+    o = (b * V + v) * 4
+    return ti.Vector([pos[o], pos[o + 1], pos[o + 2], pos[o + 3]])
+
+
+@ti.func
+def _tri(tris: ti.template(), t):
+    return tris[3 * t], tris[3 * t + 1], tris[3 * t + 2]
+
+
+@ti.func
+def _sample_ndc(i, j, H, W, sx, sy):
+    """NDC of pixel (i, j)'s centre, (2 (j + 0.5) / W - 1, 2 (i + 0.5) / H - 1) = ((2 j + 1 - W) / W, ...), with
+    sx = 1 / W, sy = 1 / H (the integer numerator is exact)."""
+    return ti.Vector([ti.cast(2 * j + 1 - W, ti.f32) * sx, ti.cast(2 * i + 1 - H, ti.f32) * sy])
 
 
 @ti.func
 def _bary(p0, p1, p2, s):
-    """Perspective-correct barycentrics n / sum(n) (unnormalised n and its sum returned too)."""
+    """Unnormalised perspective-correct barycentrics n (b = n / sum(n)), their sum, and the a, c vectors."""
     a = ti.Vector([p0[0] - s[0] * p0[3], p1[0] - s[0] * p1[3], p2[0] - s[0] * p2[3]])
     c = ti.Vector([p0[1] - s[1] * p0[3], p1[1] - s[1] * p1[3], p2[1] - s[1] * p2[3]])
     n = a.cross(c)
@@ -53,59 +77,50 @@ def _bary(p0, p1, p2, s):
 
 
 @ti.func
-def _load(pos: ti.template(), b, vi):
-    return ti.Vector([pos[b, vi, 0], pos[b, vi, 1], pos[b, vi, 2], pos[b, vi, 3]])
-
-
-@ti.func
 def _bbox(p0, p1, p2, H, W):
-    """Pixel bounding box [i0, i1] x [j0, j1] of the triangle; empty box (i0 > i1) when trivially rejected."""
+    """Pixel bounding box [i0, i1] x [j0, j1] of the triangle; empty (i0 > i1 or j0 > j1) when it misses the image."""
     i0, i1, j0, j1 = 0, H - 1, 0, W - 1
-    # trivial reject: all three vertices outside the same frustum plane
-    reject = False
-    for ax in ti.static(range(3)):
-        if p0[ax] > p0[3] and p1[ax] > p1[3] and p2[ax] > p2[3]:
-            reject = True
-        if p0[ax] < -p0[3] and p1[ax] < -p1[3] and p2[ax] < -p2[3]:
-            reject = True
-    if reject:
-        i0 = H
-    elif p0[3] > 0 and p1[3] > 0 and p2[3] > 0:
-        x0, x1, x2 = p0[0] / p0[3], p1[0] / p1[3], p2[0] / p2[3]
-        y0, y1, y2 = p0[1] / p0[3], p1[1] / p1[3], p2[1] / p2[3]
+    if p0[3] > 0 and p1[3] > 0 and p2[3] > 0:
+        r0, r1, r2 = 1.0 / p0[3], 1.0 / p1[3], 1.0 / p2[3]
+        x0, x1, x2 = p0[0] * r0, p1[0] * r1, p2[0] * r2
+        y0, y1, y2 = p0[1] * r0, p1[1] * r1, p2[1] * r2
         # pixel j has its centre at NDC 2 (j + 0.5) / W - 1  <=>  j = (x + 1) W / 2 - 0.5
-        jlo = (ti.min(x0, x1, x2) + 1.0) * 0.5 * W - 0.5
-        jhi = (ti.max(x0, x1, x2) + 1.0) * 0.5 * W - 0.5
-        ilo = (ti.min(y0, y1, y2) + 1.0) * 0.5 * H - 0.5
-        ihi = (ti.max(y0, y1, y2) + 1.0) * 0.5 * H - 0.5
-        # clamp in float first so huge off-screen coordinates cannot overflow the int cast
-        j0 = ti.cast(ti.ceil(ti.max(jlo, -1.0)), ti.i32)
-        j1 = ti.cast(ti.floor(ti.min(jhi, W * 1.0)), ti.i32)
-        i0 = ti.cast(ti.ceil(ti.max(ilo, -1.0)), ti.i32)
-        i1 = ti.cast(ti.floor(ti.min(ihi, H * 1.0)), ti.i32)
-        j0, j1 = ti.max(0, j0), ti.min(W - 1, j1)
-        i0, i1 = ti.max(0, i0), ti.min(H - 1, i1)
-    # else: the triangle crosses w = 0; scan the whole image (rare: geometry reaching behind the camera)
+        jlo = (ti.min(x0, x1, x2) + 1.0) * 0.5 * W - (0.5 + BBOX_SLACK)
+        jhi = (ti.max(x0, x1, x2) + 1.0) * 0.5 * W - (0.5 - BBOX_SLACK)
+        ilo = (ti.min(y0, y1, y2) + 1.0) * 0.5 * H - (0.5 + BBOX_SLACK)
+        ihi = (ti.max(y0, y1, y2) + 1.0) * 0.5 * H - (0.5 - BBOX_SLACK)
+        # clamp in float first so huge off-screen coordinates cannot overflow the int cast; a triangle outside
+        # the image gets an empty box here
+        j0 = ti.max(0, ti.cast(ti.ceil(ti.max(jlo, -1.0)), ti.i32))
+        j1 = ti.min(W - 1, ti.cast(ti.floor(ti.min(jhi, W * 1.0)), ti.i32))
+        i0 = ti.max(0, ti.cast(ti.ceil(ti.max(ilo, -1.0)), ti.i32))
+        i1 = ti.min(H - 1, ti.cast(ti.floor(ti.min(ihi, H * 1.0)), ti.i32))
+    else:
+        # the triangle reaches w <= 0 (behind the camera; rare). Reject it when all three vertices lie outside
+        # the same frustum plane, else scan the whole image.
+        for ax in ti.static(range(3)):
+            if p0[ax] > p0[3] and p1[ax] > p1[3] and p2[ax] > p2[3]:
+                i0 = H
+            if p0[ax] < -p0[3] and p1[ax] < -p1[3] and p2[ax] < -p2[3]:
+                i0 = H
     return i0, i1, j0, j1
 
 
 @ti.func
 def _cover(p0, p1, p2, s):
-    """(covered, depth z/w, b) for sample s."""
+    """(covered, depth z/w, n, tot) for sample s; n / tot are the barycentrics. No division but the depth's."""
     n, tot, a, c = _bary(p0, p1, p2, s)
+    if tot < 0.0:  # make sum(n) positive: then b_k >= 0 <=> n_k >= 0, and w > 0 <=> n.w > 0
+        n, tot = -n, -tot
     covered = False
     depth = 0.0
-    b = ti.Vector([0.0, 0.0, 0.0])
-    if tot != 0.0:
-        b = n / tot
-        if b[0] >= 0.0 and b[1] >= 0.0 and b[2] >= 0.0:
-            w = b[0] * p0[3] + b[1] * p1[3] + b[2] * p2[3]
-            z = b[0] * p0[2] + b[1] * p1[2] + b[2] * p2[2]
-            if w > 0.0:
-                depth = z / w
-                if depth >= -1.0 and depth <= 1.0:
-                    covered = True
-    return covered, depth, b
+    if tot > 0.0 and n[0] >= 0.0 and n[1] >= 0.0 and n[2] >= 0.0:
+        nw = n[0] * p0[3] + n[1] * p1[3] + n[2] * p2[3]
+        if nw > 0.0:
+            depth = (n[0] * p0[2] + n[1] * p1[2] + n[2] * p2[2]) / nw
+            if depth >= -1.0 and depth <= 1.0:
+                covered = True
+    return covered, depth, n, tot
 
 
 @ti.func
@@ -123,41 +138,52 @@ def _front_facing(p0, p1, p2, cull_sign):
 
 
 @ti.func
-def _update(b, i, j, t, depth, key_a: ti.template(), key_b: ti.template(), mode: ti.template()):
+def _update(o, t, depth, key_a: ti.template(), key_b: ti.template(), mode: ti.template()):
+    """Offer (depth, triangle t) to the key of flat pixel o. A plain read first skips the atomic when the stored
+    key is already nearer (it can only decrease, so a stale read merely costs an unneeded atomic)."""
     if ti.static(mode == PACKED):
         # (depth + 2) is a positive float, so its bits order like the value: the high word orders by depth,
         # the low word by triangle id (lowest id wins exact ties).
         key = (ti.cast(ti.bit_cast(depth + 2.0, ti.i32), ti.i64) << 32) | ti.cast(t, ti.i64)
-        ti.atomic_min(key_a[b, i, j], key)
+        if key < key_a[o]:
+            ti.atomic_min(key_a[o], key)
     elif ti.static(mode == DEPTH):
-        ti.atomic_min(key_a[b, i, j], depth)
+        if depth < key_a[o]:
+            ti.atomic_min(key_a[o], depth)
     else:  # ID: only where this triangle's depth equals the stored minimum (same code, bit-exact)
-        if depth == key_a[b, i, j]:
-            ti.atomic_min(key_b[b, i, j], ti.cast(t, ti.f32))
+        if depth == key_a[o]:
+            ti.atomic_min(key_b[o], ti.cast(t, ti.f32))
 
 
 @ti.func
-def _scan(b, t, p0, p1, p2, i0, i1, j0, j1, H, W, key_a: ti.template(), key_b: ti.template(), mode: ti.template()):
-    for i in range(i0, i1 + 1):
-        for j in range(j0, j1 + 1):
-            covered, depth, bc = _cover(p0, p1, p2, _sample_ndc(i, j, H, W))
-            if covered:
-                _update(b, i, j, t, depth, key_a, key_b, mode)
+def _scan(b, t, p0, p1, p2, i0, i1, j0, j1, H, W, sx, sy, key_a: ti.template(), key_b: ti.template(),
+          mode: ti.template()):
+    if i0 == i1 and j0 == j1:  # the common case for dense meshes: one pixel centre in the box
+        covered, depth, n, tot = _cover(p0, p1, p2, _sample_ndc(i0, j0, H, W, sx, sy))
+        if covered:
+            _update((b * H + i0) * W + j0, t, depth, key_a, key_b, mode)
+    else:
+        for i in range(i0, i1 + 1):
+            row = (b * H + i) * W
+            for j in range(j0, j1 + 1):
+                covered, depth, n, tot = _cover(p0, p1, p2, _sample_ndc(i, j, H, W, sx, sy))
+                if covered:
+                    _update(row + j, t, depth, key_a, key_b, mode)
 
 
 @ti.kernel
-def raster_small(pos: nd(dtype=ti.f32, ndim=3), tris: nd(dtype=ti.i32, ndim=2), bbox: nd(dtype=ti.i32, ndim=2),
-                 n_tiles: nd(dtype=ti.i32, ndim=1), H: ti.i32, W: ti.i32, cull_sign: ti.i32,
-                 key_a: nd(ndim=3), key_b: nd(ndim=3), mode: ti.template()):
+def raster_small(pos: nd(dtype=ti.f32, ndim=1), tris: nd(dtype=ti.i32, ndim=1), bbox: nd(dtype=ti.i32, ndim=1),
+                 n_tiles: nd(dtype=ti.i32, ndim=1), B: ti.i32, V: ti.i32, T: ti.i32, H: ti.i32, W: ti.i32, sx: ti.f32,
+                 sy: ti.f32, cull_sign: ti.i32, key_a: nd(ndim=1), key_b: nd(ndim=1), mode: ti.template()):
     """Per (batch, triangle): scan triangles whose bounding box has at most SMALL_MAX pixels directly; for the
-    others record the box and its number of TILE x TILE tiles for `raster_big` (n_tiles = 0 otherwise)."""
-    T = tris.shape[0]
+    others record the box (bbox[4 k:4 k + 4] = i0, i1, j0, j1, k = b T + t) and its number of TILE x TILE tiles
+    for `raster_big` (n_tiles[k] = 0 otherwise)."""
     for t in range(T):  # batch loop inside: no integer div/mod per item, triangle indices loaded once
-        v0, v1, v2 = tris[t, 0], tris[t, 1], tris[t, 2]
-        for b in range(pos.shape[0]):
-            p0 = _load(pos, b, v0)
-            p1 = _load(pos, b, v1)
-            p2 = _load(pos, b, v2)
+        v0, v1, v2 = _tri(tris, t)
+        for b in range(B):
+            p0 = _load(pos, V, b, v0)
+            p1 = _load(pos, V, b, v1)
+            p2 = _load(pos, V, b, v2)
             i0, i1, j0, j1 = H, -1, 0, -1
             if _front_facing(p0, p1, p2, cull_sign):
                 i0, i1, j0, j1 = _bbox(p0, p1, p2, H, W)
@@ -165,10 +191,10 @@ def raster_small(pos: nd(dtype=ti.f32, ndim=3), tris: nd(dtype=ti.i32, ndim=2), 
             n = 0
             if i1 >= i0 and j1 >= j0:
                 if (i1 - i0 + 1) * (j1 - j0 + 1) <= SMALL_MAX:
-                    _scan(b, t, p0, p1, p2, i0, i1, j0, j1, H, W, key_a, key_b, mode)
+                    _scan(b, t, p0, p1, p2, i0, i1, j0, j1, H, W, sx, sy, key_a, key_b, mode)
                 else:
                     n = ((i1 - i0) // TILE + 1) * ((j1 - j0) // TILE + 1)
-                    bbox[k, 0], bbox[k, 1], bbox[k, 2], bbox[k, 3] = i0, i1, j0, j1
+                    bbox[4 * k], bbox[4 * k + 1], bbox[4 * k + 2], bbox[4 * k + 3] = i0, i1, j0, j1
             n_tiles[k] = n
 
 
@@ -185,7 +211,7 @@ def _task(task, tile_end: ti.template(), bbox: ti.template()):
     k = lo
     first = tile_end[k - 1] if k > 0 else 0
     tile = task - first
-    i0, i1, j0, j1 = bbox[k, 0], bbox[k, 1], bbox[k, 2], bbox[k, 3]
+    i0, i1, j0, j1 = bbox[4 * k], bbox[4 * k + 1], bbox[4 * k + 2], bbox[4 * k + 3]
     tiles_x = (j1 - j0) // TILE + 1
     ti0 = i0 + (tile // tiles_x) * TILE
     tj0 = j0 + (tile % tiles_x) * TILE
@@ -193,102 +219,104 @@ def _task(task, tile_end: ti.template(), bbox: ti.template()):
 
 
 @ti.kernel
-def raster_big(pos: nd(dtype=ti.f32, ndim=3), tris: nd(dtype=ti.i32, ndim=2), bbox: nd(dtype=ti.i32, ndim=2),
-               tile_end: nd(dtype=ti.i32, ndim=1), n_tasks: ti.i32, H: ti.i32, W: ti.i32,
-               key_a: nd(ndim=3), key_b: nd(ndim=3), mode: ti.template()):
+def raster_big(pos: nd(dtype=ti.f32, ndim=1), tris: nd(dtype=ti.i32, ndim=1), bbox: nd(dtype=ti.i32, ndim=1),
+               tile_end: nd(dtype=ti.i32, ndim=1), n_tasks: ti.i32, V: ti.i32, T: ti.i32, H: ti.i32, W: ti.i32,
+               sx: ti.f32, sy: ti.f32, key_a: nd(ndim=1), key_b: nd(ndim=1), mode: ti.template()):
     """One task per TILE x TILE tile of a large triangle's bounding box."""
-    T = tris.shape[0]
     for task in range(n_tasks):
         k, i0, i1, j0, j1 = _task(task, tile_end, bbox)
         b, t = k // T, k % T
-        p0 = _load(pos, b, tris[t, 0])
-        p1 = _load(pos, b, tris[t, 1])
-        p2 = _load(pos, b, tris[t, 2])
-        _scan(b, t, p0, p1, p2, i0, i1, j0, j1, H, W, key_a, key_b, mode)
+        v0, v1, v2 = _tri(tris, t)
+        p0 = _load(pos, V, b, v0)
+        p1 = _load(pos, V, b, v1)
+        p2 = _load(pos, V, b, v2)
+        _scan(b, t, p0, p1, p2, i0, i1, j0, j1, H, W, sx, sy, key_a, key_b, mode)
 
 
 @ti.func
-def _write(pos: ti.template(), tris: ti.template(), rast: ti.template(), b, i, j, t, H, W):
+def _write(pos: ti.template(), tris: ti.template(), rast: ti.template(), V, b, i, j, o, t, H, W, sx, sy):
+    """rast[o:o + 4] = (u, v, z/w, t + 1) for the winning triangle t at pixel (i, j), zeros when t < 0."""
     u, v, d, tid = 0.0, 0.0, 0.0, 0.0
     if t >= 0:
-        p0 = _load(pos, b, tris[t, 0])
-        p1 = _load(pos, b, tris[t, 1])
-        p2 = _load(pos, b, tris[t, 2])
-        covered, depth, bc = _cover(p0, p1, p2, _sample_ndc(i, j, H, W))
-        u, v, d, tid = bc[1], bc[2], depth, ti.cast(t + 1, ti.f32)
-    rast[b, i, j, 0] = u
-    rast[b, i, j, 1] = v
-    rast[b, i, j, 2] = d
-    rast[b, i, j, 3] = tid
+        v0, v1, v2 = _tri(tris, t)
+        p0 = _load(pos, V, b, v0)
+        p1 = _load(pos, V, b, v1)
+        p2 = _load(pos, V, b, v2)
+        covered, depth, n, tot = _cover(p0, p1, p2, _sample_ndc(i, j, H, W, sx, sy))
+        r = 1.0 / tot
+        u, v, d, tid = n[1] * r, n[2] * r, depth, ti.cast(t + 1, ti.f32)
+    rast[o], rast[o + 1], rast[o + 2], rast[o + 3] = u, v, d, tid
 
 
 @ti.kernel
-def resolve_packed(pos: nd(dtype=ti.f32, ndim=3), tris: nd(dtype=ti.i32, ndim=2), key: nd(dtype=ti.i64, ndim=3),
-                   rast: nd(dtype=ti.f32, ndim=4)):
+def resolve_packed(pos: nd(dtype=ti.f32, ndim=1), tris: nd(dtype=ti.i32, ndim=1), key: nd(dtype=ti.i64, ndim=1),
+                   rast: nd(dtype=ti.f32, ndim=1), B: ti.i32, V: ti.i32, H: ti.i32, W: ti.i32, sx: ti.f32,
+                   sy: ti.f32):
     """Per pixel: barycentrics of the winner of the packed key; resets the key to KEY_EMPTY_I64."""
-    H, W = rast.shape[1], rast.shape[2]
     for i, j in ti.ndrange(H, W):
-        for b in range(rast.shape[0]):  # batch innermost: no integer div/mod per element
-            k = key[b, i, j]
+        for b in range(B):  # batch innermost: no integer div/mod per element
+            p = (b * H + i) * W + j
+            k = key[p]
             t = -1
             if k != ti.i64(KEY_EMPTY_I64):
                 t = ti.cast(k & ti.i64(0xFFFFFFFF), ti.i32)
-            _write(pos, tris, rast, b, i, j, t, H, W)
-            key[b, i, j] = ti.i64(KEY_EMPTY_I64)
+            _write(pos, tris, rast, V, b, i, j, 4 * p, t, H, W, sx, sy)
+            key[p] = ti.i64(KEY_EMPTY_I64)
 
 
 @ti.kernel
-def resolve_split(pos: nd(dtype=ti.f32, ndim=3), tris: nd(dtype=ti.i32, ndim=2), depth_key: nd(dtype=ti.f32, ndim=3),
-                  tri_key: nd(dtype=ti.f32, ndim=3), rast: nd(dtype=ti.f32, ndim=4)):
+def resolve_split(pos: nd(dtype=ti.f32, ndim=1), tris: nd(dtype=ti.i32, ndim=1), depth_key: nd(dtype=ti.f32, ndim=1),
+                  tri_key: nd(dtype=ti.f32, ndim=1), rast: nd(dtype=ti.f32, ndim=1), B: ti.i32, V: ti.i32,
+                  H: ti.i32, W: ti.i32, sx: ti.f32, sy: ti.f32):
     """Per pixel: barycentrics of the triangle in tri_key; resets both key buffers to KEY_EMPTY."""
-    H, W = rast.shape[1], rast.shape[2]
     for i, j in ti.ndrange(H, W):
-        for b in range(rast.shape[0]):  # batch innermost: no integer div/mod per element
-            tk = tri_key[b, i, j]
+        for b in range(B):  # batch innermost: no integer div/mod per element
+            p = (b * H + i) * W + j
+            tk = tri_key[p]
             t = -1
             if tk < KEY_EMPTY:
                 t = ti.cast(tk, ti.i32)
-            _write(pos, tris, rast, b, i, j, t, H, W)
-            depth_key[b, i, j] = KEY_EMPTY
-            tri_key[b, i, j] = KEY_EMPTY
+            _write(pos, tris, rast, V, b, i, j, 4 * p, t, H, W, sx, sy)
+            depth_key[p] = KEY_EMPTY
+            tri_key[p] = KEY_EMPTY
 
 
 @ti.kernel
-def rast_bwd(pos: nd(dtype=ti.f32, ndim=3), tris: nd(dtype=ti.i32, ndim=2), rast: nd(dtype=ti.f32, ndim=4),
-             grad_rast: nd(dtype=ti.f32, ndim=4), grad_pos: nd(dtype=ti.f32, ndim=3)):
+def rast_bwd(pos: nd(dtype=ti.f32, ndim=1), tris: nd(dtype=ti.i32, ndim=1), rast: nd(dtype=ti.f32, ndim=1),
+             grad_rast: nd(dtype=ti.f32, ndim=1), grad_pos: nd(dtype=ti.f32, ndim=1), B: ti.i32, V: ti.i32,
+             H: ti.i32, W: ti.i32, sx: ti.f32, sy: ti.f32):
     """Scatter d loss / d pos from d loss / d (u, v, z/w) of every covered pixel (grad_pos must start at zero).
 
     With n = a x c, b = n / sum(n), depth = (n . z) / (n . w):
       dL/dn_k = (g_b[k] - g_b . b) / sum(n) + g_d (z_k - depth w_k) / (n . w)
       dL/da = c x dL/dn,  dL/dc = dL/dn x a,  a_k = x_k - sx w_k,  c_k = y_k - sy w_k.
     """
-    H, W = rast.shape[1], rast.shape[2]
     for i, j in ti.ndrange(H, W):
-        for b in range(rast.shape[0]):  # batch innermost: no integer div/mod per element
-            tid = ti.cast(rast[b, i, j, 3], ti.i32)
+        for b in range(B):  # batch innermost: no integer div/mod per element
+            o = 4 * ((b * H + i) * W + j)
+            tid = ti.cast(rast[o + 3], ti.i32)
             if tid > 0:
-                t = tid - 1
-                v0, v1, v2 = tris[t, 0], tris[t, 1], tris[t, 2]
-                p0 = _load(pos, b, v0)
-                p1 = _load(pos, b, v1)
-                p2 = _load(pos, b, v2)
-                s = _sample_ndc(i, j, H, W)
+                vs = _tri(tris, tid - 1)
+                p0 = _load(pos, V, b, vs[0])
+                p1 = _load(pos, V, b, vs[1])
+                p2 = _load(pos, V, b, vs[2])
+                s = _sample_ndc(i, j, H, W, sx, sy)
                 n, tot, a, c = _bary(p0, p1, p2, s)
                 bc = n / tot
                 zs = ti.Vector([p0[2], p1[2], p2[2]])
                 ws = ti.Vector([p0[3], p1[3], p2[3]])
                 nw = n.dot(ws)
                 depth = n.dot(zs) / nw
-                gb = ti.Vector([0.0, grad_rast[b, i, j, 0], grad_rast[b, i, j, 1]])
-                gd = grad_rast[b, i, j, 2]
+                gb = ti.Vector([0.0, grad_rast[o], grad_rast[o + 1]])
+                gd = grad_rast[o + 2]
                 gn = (gb - gb.dot(bc)) / tot + gd * (zs - depth * ws) / nw
                 ga = c.cross(gn)
                 gc = gn.cross(a)
                 gz = gd * n / nw
                 gw = -s[0] * ga - s[1] * gc - gd * depth * n / nw
                 for k in ti.static(range(3)):
-                    vk = v0 if k == 0 else (v1 if k == 1 else v2)
-                    ti.atomic_add(grad_pos[b, vk, 0], ga[k])
-                    ti.atomic_add(grad_pos[b, vk, 1], gc[k])
-                    ti.atomic_add(grad_pos[b, vk, 2], gz[k])
-                    ti.atomic_add(grad_pos[b, vk, 3], gw[k])
+                    q = (b * V + vs[k]) * 4
+                    ti.atomic_add(grad_pos[q], ga[k])
+                    ti.atomic_add(grad_pos[q + 1], gc[k])
+                    ti.atomic_add(grad_pos[q + 2], gz[k])
+                    ti.atomic_add(grad_pos[q + 3], gw[k])

@@ -28,7 +28,7 @@ def _back(x, like):
 
 
 def _key_buffers(B, H, W):
-    """Key buffers in Taichi memory, filled with their empty sentinel: (mode, key_a, key_b).
+    """Flat (B H W,) key buffers in Taichi memory, filled with their empty sentinel: (mode, key_a, key_b).
 
     cpu/cuda use one packed int64 key per pixel; vulkan uses a float32 depth and a float32 id buffer (see
     kernels/raster.py). The resolve pass restores the sentinel in every pixel it reads, so the buffers are
@@ -40,12 +40,12 @@ def _key_buffers(B, H, W):
     bufs = _KEY_CACHE.pop(key, None)
     if bufs is None:
         if current_backend() == "vulkan":
-            a, b = (ti.ndarray(ti.f32, shape=(B, H, W)) for _ in range(2))
+            a, b = (ti.ndarray(ti.f32, shape=(B * H * W,)) for _ in range(2))
             a.fill(kraster.KEY_EMPTY)
             b.fill(kraster.KEY_EMPTY)
             bufs = ("split", a, b)
         else:
-            a = torch.full((B, H, W), kraster.KEY_EMPTY_I64, dtype=torch.int64, device=kernel_device())
+            a = torch.full((B * H * W,), kraster.KEY_EMPTY_I64, dtype=torch.int64, device=kernel_device())
             bufs = ("packed", a, a)
     _KEY_CACHE[key] = bufs
     while len(_KEY_CACHE) > _KEY_CACHE_SIZE:
@@ -55,27 +55,28 @@ def _key_buffers(B, H, W):
 
 def _raster_forward(posk, trisk, H, W, cull_sign):
     """Run the visibility passes and the resolve pass; returns rast (B, H, W, 4)."""
-    B, T = posk.shape[0], trisk.shape[0]
+    B, V, T = posk.shape[0], posk.shape[1], trisk.shape[0]
     rast = torch.empty(B, H, W, 4, device=posk.device, dtype=torch.float32)
     if T == 0:
         return rast.zero_()
     mode, key_a, key_b = _key_buffers(B, H, W)
-    bbox = torch.empty(B * T, 4, dtype=torch.int32, device=posk.device)
+    bbox = torch.empty(B * T * 4, dtype=torch.int32, device=posk.device)
     n_tiles = torch.empty(B * T, dtype=torch.int32, device=posk.device)
     modes = (kraster.PACKED,) if mode == "packed" else (kraster.DEPTH, kraster.ID)
+    pos1, tris1 = posk.view(-1), trisk.view(-1)
     try:
         tile_end, n_tasks = None, 0
         for m in modes:
-            kraster.raster_small(posk, trisk, bbox, n_tiles, H, W, cull_sign, key_a, key_b, m)
-            if tile_end is None:
+            kraster.raster_small(pos1, tris1, bbox, n_tiles, B, V, T, H, W, 1 / W, 1 / H, cull_sign, key_a, key_b, m)
+            if tile_end is None and bool(n_tiles.any()):  # large triangles are rare: skip the prefix sum
                 tile_end = torch.cumsum(n_tiles, 0, dtype=torch.int32)
                 n_tasks = int(tile_end[-1])
             if n_tasks:
-                kraster.raster_big(posk, trisk, bbox, tile_end, n_tasks, H, W, key_a, key_b, m)
+                kraster.raster_big(pos1, tris1, bbox, tile_end, n_tasks, V, T, H, W, 1 / W, 1 / H, key_a, key_b, m)
         if mode == "packed":
-            kraster.resolve_packed(posk, trisk, key_a, rast)
+            kraster.resolve_packed(pos1, tris1, key_a, rast.view(-1), B, V, H, W, 1 / W, 1 / H)
         else:
-            kraster.resolve_split(posk, trisk, key_a, key_b, rast)
+            kraster.resolve_split(pos1, tris1, key_a, key_b, rast.view(-1), B, V, H, W, 1 / W, 1 / H)
     except Exception:
         _KEY_CACHE.clear()  # buffers may be left dirty
         raise
@@ -131,7 +132,10 @@ class _Rasterize(torch.autograd.Function):
         posk, trisk, rast = ctx.saved_tensors
         grad_pos = torch.zeros_like(posk)
         if trisk.shape[0]:
-            kraster.rast_bwd(posk, trisk, rast.detach(), C.to_kernel(grad_rast), grad_pos)
+            B, V = posk.shape[:2]
+            H, W = rast.shape[1:3]
+            kraster.rast_bwd(posk.view(-1), trisk.view(-1), rast.detach().view(-1),
+                             C.to_kernel(grad_rast).view(-1), grad_pos.view(-1), B, V, H, W, 1 / W, 1 / H)
         return _back(grad_pos, grad_rast), None, None, None, None
 
 
@@ -157,6 +161,13 @@ def rasterize(pos_clip, tris, resolution, cull_backfaces: bool = False) -> torch
 
 
 # --------------------------------------------------------------------------------------------- interpolate
+def _interp_dims(attr, rast):
+    """Scalar arguments of the interpolate kernels: B, H W, V, C, shared (attr's batch is 1), CS (static C or 0)."""
+    B, H, W = rast.shape[:3]
+    Ch = attr.shape[2]
+    return B, H * W, attr.shape[1], Ch, int(attr.shape[0] == 1), Ch if Ch <= kinterp.MAX_STATIC_C else 0
+
+
 class _Interpolate(torch.autograd.Function):
     @staticmethod
     def forward(ctx, attr, rast, tris):
@@ -165,7 +176,8 @@ class _Interpolate(torch.autograd.Function):
         trisk = tris.to(rastk.device).contiguous()
         B, H, W = rast.shape[:3]
         out = torch.empty(B, H, W, attr.shape[2], device=rastk.device)
-        kinterp.interpolate_fwd(attrk, rastk, trisk, out)
+        kinterp.interpolate_fwd(attrk.view(-1), rastk.view(-1), trisk.view(-1), out.view(-1),
+                                *_interp_dims(attrk, rastk))
         ctx.save_for_backward(attrk, rastk, trisk)
         return _back(out, attr)
 
@@ -174,8 +186,10 @@ class _Interpolate(torch.autograd.Function):
         attrk, rastk, trisk = ctx.saved_tensors
         grad_attr = torch.zeros_like(attrk)
         grad_rast = torch.empty_like(rastk)
-        kinterp.interpolate_bwd(attrk, rastk, trisk, C.to_kernel(grad_out), grad_attr, grad_rast,
-                                1 if ctx.needs_input_grad[0] else 0)
+        B, HW, V, Ch, shared, cs = _interp_dims(attrk, rastk)
+        kinterp.interpolate_bwd(attrk.view(-1), rastk.view(-1), trisk.view(-1), C.to_kernel(grad_out).view(-1),
+                                grad_attr.view(-1), grad_rast.view(-1), B, HW, V, Ch, shared,
+                                1 if ctx.needs_input_grad[0] else 0, cs)
         return _back(grad_attr, grad_out), _back(grad_rast, grad_out), None
 
 

@@ -61,13 +61,14 @@ def test_rast_grad_matches_finite_differences(backend):
     assert rel_err(pt.grad.numpy(), num) < 1e-3
 
 
-def test_interpolate_forward_and_grads(backend):
+@pytest.mark.parametrize("C", [3, 5])  # 3: channel loops unrolled at compile time; 5: run-time loops
+def test_interpolate_forward_and_grads(backend, C):
     rng = np.random.default_rng(3)
     H, W = 20, 26
     pos, tris = random_soup(rng, B=2, T=10, overlap=False)
     pos = pos.astype(np.float32).astype(np.float64)
     V = pos.shape[1]
-    attr = rng.normal(size=(2, V, 5))
+    attr = rng.normal(size=(2, V, C))
     pt = torch.tensor(pos, dtype=torch.float32, requires_grad=True)
     at = torch.tensor(attr, dtype=torch.float32, requires_grad=True)
     rast = mofa_tk.rasterize(pt, torch.tensor(tris), (H, W))
@@ -96,7 +97,7 @@ def test_interpolate_forward_and_grads(backend):
     out2 = mofa_tk.interpolate(shared, rast.detach(), torch.tensor(tris))
     np.testing.assert_allclose(out2[0].detach().numpy(), out[0].detach().numpy(), atol=1e-6)
     out2.sum().backward()
-    assert shared.grad.shape == (V, 5)
+    assert shared.grad.shape == (V, C)
 
 
 def _triangle_scene(rng_shift=0.0):

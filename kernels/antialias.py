@@ -17,7 +17,12 @@ silhouette-edge mask (edge k is a silhouette when the triangle faces the camera 
 neighbour across k is missing or faces the other way; a pixel pair whose triangles have no silhouette edge,
 i.e. almost every pair inside a mesh, is then dismissed with two loads), one analysis per pixel pair (stored
 as a code + weight, reused by the backward), and a per-pixel gather of the pair contributions
-(deterministic, no atomics).
+(deterministic, no atomics) into `out`, which starts as a copy of `color`.
+
+Arrays are flat (1-D) views of contiguous tensors, as in kernels/raster.py: for the flat pixel index
+p = (b H + i) W + j, color/out[p, ch] at C p + ch, rast[p, :] at 4 p, pair_code/pair_alpha[p, d] at 2 p + d;
+screen[b, v, :] at 2 (b V + v), facing/silmask[b, t] at b T + t, pos[b, v, :] at 4 (b V + v), tris/nbr[t, :]
+at 3 t. Channel loops are unrolled when CS = C > 0 (see kernels/interpolate.py).
 """
 import taichi as ti
 
@@ -30,23 +35,24 @@ def _edge(A, Bv, P):
 
 
 @ti.func
-def _scr(screen: ti.template(), b, v):
-    return ti.Vector([screen[b, v, 0], screen[b, v, 1]])
+def _scr(screen: ti.template(), V, b, v):
+    o = 2 * (b * V + v)
+    return ti.Vector([screen[o], screen[o + 1]])
 
 
 @ti.func
 def _exit_silhouette(screen: ti.template(), facing: ti.template(), tris: ti.template(), silmask: ti.template(),
-                     b, t, Pf, Po, vertical):
+                     V, T, b, t, Pf, Po, vertical):
     """Silhouette edge k = (tris[t, k], tris[t, (k + 1) % 3]) of triangle t through which Pf -> Po leaves it.
 
     Returns (found, k, tcross). Triangles without a silhouette edge (silmask 0: almost all of a mesh's
     interior) return at once.
     """
     found, kk, tbest = 0, -1, 2.0
-    mask = silmask[b, t]
+    mask = silmask[b * T + t]
     if mask != 0:
-        sig = facing[b, t]
-        q = [_scr(screen, b, tris[t, 0]), _scr(screen, b, tris[t, 1]), _scr(screen, b, tris[t, 2])]
+        sig = facing[b * T + t]
+        q = [_scr(screen, V, b, tris[3 * t]), _scr(screen, V, b, tris[3 * t + 1]), _scr(screen, V, b, tris[3 * t + 2])]
         edx, edy = 0.0, 0.0
         for k in ti.static(range(3)):
             ef = _edge(q[k], q[(k + 1) % 3], Pf)
@@ -65,62 +71,66 @@ def _exit_silhouette(screen: ti.template(), facing: ti.template(), tris: ti.temp
 
 
 @ti.kernel
-def antialias_fwd(color: nd(dtype=ti.f32, ndim=4), rast: nd(dtype=ti.f32, ndim=4), pos: nd(dtype=ti.f32, ndim=3),
-                  tris: nd(dtype=ti.i32, ndim=2), nbr: nd(dtype=ti.i32, ndim=2),
-                  screen: nd(dtype=ti.f32, ndim=3), facing: nd(dtype=ti.i32, ndim=2), silmask: nd(dtype=ti.i32, ndim=2),
-                  pair_code: nd(dtype=ti.i32, ndim=4), pair_alpha: nd(dtype=ti.f32, ndim=4),
-                  out: nd(dtype=ti.f32, ndim=4)):
+def antialias_fwd(color: nd(dtype=ti.f32, ndim=1), rast: nd(dtype=ti.f32, ndim=1), pos: nd(dtype=ti.f32, ndim=1),
+                  tris: nd(dtype=ti.i32, ndim=1), nbr: nd(dtype=ti.i32, ndim=1),
+                  screen: nd(dtype=ti.f32, ndim=1), facing: nd(dtype=ti.i32, ndim=1), silmask: nd(dtype=ti.i32, ndim=1),
+                  pair_code: nd(dtype=ti.i32, ndim=1), pair_alpha: nd(dtype=ti.f32, ndim=1),
+                  out: nd(dtype=ti.f32, ndim=1), B: ti.i32, V: ti.i32, T: ti.i32, H: ti.i32, W: ti.i32, C: ti.i32,
+                  CS: ti.template()):
     """pair_code[b, i, j, d] for the pair (i, j) -> right (d = 0) or below (d = 1) neighbour:
-    0 = no blend, else target (1: pixel (i, j), 2: the neighbour) + 4 * edge k + 16 * (F covers the neighbour)."""
-    B, H, W, C = color.shape[0], color.shape[1], color.shape[2], color.shape[3]
-    for v in range(pos.shape[1]):
+    0 = no blend, else target (1: pixel (i, j), 2: the neighbour) + 4 * edge k + 16 * (F covers the neighbour).
+    out must start as a copy of color."""
+    for v in range(V):
         for b in range(B):  # batch innermost: no integer div/mod per element
-            w = pos[b, v, 3]
+            o = 4 * (b * V + v)
+            w = pos[o + 3]
+            sx, sy = 0.0, 0.0
             if w > 0.0:
-                screen[b, v, 0] = (pos[b, v, 0] / w + 1.0) * 0.5 * W
-                screen[b, v, 1] = (pos[b, v, 1] / w + 1.0) * 0.5 * H
-            else:
-                screen[b, v, 0] = 0.0
-                screen[b, v, 1] = 0.0
-    for t in range(tris.shape[0]):
+                sx = (pos[o] / w + 1.0) * 0.5 * W
+                sy = (pos[o + 1] / w + 1.0) * 0.5 * H
+            screen[2 * (b * V + v)], screen[2 * (b * V + v) + 1] = sx, sy
+    for t in range(T):
+        v0, v1, v2 = tris[3 * t], tris[3 * t + 1], tris[3 * t + 2]
         for b in range(B):  # batch innermost: no integer div/mod per element
-            v0, v1, v2 = tris[t, 0], tris[t, 1], tris[t, 2]
             f = 0
-            if pos[b, v0, 3] > 0.0 and pos[b, v1, 3] > 0.0 and pos[b, v2, 3] > 0.0:
-                area = _edge(_scr(screen, b, v0), _scr(screen, b, v1), _scr(screen, b, v2))
+            if pos[4 * (b * V + v0) + 3] > 0.0 and pos[4 * (b * V + v1) + 3] > 0.0 and pos[4 * (b * V + v2) + 3] > 0.0:
+                area = _edge(_scr(screen, V, b, v0), _scr(screen, V, b, v1), _scr(screen, V, b, v2))
                 f = 1 if area > 0.0 else (-1 if area < 0.0 else 0)
-            facing[b, t] = f
-    for t in range(tris.shape[0]):
+            facing[b * T + t] = f
+    for t in range(T):
+        n0, n1, n2 = nbr[3 * t], nbr[3 * t + 1], nbr[3 * t + 2]
         for b in range(B):  # batch innermost: no integer div/mod per element
             m = 0
-            sig = facing[b, t]
+            sig = facing[b * T + t]
             if sig != 0:
                 for k in ti.static(range(3)):
-                    nb = nbr[t, k]
+                    nb = n0 if k == 0 else (n1 if k == 1 else n2)
                     if nb < 0:
                         m |= 1 << k
-                    elif facing[b, nb] * sig <= 0:
+                    elif facing[b * T + nb] * sig <= 0:
                         m |= 1 << k
-            silmask[b, t] = m
+            silmask[b * T + t] = m
     for i, j in ti.ndrange(H, W):
         for b in range(B):  # batch innermost: no integer div/mod per element
+            p = (b * H + i) * W + j
+            id0 = ti.cast(rast[4 * p + 3], ti.i32)
             for d in ti.static(range(2)):
                 i1 = i + d
                 j1 = j + 1 - d
                 code, alpha = 0, 0.0
                 if i1 < H and j1 < W:
-                    id0 = ti.cast(rast[b, i, j, 3], ti.i32)
-                    id1 = ti.cast(rast[b, i1, j1, 3], ti.i32)
+                    p1 = p + (W if d == 1 else 1)
+                    id1 = ti.cast(rast[4 * p1 + 3], ti.i32)
                     if id0 != id1:
                         P0 = ti.Vector([j + 0.5, i + 0.5])
                         P1 = ti.Vector([j1 + 0.5, i1 + 0.5])
                         f0, k0, t0 = 0, -1, 2.0
                         f1, k1, t1 = 0, -1, 2.0
                         if id0 > 0:
-                            f0, k0, t0 = _exit_silhouette(screen, facing, tris, silmask, b, id0 - 1, P0, P1, d)
+                            f0, k0, t0 = _exit_silhouette(screen, facing, tris, silmask, V, T, b, id0 - 1, P0, P1, d)
                         if id1 > 0:
-                            f1, k1, t1 = _exit_silhouette(screen, facing, tris, silmask, b, id1 - 1, P1, P0, d)
-                        use0 = f0 == 1 and (f1 == 0 or rast[b, i, j, 2] <= rast[b, i1, j1, 2])
+                            f1, k1, t1 = _exit_silhouette(screen, facing, tris, silmask, V, T, b, id1 - 1, P1, P0, d)
+                        use0 = f0 == 1 and (f1 == 0 or rast[4 * p + 2] <= rast[4 * p1 + 2])
                         use1 = f1 == 1 and not use0
                         if use0 or use1:
                             f_is_1, kk, tc = 0, k0, t0
@@ -134,69 +144,73 @@ def antialias_fwd(color: nd(dtype=ti.f32, ndim=4), rast: nd(dtype=ti.f32, ndim=4
                                 target = 1 + f_is_1
                                 alpha = 0.5 - tc
                             code = target + 4 * kk + 16 * f_is_1
-                pair_code[b, i, j, d] = code
-                pair_alpha[b, i, j, d] = alpha
+                pair_code[2 * p + d] = code
+                pair_alpha[2 * p + d] = alpha
     for i, j in ti.ndrange(H, W):
         for b in range(B):  # batch innermost: no integer div/mod per element
-            for ch in range(C):
-                out[b, i, j, ch] = color[b, i, j, ch]
+            p = (b * H + i) * W + j
             for n in ti.static(range(4)):
                 # n: 0 right pair, 1 lower pair (this pixel is pixel 0), 2 left pair, 3 upper pair (this is pixel 1)
-                pi = ti.static((0, 0, 0, -1)[n]) + i
-                pj = ti.static((0, 0, -1, 0)[n]) + j
-                d = ti.static((0, 1, 0, 1)[n])
-                me = ti.static((1, 1, 2, 2)[n])
                 oi = i + ti.static((0, 1, 0, -1)[n])
                 oj = j + ti.static((1, 0, -1, 0)[n])
                 if 0 <= oi < H and 0 <= oj < W:
-                    if pair_code[b, pi, pj, d] & 3 == me:
-                        a = pair_alpha[b, pi, pj, d]
-                        for ch in range(C):
-                            out[b, i, j, ch] += a * (color[b, oi, oj, ch] - color[b, i, j, ch])
+                    pp = p + ti.static((0, 0, -1, 0)[n]) - (W if n == 3 else 0)  # the pair's pixel 0
+                    me = ti.static((1, 1, 2, 2)[n])
+                    d = ti.static((0, 1, 0, 1)[n])
+                    if pair_code[2 * pp + d] & 3 == me:
+                        a = pair_alpha[2 * pp + d]
+                        po = p + (oi - i) * W + (oj - j)
+                        if ti.static(CS > 0):
+                            for ch in ti.static(range(CS)):
+                                out[C * p + ch] += a * (color[C * po + ch] - color[C * p + ch])
+                        else:
+                            for ch in range(C):
+                                out[C * p + ch] += a * (color[C * po + ch] - color[C * p + ch])
 
 
 @ti.kernel
-def antialias_bwd(color: nd(dtype=ti.f32, ndim=4), rast: nd(dtype=ti.f32, ndim=4), pos: nd(dtype=ti.f32, ndim=3),
-                  tris: nd(dtype=ti.i32, ndim=2), screen: nd(dtype=ti.f32, ndim=3),
-                  pair_code: nd(dtype=ti.i32, ndim=4), pair_alpha: nd(dtype=ti.f32, ndim=4),
-                  grad_out: nd(dtype=ti.f32, ndim=4), grad_color: nd(dtype=ti.f32, ndim=4),
-                  grad_pos: nd(dtype=ti.f32, ndim=3)):
+def antialias_bwd(color: nd(dtype=ti.f32, ndim=1), rast: nd(dtype=ti.f32, ndim=1), pos: nd(dtype=ti.f32, ndim=1),
+                  tris: nd(dtype=ti.i32, ndim=1), screen: nd(dtype=ti.f32, ndim=1),
+                  pair_code: nd(dtype=ti.i32, ndim=1), pair_alpha: nd(dtype=ti.f32, ndim=1),
+                  grad_out: nd(dtype=ti.f32, ndim=1), grad_color: nd(dtype=ti.f32, ndim=1),
+                  grad_pos: nd(dtype=ti.f32, ndim=1), B: ti.i32, V: ti.i32, H: ti.i32, W: ti.i32, C: ti.i32):
     """grad_color must start as a copy of grad_out; grad_pos must start at zero."""
-    H, W, C = color.shape[1], color.shape[2], color.shape[3]
     for i, j in ti.ndrange(H, W):
-        for b in range(color.shape[0]):  # batch innermost: no integer div/mod per element
+        for b in range(B):  # batch innermost: no integer div/mod per element
+            p = (b * H + i) * W + j
             for d in ti.static(range(2)):
-                code = pair_code[b, i, j, d]
+                code = pair_code[2 * p + d]
                 if code != 0:
                     target = code & 3
                     kk = (code >> 2) & 3
                     f_is_1 = code >> 4
-                    alpha = pair_alpha[b, i, j, d]
+                    alpha = pair_alpha[2 * p + d]
                     i1 = i + d
                     j1 = j + 1 - d
-                    ti_, tj, si, sj = i, j, i1, j1  # target pixel and source (other) pixel
+                    p1 = p + (W if d == 1 else 1)
+                    pt, ps = p, p1  # target pixel and source (other) pixel
                     if target == 2:
-                        ti_, tj, si, sj = i1, j1, i, j
+                        pt, ps = p1, p
                     g_alpha = 0.0
                     for ch in range(C):
-                        g = grad_out[b, ti_, tj, ch]
-                        g_alpha += g * (color[b, si, sj, ch] - color[b, ti_, tj, ch])
-                        ti.atomic_add(grad_color[b, si, sj, ch], alpha * g)
-                        ti.atomic_add(grad_color[b, ti_, tj, ch], -alpha * g)
+                        g = grad_out[C * pt + ch]
+                        g_alpha += g * (color[C * ps + ch] - color[C * pt + ch])
+                        ti.atomic_add(grad_color[C * ps + ch], alpha * g)
+                        ti.atomic_add(grad_color[C * pt + ch], -alpha * g)
                     # alpha = t - 0.5 when the target is the pixel F does not cover, else 0.5 - t
                     target_is_f = (target == 2) == (f_is_1 == 1)
                     g_t = -g_alpha if target_is_f else g_alpha
                     Pf = ti.Vector([j + 0.5, i + 0.5])
                     Po = ti.Vector([j1 + 0.5, i1 + 0.5])
-                    fi, fj = i, j
+                    pf = p
                     if f_is_1 == 1:
                         Pf, Po = Po, Pf
-                        fi, fj = i1, j1
-                    tri = ti.cast(rast[b, fi, fj, 3], ti.i32) - 1
-                    va = tris[tri, kk]
-                    vb = tris[tri, (kk + 1) % 3]
-                    A = _scr(screen, b, va)
-                    Bv = _scr(screen, b, vb)
+                        pf = p1
+                    tri = ti.cast(rast[4 * pf + 3], ti.i32) - 1
+                    va = tris[3 * tri + kk]
+                    vb = tris[3 * tri + (kk + 1) % 3]
+                    A = _scr(screen, V, b, va)
+                    Bv = _scr(screen, V, b, vb)
                     ef = _edge(A, Bv, Pf)
                     eo = _edge(A, Bv, Po)
                     den = ef - eo
@@ -212,9 +226,10 @@ def antialias_bwd(color: nd(dtype=ti.f32, ndim=4), rast: nd(dtype=ti.f32, ndim=4
                         v = va if which == 0 else vb
                         gX = gAx if which == 0 else gBx
                         gY = gAy if which == 0 else gBy
-                        w = pos[b, v, 3]
+                        o = 4 * (b * V + v)
+                        w = pos[o + 3]
                         sx = 0.5 * W / w
                         sy = 0.5 * H / w
-                        ti.atomic_add(grad_pos[b, v, 0], gX * sx)
-                        ti.atomic_add(grad_pos[b, v, 1], gY * sy)
-                        ti.atomic_add(grad_pos[b, v, 3], -(gX * sx * pos[b, v, 0] + gY * sy * pos[b, v, 1]) / w)
+                        ti.atomic_add(grad_pos[o], gX * sx)
+                        ti.atomic_add(grad_pos[o + 1], gY * sy)
+                        ti.atomic_add(grad_pos[o + 3], -(gX * sx * pos[o] + gY * sy * pos[o + 1]) / w)

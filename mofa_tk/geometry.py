@@ -8,6 +8,7 @@ from __future__ import annotations
 import torch
 
 from . import _checks as C
+from ._launch import launch
 from .backend import ensure_init
 from .kernels import morph as kmorph
 from .kernels import pose as kpose
@@ -24,7 +25,7 @@ class _LinearCombine(torch.autograd.Function):
         ensure_init()
         B = coef1.shape[0]
         out = torch.empty(B, mean.shape[0], 3, device=mean.device, dtype=torch.float32)
-        kmorph.linear_combine_fwd(mean, basis1, C.to_kernel(coef1), basis2, C.to_kernel(coef2), out)
+        launch(kmorph.linear_combine_fwd, mean, basis1, C.to_kernel(coef1), basis2, C.to_kernel(coef2), out)
         ctx.save_for_backward(basis1, basis2)
         ctx.B = B
         return out
@@ -39,7 +40,7 @@ class _LinearCombine(torch.autograd.Function):
             if needs:
                 if basis.shape[2]:
                     partial = torch.empty(n_chunks, ctx.B, basis.shape[2], device=g.device, dtype=torch.float32)
-                    kmorph.linear_combine_bwd(basis, g, partial)
+                    launch(kmorph.linear_combine_bwd, basis, g, partial)
                     grads.append(partial.sum(0))
                 else:
                     grads.append(torch.zeros(ctx.B, 0, device=g.device, dtype=torch.float32))
@@ -115,7 +116,7 @@ class _Affine(torch.autograd.Function):
         ensure_init()
         Mk, xk = C.to_kernel(M), C.to_kernel(x)
         out = torch.empty(x.shape[0], x.shape[1], M.shape[1], device=xk.device, dtype=torch.float32)
-        kpose.affine_fwd(Mk, xk, out)
+        launch(kpose.affine_fwd, Mk, xk, out)
         ctx.save_for_backward(Mk, xk)
         return _back(out, x)
 
@@ -126,7 +127,7 @@ class _Affine(torch.autograd.Function):
         gx = torch.empty_like(xk)
         n_chunks = max(1, (xk.shape[1] + kpose.CHUNK - 1) // kpose.CHUNK)
         partial = torch.zeros(n_chunks, *Mk.shape, device=xk.device, dtype=torch.float32)
-        kpose.affine_bwd(Mk, xk, g, gx, partial)
+        launch(kpose.affine_bwd, Mk, xk, g, gx, partial)
         return _back(partial.sum(0), grad_out), _back(gx, grad_out)
 
 
@@ -220,7 +221,7 @@ class _Project(torch.autograd.Function):
         B, V = x.shape[:2]
         pix = torch.empty(B, V, 2, device=xk.device)
         depth = torch.empty(B, V, device=xk.device)
-        kpose.project_fwd(xk, ik, pix, depth)
+        launch(kpose.project_fwd, xk, ik, pix, depth)
         ctx.save_for_backward(xk, ik)
         return _back(pix, x), _back(depth, x)
 
@@ -230,7 +231,7 @@ class _Project(torch.autograd.Function):
         gp = C.to_kernel(g_pix) if g_pix is not None else torch.zeros(xk.shape[0], xk.shape[1], 2, device=xk.device)
         gd = C.to_kernel(g_depth) if g_depth is not None else torch.zeros(xk.shape[0], xk.shape[1], device=xk.device)
         gx = torch.empty_like(xk)
-        kpose.project_bwd(xk, ik, gp, gd, gx)
+        launch(kpose.project_bwd, xk, ik, gp, gd, gx)
         return _back(gx, g_pix if g_pix is not None else g_depth), None
 
 

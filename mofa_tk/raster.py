@@ -13,6 +13,7 @@ import torch
 
 from . import _checks as C
 from ._cache import TensorKeyedCache
+from ._launch import launch
 from .backend import current_backend, ensure_init, generation, kernel_device
 from .kernels import antialias as kaa
 from .kernels import interpolate as kinterp
@@ -67,16 +68,18 @@ def _raster_forward(posk, trisk, H, W, cull_sign):
     try:
         tile_end, n_tasks = None, 0
         for m in modes:
-            kraster.raster_small(pos1, tris1, bbox, n_tiles, B, V, T, H, W, 1 / W, 1 / H, cull_sign, key_a, key_b, m)
+            launch(kraster.raster_small, pos1, tris1, bbox, n_tiles, B, V, T, H, W, 1 / W, 1 / H, cull_sign, key_a,
+                   key_b, m)
             if tile_end is None and bool(n_tiles.any()):  # large triangles are rare: skip the prefix sum
                 tile_end = torch.cumsum(n_tiles, 0, dtype=torch.int32)
                 n_tasks = int(tile_end[-1])
             if n_tasks:
-                kraster.raster_big(pos1, tris1, bbox, tile_end, n_tasks, V, T, H, W, 1 / W, 1 / H, key_a, key_b, m)
+                launch(kraster.raster_big, pos1, tris1, bbox, tile_end, n_tasks, V, T, H, W, 1 / W, 1 / H, key_a,
+                       key_b, m)
         if mode == "packed":
-            kraster.resolve_packed(pos1, tris1, key_a, rast.view(-1), B, V, H, W, 1 / W, 1 / H)
+            launch(kraster.resolve_packed, pos1, tris1, key_a, rast.view(-1), B, V, H, W, 1 / W, 1 / H)
         else:
-            kraster.resolve_split(pos1, tris1, key_a, key_b, rast.view(-1), B, V, H, W, 1 / W, 1 / H)
+            launch(kraster.resolve_split, pos1, tris1, key_a, key_b, rast.view(-1), B, V, H, W, 1 / W, 1 / H)
     except Exception:
         _KEY_CACHE.clear()  # buffers may be left dirty
         raise
@@ -134,8 +137,8 @@ class _Rasterize(torch.autograd.Function):
         if trisk.shape[0]:
             B, V = posk.shape[:2]
             H, W = rast.shape[1:3]
-            kraster.rast_bwd(posk.view(-1), trisk.view(-1), rast.detach().view(-1),
-                             C.to_kernel(grad_rast).view(-1), grad_pos.view(-1), B, V, H, W, 1 / W, 1 / H)
+            launch(kraster.rast_bwd, posk.view(-1), trisk.view(-1), rast.detach().view(-1),
+                   C.to_kernel(grad_rast).view(-1), grad_pos.view(-1), B, V, H, W, 1 / W, 1 / H)
         return _back(grad_pos, grad_rast), None, None, None, None
 
 
@@ -176,8 +179,8 @@ class _Interpolate(torch.autograd.Function):
         trisk = tris.to(rastk.device).contiguous()
         B, H, W = rast.shape[:3]
         out = torch.empty(B, H, W, attr.shape[2], device=rastk.device)
-        kinterp.interpolate_fwd(attrk.view(-1), rastk.view(-1), trisk.view(-1), out.view(-1),
-                                *_interp_dims(attrk, rastk))
+        launch(kinterp.interpolate_fwd, attrk.view(-1), rastk.view(-1), trisk.view(-1), out.view(-1),
+               *_interp_dims(attrk, rastk))
         ctx.save_for_backward(attrk, rastk, trisk)
         return _back(out, attr)
 
@@ -187,9 +190,9 @@ class _Interpolate(torch.autograd.Function):
         grad_attr = torch.zeros_like(attrk)
         grad_rast = torch.empty_like(rastk)
         B, HW, V, Ch, shared, cs = _interp_dims(attrk, rastk)
-        kinterp.interpolate_bwd(attrk.view(-1), rastk.view(-1), trisk.view(-1), C.to_kernel(grad_out).view(-1),
-                                grad_attr.view(-1), grad_rast.view(-1), B, HW, V, Ch, shared,
-                                1 if ctx.needs_input_grad[0] else 0, cs)
+        launch(kinterp.interpolate_bwd, attrk.view(-1), rastk.view(-1), trisk.view(-1),
+               C.to_kernel(grad_out).view(-1), grad_attr.view(-1), grad_rast.view(-1), B, HW, V, Ch, shared,
+               1 if ctx.needs_input_grad[0] else 0, cs)
         return _back(grad_attr, grad_out), _back(grad_rast, grad_out), None
 
 
@@ -253,13 +256,16 @@ class _Antialias(torch.autograd.Function):
         trisk = tris.to(rastk.device).contiguous()
         B, H, W = colork.shape[:3]
         dev = colork.device
-        out = torch.empty_like(colork)
-        screen = torch.empty(B, posk.shape[1], 2, device=dev)
-        facing = torch.empty(B, trisk.shape[0], dtype=torch.int32, device=dev)
-        silmask = torch.empty(B, trisk.shape[0], dtype=torch.int32, device=dev)
-        pair_code = torch.empty(B, H, W, 2, dtype=torch.int32, device=dev)
-        pair_alpha = torch.empty(B, H, W, 2, device=dev)
-        kaa.antialias_fwd(colork, rastk, posk, trisk, nbr, screen, facing, silmask, pair_code, pair_alpha, out)
+        V, T, Ch = posk.shape[1], trisk.shape[0], colork.shape[3]
+        out = colork.clone()
+        screen = torch.empty(B * V * 2, device=dev)
+        facing = torch.empty(B * T, dtype=torch.int32, device=dev)
+        silmask = torch.empty(B * T, dtype=torch.int32, device=dev)
+        pair_code = torch.empty(B * H * W * 2, dtype=torch.int32, device=dev)
+        pair_alpha = torch.empty(B * H * W * 2, device=dev)
+        launch(kaa.antialias_fwd, colork.view(-1), rastk.view(-1), posk.view(-1), trisk.view(-1), nbr.view(-1),
+               screen, facing, silmask, pair_code, pair_alpha, out.view(-1), B, V, T, H, W, Ch,
+               Ch if Ch <= kinterp.MAX_STATIC_C else 0)
         ctx.save_for_backward(colork, rastk, posk, trisk, screen, pair_code, pair_alpha)
         return _back(out, color)
 
@@ -269,7 +275,9 @@ class _Antialias(torch.autograd.Function):
         g = C.to_kernel(grad_out)
         grad_color = g.clone()
         grad_pos = torch.zeros_like(posk)
-        kaa.antialias_bwd(colork, rastk, posk, trisk, screen, pair_code, pair_alpha, g, grad_color, grad_pos)
+        B, H, W, Ch = colork.shape
+        launch(kaa.antialias_bwd, colork.view(-1), rastk.view(-1), posk.view(-1), trisk.view(-1), screen, pair_code,
+               pair_alpha, g.view(-1), grad_color.view(-1), grad_pos.view(-1), B, posk.shape[1], H, W, Ch)
         return _back(grad_color, grad_out), None, _back(grad_pos, grad_out), None, None
 
 

@@ -23,6 +23,7 @@ import torch
 
 from . import _checks as C
 from ._cache import TensorKeyedCache
+from ._launch import launch
 from .backend import ensure_init
 from .errors import InputError
 from .kernels import lighting as kl
@@ -76,7 +77,7 @@ class _VertexNormals(torch.autograd.Function):
         acc = torch.empty(B, V, 3, device=vk.device, dtype=torch.float32)
         out = torch.empty_like(acc)
         if B and V:
-            kl.normals_fwd(vk, tk, vf_start, vf_corner, acc, out)
+            launch(kl.normals_fwd, vk, tk, vf_start, vf_corner, acc, out)
         ctx.save_for_backward(vk, tk, acc, vf_start, vf_corner)
         return _back(out, verts)
 
@@ -87,8 +88,8 @@ class _VertexNormals(torch.autograd.Function):
         if vk.shape[0] and vk.shape[1] and tk.shape[0]:
             g = C.to_kernel(grad_out)
             gacc = torch.empty_like(acc)
-            kl.normalize_bwd(acc, g, gacc)
-            kl.face_normal_bwd(vk, tk, vf_start, vf_corner, gacc, gv)
+            launch(kl.normalize_bwd, acc, g, gacc)
+            launch(kl.face_normal_bwd, vk, tk, vf_start, vf_corner, gacc, gv)
         return _back(gv, grad_out), None, None, None
 
 
@@ -177,7 +178,7 @@ class _SHShade(torch.autograd.Function):
         B, N = nk.shape[:2]
         out = torch.empty(B, N, 3, device=nk.device, dtype=torch.float32)
         if B and N:
-            kl.sh_shade_fwd(nk, ak, sk, out)
+            launch(kl.sh_shade_fwd, nk, ak, sk, out)
         ctx.save_for_backward(nk, ak, sk)
         return _back(out, normals)
 
@@ -192,10 +193,10 @@ class _SHShade(torch.autograd.Function):
         gs = torch.zeros_like(sk)
         if B and N:
             if need_n or need_a:
-                kl.sh_shade_bwd_points(nk, ak, sk, g, gn, ga)
+                launch(kl.sh_shade_bwd_points, nk, ak, sk, g, gn, ga)
             if need_s:
                 partial = torch.empty(B, (N + kl.CHUNK - 1) // kl.CHUNK, 9, 3, device=nk.device, dtype=torch.float32)
-                kl.sh_shade_bwd_sh(nk, ak, g, partial)
+                launch(kl.sh_shade_bwd_sh, nk, ak, g, partial)
                 gs = partial.sum(1)
         if ak.shape[0] == 1 and B != 1:
             ga = ga.sum(0, keepdim=True)

@@ -27,6 +27,8 @@ at 3 t. Channel loops are unrolled when CS = C > 0 (see kernels/interpolate.py).
 import taichi as ti
 
 nd = ti.types.ndarray
+# Note: `x[i] += y` on an array is an atomic add in Taichi; the gathers below write `x[i] = x[i] + y` (each
+# element has one writer).
 
 
 @ti.func
@@ -68,6 +70,26 @@ def _exit_silhouette(screen: ti.template(), facing: ti.template(), tris: ti.temp
             if (mask >> kk) & 1:
                 found = 1
     return found, kk, tbest
+
+
+@ti.func
+def _touching(pair_code: ti.template(), p, i, j, W):
+    """Codes of the four pixel pairs touching flat pixel p = (i, j): n = 0 right, 1 lower (p is the pair's
+    pixel 0), 2 left, 3 upper (p is pixel 1); 0 where there is no pair (pairs leaving the image are stored as 0)."""
+    codes = ti.Vector([pair_code[2 * p], pair_code[2 * p + 1], 0, 0])
+    if j > 0:
+        codes[2] = pair_code[2 * (p - 1)]
+    if i > 0:
+        codes[3] = pair_code[2 * (p - W) + 1]
+    return codes
+
+
+@ti.func
+def _pair_slot(n: ti.template(), p, W):
+    """(flat index of pair n's slot in pair_code/pair_alpha, the other pixel of the pair, p's role 1 or 2)."""
+    po = p + ti.static((1, 0, -1, 0)[n]) + W * ti.static((0, 1, 0, -1)[n])
+    p0 = p if ti.static(n < 2) else po
+    return 2 * p0 + ti.static((0, 1, 0, 1)[n]), po, ti.static((1, 1, 2, 2)[n])
 
 
 @ti.kernel
@@ -149,23 +171,18 @@ def antialias_fwd(color: nd(dtype=ti.f32, ndim=1), rast: nd(dtype=ti.f32, ndim=1
     for i, j in ti.ndrange(H, W):
         for b in range(B):  # batch innermost: no integer div/mod per element
             p = (b * H + i) * W + j
-            for n in ti.static(range(4)):
-                # n: 0 right pair, 1 lower pair (this pixel is pixel 0), 2 left pair, 3 upper pair (this is pixel 1)
-                oi = i + ti.static((0, 1, 0, -1)[n])
-                oj = j + ti.static((1, 0, -1, 0)[n])
-                if 0 <= oi < H and 0 <= oj < W:
-                    pp = p + ti.static((0, 0, -1, 0)[n]) - (W if n == 3 else 0)  # the pair's pixel 0
-                    me = ti.static((1, 1, 2, 2)[n])
-                    d = ti.static((0, 1, 0, 1)[n])
-                    if pair_code[2 * pp + d] & 3 == me:
-                        a = pair_alpha[2 * pp + d]
-                        po = p + (oi - i) * W + (oj - j)
+            codes = _touching(pair_code, p, i, j, W)
+            if codes.any():
+                for n in ti.static(range(4)):
+                    slot, po, me = _pair_slot(n, p, W)
+                    if codes[n] & 3 == me:  # the pair blends the other pixel's colour into p
+                        a = pair_alpha[slot]
                         if ti.static(CS > 0):
                             for ch in ti.static(range(CS)):
-                                out[C * p + ch] += a * (color[C * po + ch] - color[C * p + ch])
+                                out[C * p + ch] = out[C * p + ch] + a * (color[C * po + ch] - color[C * p + ch])
                         else:
                             for ch in range(C):
-                                out[C * p + ch] += a * (color[C * po + ch] - color[C * p + ch])
+                                out[C * p + ch] = out[C * p + ch] + a * (color[C * po + ch] - color[C * p + ch])
 
 
 @ti.kernel
@@ -174,62 +191,74 @@ def antialias_bwd(color: nd(dtype=ti.f32, ndim=1), rast: nd(dtype=ti.f32, ndim=1
                   pair_code: nd(dtype=ti.i32, ndim=1), pair_alpha: nd(dtype=ti.f32, ndim=1),
                   grad_out: nd(dtype=ti.f32, ndim=1), grad_color: nd(dtype=ti.f32, ndim=1),
                   grad_pos: nd(dtype=ti.f32, ndim=1), B: ti.i32, V: ti.i32, H: ti.i32, W: ti.i32, C: ti.i32):
-    """grad_color must start as a copy of grad_out; grad_pos must start at zero."""
+    """grad_color must start as a copy of grad_out (the pairs touching each pixel are gathered into it:
+    deterministic); grad_pos must start at zero (the two edge vertices of each blending pair are scattered with
+    atomics)."""
     for i, j in ti.ndrange(H, W):
         for b in range(B):  # batch innermost: no integer div/mod per element
             p = (b * H + i) * W + j
-            for d in ti.static(range(2)):
-                code = pair_code[2 * p + d]
-                if code != 0:
-                    target = code & 3
-                    kk = (code >> 2) & 3
-                    f_is_1 = code >> 4
-                    alpha = pair_alpha[2 * p + d]
-                    i1 = i + d
-                    j1 = j + 1 - d
-                    p1 = p + (W if d == 1 else 1)
-                    pt, ps = p, p1  # target pixel and source (other) pixel
-                    if target == 2:
-                        pt, ps = p1, p
-                    g_alpha = 0.0
-                    for ch in range(C):
-                        g = grad_out[C * pt + ch]
-                        g_alpha += g * (color[C * ps + ch] - color[C * pt + ch])
-                        ti.atomic_add(grad_color[C * ps + ch], alpha * g)
-                        ti.atomic_add(grad_color[C * pt + ch], -alpha * g)
-                    # alpha = t - 0.5 when the target is the pixel F does not cover, else 0.5 - t
-                    target_is_f = (target == 2) == (f_is_1 == 1)
-                    g_t = -g_alpha if target_is_f else g_alpha
-                    Pf = ti.Vector([j + 0.5, i + 0.5])
-                    Po = ti.Vector([j1 + 0.5, i1 + 0.5])
-                    pf = p
-                    if f_is_1 == 1:
-                        Pf, Po = Po, Pf
-                        pf = p1
-                    tri = ti.cast(rast[4 * pf + 3], ti.i32) - 1
-                    va = tris[3 * tri + kk]
-                    vb = tris[3 * tri + (kk + 1) % 3]
-                    A = _scr(screen, V, b, va)
-                    Bv = _scr(screen, V, b, vb)
-                    ef = _edge(A, Bv, Pf)
-                    eo = _edge(A, Bv, Po)
-                    den = ef - eo
-                    dt_def = -eo / (den * den)
-                    dt_deo = ef / (den * den)
-                    # d e(P) / d A = (By - Py, Px - Bx),  d e(P) / d B = (Py - Ay, Ax - Px)
-                    gAx = g_t * (dt_def * (Bv[1] - Pf[1]) + dt_deo * (Bv[1] - Po[1]))
-                    gAy = g_t * (dt_def * (Pf[0] - Bv[0]) + dt_deo * (Po[0] - Bv[0]))
-                    gBx = g_t * (dt_def * (Pf[1] - A[1]) + dt_deo * (Po[1] - A[1]))
-                    gBy = g_t * (dt_def * (A[0] - Pf[0]) + dt_deo * (A[0] - Po[0]))
-                    # screen X = (x / w + 1) W / 2, Y = (y / w + 1) H / 2
-                    for which in ti.static(range(2)):
-                        v = va if which == 0 else vb
-                        gX = gAx if which == 0 else gBx
-                        gY = gAy if which == 0 else gBy
-                        o = 4 * (b * V + v)
-                        w = pos[o + 3]
-                        sx = 0.5 * W / w
-                        sy = 0.5 * H / w
-                        ti.atomic_add(grad_pos[o], gX * sx)
-                        ti.atomic_add(grad_pos[o + 1], gY * sy)
-                        ti.atomic_add(grad_pos[o + 3], -(gX * sx * pos[o] + gY * sy * pos[o + 1]) / w)
+            # d colour: out[target] = c[target] + alpha (c[source] - c[target])
+            codes = _touching(pair_code, p, i, j, W)
+            if codes.any():  # almost never: only next to silhouette edges
+                for n in ti.static(range(4)):
+                    if codes[n] != 0:
+                        slot, po, me = _pair_slot(n, p, W)
+                        alpha = pair_alpha[slot]
+                        if codes[n] & 3 == me:  # p is the target
+                            for ch in range(C):
+                                grad_color[C * p + ch] = grad_color[C * p + ch] - alpha * grad_out[C * p + ch]
+                        else:  # p is the source
+                            for ch in range(C):
+                                grad_color[C * p + ch] = grad_color[C * p + ch] + alpha * grad_out[C * po + ch]
+                # d positions, once per pair: from the pairs whose pixel 0 is p
+                for d in ti.static(range(2)):
+                    code = codes[d]
+                    if code != 0:
+                        target = code & 3
+                        kk = (code >> 2) & 3
+                        f_is_1 = code >> 4
+                        i1 = i + d
+                        j1 = j + 1 - d
+                        p1 = p + (W if d == 1 else 1)
+                        pt, ps = p, p1  # target pixel and source (other) pixel
+                        if target == 2:
+                            pt, ps = p1, p
+                        g_alpha = 0.0
+                        for ch in range(C):
+                            g_alpha += grad_out[C * pt + ch] * (color[C * ps + ch] - color[C * pt + ch])
+                        # alpha = t - 0.5 when the target is the pixel F does not cover, else 0.5 - t
+                        target_is_f = (target == 2) == (f_is_1 == 1)
+                        g_t = -g_alpha if target_is_f else g_alpha
+                        Pf = ti.Vector([j + 0.5, i + 0.5])
+                        Po = ti.Vector([j1 + 0.5, i1 + 0.5])
+                        pf = p
+                        if f_is_1 == 1:
+                            Pf, Po = Po, Pf
+                            pf = p1
+                        tri = ti.cast(rast[4 * pf + 3], ti.i32) - 1
+                        va = tris[3 * tri + kk]
+                        vb = tris[3 * tri + (kk + 1) % 3]
+                        A = _scr(screen, V, b, va)
+                        Bv = _scr(screen, V, b, vb)
+                        ef = _edge(A, Bv, Pf)
+                        eo = _edge(A, Bv, Po)
+                        den = ef - eo
+                        dt_def = -eo / (den * den)
+                        dt_deo = ef / (den * den)
+                        # d e(P) / d A = (By - Py, Px - Bx),  d e(P) / d B = (Py - Ay, Ax - Px)
+                        gAx = g_t * (dt_def * (Bv[1] - Pf[1]) + dt_deo * (Bv[1] - Po[1]))
+                        gAy = g_t * (dt_def * (Pf[0] - Bv[0]) + dt_deo * (Po[0] - Bv[0]))
+                        gBx = g_t * (dt_def * (Pf[1] - A[1]) + dt_deo * (Po[1] - A[1]))
+                        gBy = g_t * (dt_def * (A[0] - Pf[0]) + dt_deo * (A[0] - Po[0]))
+                        # screen X = (x / w + 1) W / 2, Y = (y / w + 1) H / 2
+                        for which in ti.static(range(2)):
+                            v = va if which == 0 else vb
+                            gX = gAx if which == 0 else gBx
+                            gY = gAy if which == 0 else gBy
+                            o = 4 * (b * V + v)
+                            w = pos[o + 3]
+                            sx = 0.5 * W / w
+                            sy = 0.5 * H / w
+                            ti.atomic_add(grad_pos[o], gX * sx)
+                            ti.atomic_add(grad_pos[o + 1], gY * sy)
+                            ti.atomic_add(grad_pos[o + 3], -(gX * sx * pos[o] + gY * sy * pos[o + 1]) / w)

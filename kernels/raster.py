@@ -174,10 +174,12 @@ def _scan(b, t, p0, p1, p2, i0, i1, j0, j1, H, W, sx, sy, key_a: ti.template(), 
 @ti.kernel
 def raster_small(pos: nd(dtype=ti.f32, ndim=1), tris: nd(dtype=ti.i32, ndim=1), bbox: nd(dtype=ti.i32, ndim=1),
                  n_tiles: nd(dtype=ti.i32, ndim=1), B: ti.i32, V: ti.i32, T: ti.i32, H: ti.i32, W: ti.i32, sx: ti.f32,
-                 sy: ti.f32, cull_sign: ti.i32, key_a: nd(ndim=1), key_b: nd(ndim=1), mode: ti.template()):
+                 sy: ti.f32, cull_sign: ti.i32, key_a: nd(ndim=1), key_b: nd(ndim=1), n_big: nd(dtype=ti.f32, ndim=1),
+                 mode: ti.template()):
     """Per (batch, triangle): scan triangles whose bounding box has at most SMALL_MAX pixels directly; for the
     others record the box (bbox[4 k:4 k + 4] = i0, i1, j0, j1, k = b T + t) and its number of TILE x TILE tiles
-    for `raster_big` (n_tiles[k] = 0 otherwise)."""
+    for `raster_big` (n_tiles[k] = 0 otherwise), and add 1 to n_big[0] (zero on entry; a float, whose atomics
+    Vulkan handles in loops, counting exactly to 2^24: enough to tell whether `raster_big` is needed)."""
     for t in range(T):  # batch loop inside: no integer div/mod per item, triangle indices loaded once
         v0, v1, v2 = _tri(tris, t)
         for b in range(B):
@@ -195,6 +197,7 @@ def raster_small(pos: nd(dtype=ti.f32, ndim=1), tris: nd(dtype=ti.i32, ndim=1), 
                 else:
                     n = ((i1 - i0) // TILE + 1) * ((j1 - j0) // TILE + 1)
                     bbox[4 * k], bbox[4 * k + 1], bbox[4 * k + 2], bbox[4 * k + 3] = i0, i1, j0, j1
+                    ti.atomic_add(n_big[0], 1.0)
             n_tiles[k] = n
 
 

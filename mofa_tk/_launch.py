@@ -6,12 +6,18 @@ argument on a 2-core CI machine, so 0.2 ms for an 11-array kernel, longer than m
 (kernel, template values, array dtypes), and afterwards only writes the data pointers, shapes and scalars into
 a fresh launch context: about 25 us for the same kernel.
 
+`torch_single_threaded` runs an op's own torch work (input checks, buffer allocation and fills) on one thread.
+Torch's OpenMP workers spin for a while after each parallel torch op; on a machine with few cores they then
+compete with Taichi's workers for the CPU: on the 2-core CI machine one 0.6 M-element `any()` between two
+rasterize kernels made the pair 2.5 ms slower.
+
 It uses Taichi internals that are stable within 1.7.x (pinned in pyproject.toml). If any of them is missing,
 or an argument is of a kind it does not handle (a tensor that requires grad, on another device, or not
 contiguous), it makes the ordinary call instead, so results never depend on which path ran.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import math
 
@@ -118,3 +124,23 @@ def launch(kernel, *args) -> None:
             ctx.set_arg_float((i,), float(a))
         i += 1
     prog.launch_kernel(prog.compile_kernel(prog.config(), prog.get_device_caps(), inst), ctx)
+
+
+def torch_single_threaded(fn):
+    """Decorator: run `fn` with torch's intra-op threads set to 1 (restored afterwards; a no-op when already 1).
+
+    For the small torch operations around our Taichi kernels, one thread costs little and avoids waking torch's
+    OpenMP workers, whose spinning would slow down the Taichi kernels that follow (see the module docstring).
+    """
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        n = torch.get_num_threads()
+        if n == 1:
+            return fn(*args, **kwargs)
+        torch.set_num_threads(1)
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            torch.set_num_threads(n)
+
+    return wrapper

@@ -13,7 +13,7 @@ import torch
 
 from . import _checks as C
 from ._cache import TensorKeyedCache
-from ._launch import launch
+from ._launch import launch, torch_single_threaded
 from .backend import current_backend, ensure_init, generation, kernel_device
 from .kernels import antialias as kaa
 from .kernels import interpolate as kinterp
@@ -65,12 +65,13 @@ def _raster_forward(posk, trisk, H, W, cull_sign):
     n_tiles = torch.empty(B * T, dtype=torch.int32, device=posk.device)
     modes = (kraster.PACKED,) if mode == "packed" else (kraster.DEPTH, kraster.ID)
     pos1, tris1 = posk.view(-1), trisk.view(-1)
+    n_big = torch.zeros(1, device=posk.device)
     try:
         tile_end, n_tasks = None, 0
         for m in modes:
             launch(kraster.raster_small, pos1, tris1, bbox, n_tiles, B, V, T, H, W, 1 / W, 1 / H, cull_sign, key_a,
-                   key_b, m)
-            if tile_end is None and bool(n_tiles.any()):  # large triangles are rare: skip the prefix sum
+                   key_b, n_big, m)
+            if tile_end is None and float(n_big[0]) > 0:  # large triangles are rare: mostly no prefix sum
                 tile_end = torch.cumsum(n_tiles, 0, dtype=torch.int32)
                 n_tasks = int(tile_end[-1])
             if n_tasks:
@@ -131,6 +132,7 @@ class _Rasterize(torch.autograd.Function):
         return _back(rast, pos)
 
     @staticmethod
+    @torch_single_threaded
     def backward(ctx, grad_rast):
         posk, trisk, rast = ctx.saved_tensors
         grad_pos = torch.zeros_like(posk)
@@ -142,6 +144,7 @@ class _Rasterize(torch.autograd.Function):
         return _back(grad_pos, grad_rast), None, None, None, None
 
 
+@torch_single_threaded
 def rasterize(pos_clip, tris, resolution, cull_backfaces: bool = False) -> torch.Tensor:
     """Rasterize triangles with a z-buffer (nvdiffrast's `rasterize` contract).
 
@@ -185,6 +188,7 @@ class _Interpolate(torch.autograd.Function):
         return _back(out, attr)
 
     @staticmethod
+    @torch_single_threaded
     def backward(ctx, grad_out):
         attrk, rastk, trisk = ctx.saved_tensors
         grad_attr = torch.zeros_like(attrk)
@@ -196,6 +200,7 @@ class _Interpolate(torch.autograd.Function):
         return _back(grad_attr, grad_out), _back(grad_rast, grad_out), None
 
 
+@torch_single_threaded
 def interpolate(attr, rast, tris) -> torch.Tensor:
     """Interpolate vertex attributes at every pixel (nvdiffrast's `interpolate`, without derivatives output).
 
@@ -270,6 +275,7 @@ class _Antialias(torch.autograd.Function):
         return _back(out, color)
 
     @staticmethod
+    @torch_single_threaded
     def backward(ctx, grad_out):
         colork, rastk, posk, trisk, screen, pair_code, pair_alpha = ctx.saved_tensors
         g = C.to_kernel(grad_out)
@@ -281,6 +287,7 @@ class _Antialias(torch.autograd.Function):
         return _back(grad_color, grad_out), None, _back(grad_pos, grad_out), None, None
 
 
+@torch_single_threaded
 def antialias(color, rast, pos_clip, tris) -> torch.Tensor:
     """Antialias silhouette edges and give gradients to vertex positions across visibility edges.
 

@@ -22,6 +22,7 @@ from .kernels import raster as kraster
 _KEY_CACHE: "OrderedDict[tuple, tuple]" = OrderedDict()
 _KEY_CACHE_SIZE = 2
 _TOPOLOGY_CACHE = TensorKeyedCache(8)
+_TRIS_CACHE = TensorKeyedCache(8)
 
 
 def _back(x, like):
@@ -96,11 +97,25 @@ def _check_pos(name, pos):
     return pos
 
 
+def _convert_tris(tris):
+    """(tris as a (T, 3) int32 tensor, smallest index, largest index), the range taken before the conversion."""
+    t = C.as_tensor("tris", tris, dtype=torch.int32)
+    C.check_shape("tris", t, "T,3")
+    src = tris if isinstance(tris, torch.Tensor) and not tris.is_floating_point() else t
+    lo, hi = (int(src.min()), int(src.max())) if src.numel() else (0, -1)
+    return t, lo, hi
+
+
 def _check_tris(tris, n_vertices):
-    tris = C.as_tensor("tris", tris, dtype=torch.int32)
-    C.check_shape("tris", tris, "T,3")
-    C.check_indices("tris", tris, n_vertices)
-    return tris
+    """`tris` as (T, 3) int32 with indices in [0, n_vertices). A mesh's triangles are usually passed to every op
+    of every step: their conversion and index range are computed once per tensor (and in-place version)."""
+    if isinstance(tris, torch.Tensor):
+        tris32, lo, hi = _TRIS_CACHE.get(tris, None, lambda: _convert_tris(tris))
+    else:
+        tris32, lo, hi = _convert_tris(tris)
+    if lo < 0 or hi >= n_vertices:
+        raise C.InputError(f"tris: indices must lie in [0, {n_vertices}), got values in [{lo}, {hi}]")
+    return tris32
 
 
 def _check_rast(rast, B=None):

@@ -265,6 +265,18 @@ def test_degenerate_and_bad_inputs(backend):
         mofa_tk.interpolate(torch.zeros(3, 2, 5), rast, tri)
 
 
+def test_triangle_checks_are_cached_per_tensor_version(backend):
+    p = f32([[[-1, -1, 0, 1], [1, -1, 0, 1], [0, 1, 0, 1]]])
+    tri = torch.tensor([[0, 1, 2]])
+    assert mofa_tk.rasterize(p, tri, (8, 8))[..., 3].max() == 1
+    tri[0, 2] = 5  # an in-place edit after a successful call must be seen
+    with pytest.raises(mofa_tk.InputError, match=r"tris: indices must lie in \[0, 3\), got values in \[0, 5\]"):
+        mofa_tk.rasterize(p, tri, (8, 8))
+    # int64 indices are range-checked before the int32 conversion (2^32 would wrap to 0)
+    with pytest.raises(mofa_tk.InputError, match="4294967296"):
+        mofa_tk.rasterize(p, torch.tensor([[0, 1, 2 ** 32]]), (8, 8))
+
+
 def test_large_resolution_matches_reference(backend):
     H, W = 2048, 2048
     p = np.array([[[-0.9, -0.8, 0.2, 1.0], [0.85, -0.9, 0.2, 1.0], [0.1, 0.95, 0.2, 1.0],

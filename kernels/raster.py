@@ -1,6 +1,8 @@
 """Z-buffered triangle rasterization in homogeneous clip space, and its adjoint.
 
 Forward (no pass is differentiated):
+  0. `project_vertices`: per (batch, vertex), the pixel position and z/w of every vertex in front of the
+     camera, computed once instead of once per triangle corner.
   1. `raster_small`: parallel over (batch, triangle); computes the triangle's pixel bounding box and, for
      boxes of at most SMALL_MAX pixels (almost every triangle of a face mesh), scans it at once, keeping the
      nearest surface per pixel with an atomic min on a key. Larger boxes are recorded with their number of
@@ -18,7 +20,13 @@ The key, by backend:
     (the loop stops after two iterations); float atomics are emitted differently and are correct there.
 Both give the same rast (tests/test_raster.py runs on every backend).
 
-Coverage test (Olano & Greer's homogeneous rasterization, no clipping needed): for a pixel sample (sx, sy)
+Coverage tests. A triangle whose three vertices are in front of the camera (w > 0) is tested in screen space
+with 2-D edge functions of its projected vertices, and its depth z/w interpolated affinely in screen space
+(`_cover2d`). A triangle reaching w <= 0 is tested in homogeneous clip space (`_cover`), which needs no
+clipping; both tests accept the same pixels (up to rounding at edges). The resolve pass always computes the
+perspective-correct barycentrics of the winner in homogeneous form.
+
+Homogeneous test (Olano & Greer's homogeneous rasterization): for a pixel sample (sx, sy)
 in NDC, the clip-space point P = sum_k b_k V_k of the triangle's plane that lies on the sample's view ray
 satisfies sum_k b_k (x_k - sx w_k) = 0, sum_k b_k (y_k - sy w_k) = 0, sum_k b_k = 1, so
 b = n / sum(n) with n = a x c, a_k = x_k - sx w_k, c_k = y_k - sy w_k. The pixel is covered when all b_k >= 0
@@ -46,6 +54,8 @@ TILE = 16  # larger ones are cut into TILE x TILE tiles, one thread each: this b
 PACKED, DEPTH, ID = 0, 1, 2  # key-update modes (see module docstring)
 BBOX_SLACK = 1e-3  # pixels the bounding box is widened by, so that rounding in the projection of the vertices
                    # cannot leave out a pixel centre that the coverage test accepts
+PROJ_LIMIT = 1e6  # projected coordinates (pixels; |z/w|) beyond this use the homogeneous test (no overflow in the
+                  # 2-D edge functions)
 
 
 @ti.func
@@ -77,33 +87,53 @@ def _bary(p0, p1, p2, s):
 
 
 @ti.func
-def _bbox(p0, p1, p2, H, W):
-    """Pixel bounding box [i0, i1] x [j0, j1] of the triangle; empty (i0 > i1 or j0 > j1) when it misses the image."""
+def _bbox_behind(p0, p1, p2, H, W):
+    """Pixel box of a triangle that reaches w <= 0 (behind the camera; rare): empty when all three vertices lie
+    outside the same frustum plane, else the whole image."""
     i0, i1, j0, j1 = 0, H - 1, 0, W - 1
-    if p0[3] > 0 and p1[3] > 0 and p2[3] > 0:
-        r0, r1, r2 = 1.0 / p0[3], 1.0 / p1[3], 1.0 / p2[3]
-        x0, x1, x2 = p0[0] * r0, p1[0] * r1, p2[0] * r2
-        y0, y1, y2 = p0[1] * r0, p1[1] * r1, p2[1] * r2
-        # pixel j has its centre at NDC 2 (j + 0.5) / W - 1  <=>  j = (x + 1) W / 2 - 0.5
-        jlo = (ti.min(x0, x1, x2) + 1.0) * 0.5 * W - (0.5 + BBOX_SLACK)
-        jhi = (ti.max(x0, x1, x2) + 1.0) * 0.5 * W - (0.5 - BBOX_SLACK)
-        ilo = (ti.min(y0, y1, y2) + 1.0) * 0.5 * H - (0.5 + BBOX_SLACK)
-        ihi = (ti.max(y0, y1, y2) + 1.0) * 0.5 * H - (0.5 - BBOX_SLACK)
-        # clamp in float first so huge off-screen coordinates cannot overflow the int cast; a triangle outside
-        # the image gets an empty box here
-        j0 = ti.max(0, ti.cast(ti.ceil(ti.max(jlo, -1.0)), ti.i32))
-        j1 = ti.min(W - 1, ti.cast(ti.floor(ti.min(jhi, W * 1.0)), ti.i32))
-        i0 = ti.max(0, ti.cast(ti.ceil(ti.max(ilo, -1.0)), ti.i32))
-        i1 = ti.min(H - 1, ti.cast(ti.floor(ti.min(ihi, H * 1.0)), ti.i32))
-    else:
-        # the triangle reaches w <= 0 (behind the camera; rare). Reject it when all three vertices lie outside
-        # the same frustum plane, else scan the whole image.
-        for ax in ti.static(range(3)):
-            if p0[ax] > p0[3] and p1[ax] > p1[3] and p2[ax] > p2[3]:
-                i0 = H
-            if p0[ax] < -p0[3] and p1[ax] < -p1[3] and p2[ax] < -p2[3]:
-                i0 = H
+    for ax in ti.static(range(3)):
+        if p0[ax] > p0[3] and p1[ax] > p1[3] and p2[ax] > p2[3]:
+            i0 = H
+        if p0[ax] < -p0[3] and p1[ax] < -p1[3] and p2[ax] < -p2[3]:
+            i0 = H
     return i0, i1, j0, j1
+
+
+@ti.func
+def _bbox2d(q0, q1, q2, H, W):
+    """Pixel box [i0, i1] x [j0, j1] of a projected triangle (q = pixel x, pixel y, ...); empty if off-image."""
+    # clamp in float first so far off-screen coordinates cannot overflow the int cast
+    j0 = ti.max(0, ti.cast(ti.ceil(ti.max(ti.min(q0[0], q1[0], q2[0]) - BBOX_SLACK, -1.0)), ti.i32))
+    j1 = ti.min(W - 1, ti.cast(ti.floor(ti.min(ti.max(q0[0], q1[0], q2[0]) + BBOX_SLACK, W * 1.0)), ti.i32))
+    i0 = ti.max(0, ti.cast(ti.ceil(ti.max(ti.min(q0[1], q1[1], q2[1]) - BBOX_SLACK, -1.0)), ti.i32))
+    i1 = ti.min(H - 1, ti.cast(ti.floor(ti.min(ti.max(q0[1], q1[1], q2[1]) + BBOX_SLACK, H * 1.0)), ti.i32))
+    return i0, i1, j0, j1
+
+
+@ti.func
+def _area2d(q0, q1, q2):
+    return (q1[0] - q0[0]) * (q2[1] - q0[1]) - (q2[0] - q0[0]) * (q1[1] - q0[1])
+
+
+@ti.func
+def _cover2d(q0, q1, q2, i, j):
+    """(covered, depth z/w) of pixel (i, j) for a triangle in front of the camera, from its projected vertices:
+    2-D edge functions e_k (proportional to the screen-space barycentrics) and z/w, which is affine in screen
+    space. For w > 0 this is the same test as the homogeneous one, with less arithmetic per pixel."""
+    px, py = ti.cast(j, ti.f32), ti.cast(i, ti.f32)
+    e2 = (q1[0] - q0[0]) * (py - q0[1]) - (q1[1] - q0[1]) * (px - q0[0])  # edge v0 -> v1: weight of v2
+    e0 = (q2[0] - q1[0]) * (py - q1[1]) - (q2[1] - q1[1]) * (px - q1[0])  # edge v1 -> v2: weight of v0
+    e1 = (q0[0] - q2[0]) * (py - q2[1]) - (q0[1] - q2[1]) * (px - q2[0])  # edge v2 -> v0: weight of v1
+    area = e0 + e1 + e2
+    if area < 0.0:
+        e0, e1, e2, area = -e0, -e1, -e2, -area
+    covered = False
+    depth = 0.0
+    if area > 0.0 and e0 >= 0.0 and e1 >= 0.0 and e2 >= 0.0:
+        depth = (e0 * q0[2] + e1 * q1[2] + e2 * q2[2]) / area
+        if depth >= -1.0 and depth <= 1.0:
+            covered = True
+    return covered, depth
 
 
 @ti.func
@@ -121,20 +151,6 @@ def _cover(p0, p1, p2, s):
             if depth >= -1.0 and depth <= 1.0:
                 covered = True
     return covered, depth, n, tot
-
-
-@ti.func
-def _front_facing(p0, p1, p2, cull_sign):
-    """False when culling is on and the triangle's NDC signed area has the culled sign (or it crosses w=0 side)."""
-    keep = True
-    if cull_sign != 0 and p0[3] > 0 and p1[3] > 0 and p2[3] > 0:
-        x0, y0 = p0[0] / p0[3], p0[1] / p0[3]
-        x1, y1 = p1[0] / p1[3], p1[1] / p1[3]
-        x2, y2 = p2[0] / p2[3], p2[1] / p2[3]
-        area = (x1 - x0) * (y2 - y0) - (x2 - x0) * (y1 - y0)
-        if area * cull_sign >= 0.0:
-            keep = False
-    return keep
 
 
 @ti.func
@@ -156,26 +172,80 @@ def _update(o, t, depth, key_a: ti.template(), key_b: ti.template(), mode: ti.te
 
 
 @ti.func
-def _scan(b, t, p0, p1, p2, i0, i1, j0, j1, H, W, sx, sy, key_a: ti.template(), key_b: ti.template(),
-          mode: ti.template()):
+def _setup(pos: ti.template(), proj: ti.template(), V, b, v0, v1, v2, H, W, cull_sign):
+    """Load triangle (v0, v1, v2) of batch item b and find its pixel box [i0, i1] x [j0, j1].
+
+    Returns (front, q0, q1, q2, p0, p1, p2, i0, i1, j0, j1). front: all three vertices are in front of the
+    camera and projected by `project_vertices`: the q are used. Otherwise the clip-space p are loaded and the
+    homogeneous test is used. Culling (cull_sign != 0) drops front triangles whose screen area has that sign.
+    """
+    q0, q1, q2 = _load(proj, V, b, v0), _load(proj, V, b, v1), _load(proj, V, b, v2)
+    zero = ti.Vector([0.0, 0.0, 0.0, 0.0])
+    p0, p1, p2 = zero, zero, zero
+    i0, i1, j0, j1 = H, -1, 0, -1
+    front = q0[3] > 0.0 and q1[3] > 0.0 and q2[3] > 0.0
+    if front:
+        if cull_sign == 0 or _area2d(q0, q1, q2) * cull_sign < 0.0:
+            i0, i1, j0, j1 = _bbox2d(q0, q1, q2, H, W)
+    else:
+        p0, p1, p2 = _load(pos, V, b, v0), _load(pos, V, b, v1), _load(pos, V, b, v2)
+        i0, i1, j0, j1 = _bbox_behind(p0, p1, p2, H, W)
+    return front, q0, q1, q2, p0, p1, p2, i0, i1, j0, j1
+
+
+@ti.func
+def _cover_at(front, q0, q1, q2, p0, p1, p2, i, j, H, W, sx, sy):
+    """(covered, depth z/w) of pixel (i, j): the 2-D test for front triangles, else the homogeneous one."""
+    covered, depth = False, 0.0
+    if front:
+        covered, depth = _cover2d(q0, q1, q2, i, j)
+    else:
+        covered, depth, n, tot = _cover(p0, p1, p2, _sample_ndc(i, j, H, W, sx, sy))
+    return covered, depth
+
+
+@ti.func
+def _scan(front, q0, q1, q2, p0, p1, p2, b, t, i0, i1, j0, j1, H, W, sx, sy, key_a: ti.template(),
+          key_b: ti.template(), mode: ti.template()):
     if i0 == i1 and j0 == j1:  # the common case for dense meshes: one pixel centre in the box
-        covered, depth, n, tot = _cover(p0, p1, p2, _sample_ndc(i0, j0, H, W, sx, sy))
+        covered, depth = _cover_at(front, q0, q1, q2, p0, p1, p2, i0, j0, H, W, sx, sy)
         if covered:
             _update((b * H + i0) * W + j0, t, depth, key_a, key_b, mode)
     else:
         for i in range(i0, i1 + 1):
             row = (b * H + i) * W
             for j in range(j0, j1 + 1):
-                covered, depth, n, tot = _cover(p0, p1, p2, _sample_ndc(i, j, H, W, sx, sy))
+                covered, depth = _cover_at(front, q0, q1, q2, p0, p1, p2, i, j, H, W, sx, sy)
                 if covered:
                     _update(row + j, t, depth, key_a, key_b, mode)
 
 
 @ti.kernel
-def raster_small(pos: nd(dtype=ti.f32, ndim=1), tris: nd(dtype=ti.i32, ndim=1), bbox: nd(dtype=ti.i32, ndim=1),
-                 n_tiles: nd(dtype=ti.i32, ndim=1), B: ti.i32, V: ti.i32, T: ti.i32, H: ti.i32, W: ti.i32, sx: ti.f32,
-                 sy: ti.f32, cull_sign: ti.i32, key_a: nd(ndim=1), key_b: nd(ndim=1), n_big: nd(dtype=ti.f32, ndim=1),
-                 mode: ti.template()):
+def project_vertices(pos: nd(dtype=ti.f32, ndim=1), proj: nd(dtype=ti.f32, ndim=1), B: ti.i32, V: ti.i32,
+                     H: ti.i32, W: ti.i32):
+    """proj[b, v] = (pixel x, pixel y, z/w, 1) of every vertex in front of the camera (pixel (i, j)'s centre is
+    at (j, i)), or zeros with a 0 flag for w <= 0 or a projection beyond PROJ_LIMIT pixels (those triangles use
+    the homogeneous test)."""
+    for v in range(V):
+        for b in range(B):  # batch innermost: no integer div/mod per element
+            o = 4 * (b * V + v)
+            w = pos[o + 3]
+            X, Y, Z, ok = 0.0, 0.0, 0.0, 0.0
+            if w > 0.0:
+                r = 1.0 / w
+                X = (pos[o] * r + 1.0) * 0.5 * W - 0.5
+                Y = (pos[o + 1] * r + 1.0) * 0.5 * H - 0.5
+                Z = pos[o + 2] * r
+                if ti.abs(X) < PROJ_LIMIT and ti.abs(Y) < PROJ_LIMIT and ti.abs(Z) < PROJ_LIMIT:
+                    ok = 1.0
+            proj[o], proj[o + 1], proj[o + 2], proj[o + 3] = X, Y, Z, ok
+
+
+@ti.kernel
+def raster_small(pos: nd(dtype=ti.f32, ndim=1), proj: nd(dtype=ti.f32, ndim=1), tris: nd(dtype=ti.i32, ndim=1),
+                 bbox: nd(dtype=ti.i32, ndim=1), n_tiles: nd(dtype=ti.i32, ndim=1), B: ti.i32, V: ti.i32, T: ti.i32,
+                 H: ti.i32, W: ti.i32, sx: ti.f32, sy: ti.f32, cull_sign: ti.i32, key_a: nd(ndim=1),
+                 key_b: nd(ndim=1), n_big: nd(dtype=ti.f32, ndim=1), mode: ti.template()):
     """Per (batch, triangle): scan triangles whose bounding box has at most SMALL_MAX pixels directly; for the
     others record the box (bbox[4 k:4 k + 4] = i0, i1, j0, j1, k = b T + t) and its number of TILE x TILE tiles
     for `raster_big` (n_tiles[k] = 0 otherwise), and add 1 to n_big[0] (zero on entry; a float, whose atomics
@@ -183,17 +253,12 @@ def raster_small(pos: nd(dtype=ti.f32, ndim=1), tris: nd(dtype=ti.i32, ndim=1), 
     for t in range(T):  # batch loop inside: no integer div/mod per item, triangle indices loaded once
         v0, v1, v2 = _tri(tris, t)
         for b in range(B):
-            p0 = _load(pos, V, b, v0)
-            p1 = _load(pos, V, b, v1)
-            p2 = _load(pos, V, b, v2)
-            i0, i1, j0, j1 = H, -1, 0, -1
-            if _front_facing(p0, p1, p2, cull_sign):
-                i0, i1, j0, j1 = _bbox(p0, p1, p2, H, W)
+            front, q0, q1, q2, p0, p1, p2, i0, i1, j0, j1 = _setup(pos, proj, V, b, v0, v1, v2, H, W, cull_sign)
             k = b * T + t
             n = 0
             if i1 >= i0 and j1 >= j0:
                 if (i1 - i0 + 1) * (j1 - j0 + 1) <= SMALL_MAX:
-                    _scan(b, t, p0, p1, p2, i0, i1, j0, j1, H, W, sx, sy, key_a, key_b, mode)
+                    _scan(front, q0, q1, q2, p0, p1, p2, b, t, i0, i1, j0, j1, H, W, sx, sy, key_a, key_b, mode)
                 else:
                     n = ((i1 - i0) // TILE + 1) * ((j1 - j0) // TILE + 1)
                     bbox[4 * k], bbox[4 * k + 1], bbox[4 * k + 2], bbox[4 * k + 3] = i0, i1, j0, j1
@@ -222,18 +287,17 @@ def _task(task, tile_end: ti.template(), bbox: ti.template()):
 
 
 @ti.kernel
-def raster_big(pos: nd(dtype=ti.f32, ndim=1), tris: nd(dtype=ti.i32, ndim=1), bbox: nd(dtype=ti.i32, ndim=1),
-               tile_end: nd(dtype=ti.i32, ndim=1), n_tasks: ti.i32, V: ti.i32, T: ti.i32, H: ti.i32, W: ti.i32,
-               sx: ti.f32, sy: ti.f32, key_a: nd(ndim=1), key_b: nd(ndim=1), mode: ti.template()):
+def raster_big(pos: nd(dtype=ti.f32, ndim=1), proj: nd(dtype=ti.f32, ndim=1), tris: nd(dtype=ti.i32, ndim=1),
+               bbox: nd(dtype=ti.i32, ndim=1), tile_end: nd(dtype=ti.i32, ndim=1), n_tasks: ti.i32, V: ti.i32,
+               T: ti.i32, H: ti.i32, W: ti.i32, sx: ti.f32, sy: ti.f32, key_a: nd(ndim=1), key_b: nd(ndim=1),
+               mode: ti.template()):
     """One task per TILE x TILE tile of a large triangle's bounding box."""
     for task in range(n_tasks):
         k, i0, i1, j0, j1 = _task(task, tile_end, bbox)
         b, t = k // T, k % T
         v0, v1, v2 = _tri(tris, t)
-        p0 = _load(pos, V, b, v0)
-        p1 = _load(pos, V, b, v1)
-        p2 = _load(pos, V, b, v2)
-        _scan(b, t, p0, p1, p2, i0, i1, j0, j1, H, W, sx, sy, key_a, key_b, mode)
+        front, q0, q1, q2, p0, p1, p2, bi0, bi1, bj0, bj1 = _setup(pos, proj, V, b, v0, v1, v2, H, W, 0)
+        _scan(front, q0, q1, q2, p0, p1, p2, b, t, i0, i1, j0, j1, H, W, sx, sy, key_a, key_b, mode)
 
 
 @ti.func

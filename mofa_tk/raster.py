@@ -67,17 +67,19 @@ def _raster_forward(posk, trisk, H, W, cull_sign):
     modes = (kraster.PACKED,) if mode == "packed" else (kraster.DEPTH, kraster.ID)
     pos1, tris1 = posk.view(-1), trisk.view(-1)
     n_big = torch.zeros(1, device=posk.device)
+    proj = torch.empty(B * V * 4, device=posk.device)
     try:
+        launch(kraster.project_vertices, pos1, proj, B, V, H, W)
         tile_end, n_tasks = None, 0
         for m in modes:
-            launch(kraster.raster_small, pos1, tris1, bbox, n_tiles, B, V, T, H, W, 1 / W, 1 / H, cull_sign, key_a,
-                   key_b, n_big, m)
+            launch(kraster.raster_small, pos1, proj, tris1, bbox, n_tiles, B, V, T, H, W, 1 / W, 1 / H, cull_sign,
+                   key_a, key_b, n_big, m)
             if tile_end is None and float(n_big[0]) > 0:  # large triangles are rare: mostly no prefix sum
                 tile_end = torch.cumsum(n_tiles, 0, dtype=torch.int32)
                 n_tasks = int(tile_end[-1])
             if n_tasks:
-                launch(kraster.raster_big, pos1, tris1, bbox, tile_end, n_tasks, V, T, H, W, 1 / W, 1 / H, key_a,
-                       key_b, m)
+                launch(kraster.raster_big, pos1, proj, tris1, bbox, tile_end, n_tasks, V, T, H, W, 1 / W, 1 / H,
+                       key_a, key_b, m)
         if mode == "packed":
             launch(kraster.resolve_packed, pos1, tris1, key_a, rast.view(-1), B, V, H, W, 1 / W, 1 / H)
         else:

@@ -7,8 +7,19 @@ unrolled at compile time when CS = C > 0 (one compiled kernel per small C); CS =
 """
 import taichi as ti
 
+from .scatter import ATOMIC, COPIES, copy_base
+
 nd = ti.types.ndarray
 MAX_STATIC_C = 4  # channel counts up to this are unrolled (CS = C)
+
+
+@ti.func
+def _add(arr: ti.template(), i, x, scatter: ti.template()):
+    """arr[i] += x: atomically (ATOMIC) or as a plain add into the calling thread's own copy (COPIES)."""
+    if ti.static(scatter == ATOMIC):
+        ti.atomic_add(arr[i], x)
+    else:
+        arr[i] = arr[i] + x
 
 
 @ti.func
@@ -52,8 +63,9 @@ def interpolate_fwd(attr: nd(dtype=ti.f32, ndim=1), rast: nd(dtype=ti.f32, ndim=
 def interpolate_bwd(attr: nd(dtype=ti.f32, ndim=1), rast: nd(dtype=ti.f32, ndim=1), tris: nd(dtype=ti.i32, ndim=1),
                     grad_out: nd(dtype=ti.f32, ndim=1), grad_attr: nd(dtype=ti.f32, ndim=1),
                     grad_rast: nd(dtype=ti.f32, ndim=1), B: ti.i32, HW: ti.i32, V: ti.i32, C: ti.i32,
-                    shared: ti.i32, want_attr: ti.i32, CS: ti.template()):
-    """grad_attr (zeroed) += scattered bary * grad_out; grad_rast[..., 0:2] = d out / d (u, v); [..., 2:4] = 0."""
+                    shared: ti.i32, want_attr: ti.i32, CS: ti.template(), scatter: ti.template()):
+    """grad_attr (zero on entry; one copy of (A V C) per CPU thread for scatter = COPIES, see
+    kernels/scatter.py) += bary * grad_out; grad_rast[..., 0:2] = d out / d (u, v), [..., 2:4] = 0."""
     for q in range(HW):
         for b in range(B):  # batch innermost: no integer div/mod per element
             p = b * HW + q
@@ -63,6 +75,9 @@ def interpolate_bwd(attr: nd(dtype=ti.f32, ndim=1), rast: nd(dtype=ti.f32, ndim=
                 ba = 0 if shared else b
                 o0, o1, o2 = (ba * V + v0) * C, (ba * V + v1) * C, (ba * V + v2) * C
                 w0 = 1.0 - u - v
+                base = 0
+                if ti.static(scatter == COPIES):
+                    base = copy_base((1 if shared else B) * V * C)
                 if ti.static(CS > 0):
                     for ch in ti.static(range(CS)):
                         g = grad_out[C * p + ch]
@@ -70,9 +85,9 @@ def interpolate_bwd(attr: nd(dtype=ti.f32, ndim=1), rast: nd(dtype=ti.f32, ndim=
                         gu += g * (attr[o1 + ch] - a0)
                         gv += g * (attr[o2 + ch] - a0)
                         if want_attr != 0:
-                            ti.atomic_add(grad_attr[o0 + ch], w0 * g)
-                            ti.atomic_add(grad_attr[o1 + ch], u * g)
-                            ti.atomic_add(grad_attr[o2 + ch], v * g)
+                            _add(grad_attr, base + o0 + ch, w0 * g, scatter)
+                            _add(grad_attr, base + o1 + ch, u * g, scatter)
+                            _add(grad_attr, base + o2 + ch, v * g, scatter)
                 else:
                     for ch in range(C):
                         g = grad_out[C * p + ch]
@@ -80,7 +95,7 @@ def interpolate_bwd(attr: nd(dtype=ti.f32, ndim=1), rast: nd(dtype=ti.f32, ndim=
                         gu += g * (attr[o1 + ch] - a0)
                         gv += g * (attr[o2 + ch] - a0)
                         if want_attr != 0:
-                            ti.atomic_add(grad_attr[o0 + ch], w0 * g)
-                            ti.atomic_add(grad_attr[o1 + ch], u * g)
-                            ti.atomic_add(grad_attr[o2 + ch], v * g)
+                            _add(grad_attr, base + o0 + ch, w0 * g, scatter)
+                            _add(grad_attr, base + o1 + ch, u * g, scatter)
+                            _add(grad_attr, base + o2 + ch, v * g, scatter)
             grad_rast[4 * p], grad_rast[4 * p + 1], grad_rast[4 * p + 2], grad_rast[4 * p + 3] = gu, gv, 0.0, 0.0

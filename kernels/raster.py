@@ -43,6 +43,8 @@ memory-bound kernels about twice as fast on the CPU (see docs/performance.md).
 """
 import taichi as ti
 
+from .scatter import ATOMIC, copy_base
+
 nd = ti.types.ndarray
 KEY_EMPTY = 3.0e38  # split mode: no depth / no triangle yet (larger than any depth or triangle id)
 KEY_EMPTY_I64 = (1 << 63) - 1  # packed mode: no triangle yet
@@ -348,42 +350,57 @@ def resolve_split(pos: nd(dtype=ti.f32, ndim=1), tris: nd(dtype=ti.i32, ndim=1),
             tri_key[p] = KEY_EMPTY
 
 
-@ti.kernel
-def rast_bwd(pos: nd(dtype=ti.f32, ndim=1), tris: nd(dtype=ti.i32, ndim=1), rast: nd(dtype=ti.f32, ndim=1),
-             grad_rast: nd(dtype=ti.f32, ndim=1), grad_pos: nd(dtype=ti.f32, ndim=1), B: ti.i32, V: ti.i32,
-             H: ti.i32, W: ti.i32, sx: ti.f32, sy: ti.f32):
-    """Scatter d loss / d pos from d loss / d (u, v, z/w) of every covered pixel (grad_pos must start at zero).
+@ti.func
+def _rast_grad(pos: ti.template(), tris: ti.template(), grad_rast: ti.template(), V, b, i, j, o, t, H, W, sx, sy):
+    """Vertex indices and d loss / d (x, y, z, w) of triangle t's three vertices from pixel (i, j) (rast offset o).
 
     With n = a x c, b = n / sum(n), depth = (n . z) / (n . w):
       dL/dn_k = (g_b[k] - g_b . b) / sum(n) + g_d (z_k - depth w_k) / (n . w)
       dL/da = c x dL/dn,  dL/dc = dL/dn x a,  a_k = x_k - sx w_k,  c_k = y_k - sy w_k.
     """
+    v0, v1, v2 = _tri(tris, t)
+    p0 = _load(pos, V, b, v0)
+    p1 = _load(pos, V, b, v1)
+    p2 = _load(pos, V, b, v2)
+    s = _sample_ndc(i, j, H, W, sx, sy)
+    n, tot, a, c = _bary(p0, p1, p2, s)
+    r_tot = 1.0 / tot
+    zs = ti.Vector([p0[2], p1[2], p2[2]])
+    ws = ti.Vector([p0[3], p1[3], p2[3]])
+    r_nw = 1.0 / n.dot(ws)
+    depth = n.dot(zs) * r_nw
+    gb = ti.Vector([0.0, grad_rast[o], grad_rast[o + 1]])
+    gd = grad_rast[o + 2]
+    gn = (gb - gb.dot(n * r_tot)) * r_tot + (gd * r_nw) * (zs - depth * ws)
+    ga = c.cross(gn)
+    gc = gn.cross(a)
+    gz = (gd * r_nw) * n
+    gw = -s[0] * ga - s[1] * gc - (gd * depth * r_nw) * n
+    return ti.Vector([v0, v1, v2]), ga, gc, gz, gw
+
+
+@ti.kernel
+def rast_bwd(pos: nd(dtype=ti.f32, ndim=1), tris: nd(dtype=ti.i32, ndim=1), rast: nd(dtype=ti.f32, ndim=1),
+             grad_rast: nd(dtype=ti.f32, ndim=1), grad_pos: nd(dtype=ti.f32, ndim=1), B: ti.i32, V: ti.i32,
+             H: ti.i32, W: ti.i32, sx: ti.f32, sy: ti.f32, scatter: ti.template()):
+    """Add d loss / d pos from d loss / d (u, v, z/w) of every covered pixel into grad_pos (zero on entry):
+    (B V 4) for ATOMIC, one such copy per CPU thread for COPIES (see kernels/scatter.py)."""
     for i, j in ti.ndrange(H, W):
         for b in range(B):  # batch innermost: no integer div/mod per element
             o = 4 * ((b * H + i) * W + j)
             tid = ti.cast(rast[o + 3], ti.i32)
             if tid > 0:
-                vs = _tri(tris, tid - 1)
-                p0 = _load(pos, V, b, vs[0])
-                p1 = _load(pos, V, b, vs[1])
-                p2 = _load(pos, V, b, vs[2])
-                s = _sample_ndc(i, j, H, W, sx, sy)
-                n, tot, a, c = _bary(p0, p1, p2, s)
-                bc = n / tot
-                zs = ti.Vector([p0[2], p1[2], p2[2]])
-                ws = ti.Vector([p0[3], p1[3], p2[3]])
-                nw = n.dot(ws)
-                depth = n.dot(zs) / nw
-                gb = ti.Vector([0.0, grad_rast[o], grad_rast[o + 1]])
-                gd = grad_rast[o + 2]
-                gn = (gb - gb.dot(bc)) / tot + gd * (zs - depth * ws) / nw
-                ga = c.cross(gn)
-                gc = gn.cross(a)
-                gz = gd * n / nw
-                gw = -s[0] * ga - s[1] * gc - gd * depth * n / nw
+                vs, ga, gc, gz, gw = _rast_grad(pos, tris, grad_rast, V, b, i, j, o, tid - 1, H, W, sx, sy)
                 for k in ti.static(range(3)):
-                    q = (b * V + vs[k]) * 4
-                    ti.atomic_add(grad_pos[q], ga[k])
-                    ti.atomic_add(grad_pos[q + 1], gc[k])
-                    ti.atomic_add(grad_pos[q + 2], gz[k])
-                    ti.atomic_add(grad_pos[q + 3], gw[k])
+                    if ti.static(scatter == ATOMIC):
+                        q = (b * V + vs[k]) * 4
+                        ti.atomic_add(grad_pos[q], ga[k])
+                        ti.atomic_add(grad_pos[q + 1], gc[k])
+                        ti.atomic_add(grad_pos[q + 2], gz[k])
+                        ti.atomic_add(grad_pos[q + 3], gw[k])
+                    else:
+                        q = copy_base(B * V * 4) + (b * V + vs[k]) * 4
+                        grad_pos[q] = grad_pos[q] + ga[k]
+                        grad_pos[q + 1] = grad_pos[q + 1] + gc[k]
+                        grad_pos[q + 2] = grad_pos[q + 2] + gz[k]
+                        grad_pos[q + 3] = grad_pos[q + 3] + gw[k]

@@ -155,6 +155,14 @@ def available_backends() -> list[str]:
     return found
 
 
+def cpu_threads() -> int:
+    """Number of threads Taichi's CPU backend runs parallel loops on."""
+    import taichi as ti
+
+    ensure_init()
+    return int(ti.lang.impl.current_cfg().cpu_max_num_threads)
+
+
 def kernel_device() -> torch.device:
     """Torch device whose tensors the active backend's kernels read without a copy."""
     return torch.device("cuda") if ensure_init() == "cuda" else torch.device("cpu")

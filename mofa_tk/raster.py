@@ -14,10 +14,11 @@ import torch
 from . import _checks as C
 from ._cache import TensorKeyedCache
 from ._launch import launch, torch_single_threaded
-from .backend import current_backend, ensure_init, generation, kernel_device
+from .backend import cpu_threads, current_backend, ensure_init, generation, kernel_device
 from .kernels import antialias as kaa
 from .kernels import interpolate as kinterp
 from .kernels import raster as kraster
+from .kernels import scatter as kscatter
 
 _KEY_CACHE: "OrderedDict[tuple, tuple]" = OrderedDict()
 _KEY_CACHE_SIZE = 2
@@ -90,6 +91,14 @@ def _raster_forward(posk, trisk, H, W, cull_sign):
     return rast
 
 
+def _scatter_plan():
+    """(mode, number of gradient copies) for a backward kernel that adds pixel adjoints into vertex gradients
+    (kernels/scatter.py): atomics into one copy on GPUs, one copy per thread without atomics on the CPU."""
+    if current_backend() != "cpu":
+        return kscatter.ATOMIC, 1
+    return kscatter.COPIES, cpu_threads()
+
+
 def _check_pos(name, pos):
     pos = C.as_tensor(name, pos)
     if pos.ndim == 2:
@@ -152,12 +161,14 @@ class _Rasterize(torch.autograd.Function):
     @torch_single_threaded
     def backward(ctx, grad_rast):
         posk, trisk, rast = ctx.saved_tensors
-        grad_pos = torch.zeros_like(posk)
+        B, V = posk.shape[:2]
+        H, W = rast.shape[1:3]
+        mode, n_copies = _scatter_plan()
+        grad_pos = torch.zeros(n_copies, B, V, 4, device=posk.device)
         if trisk.shape[0]:
-            B, V = posk.shape[:2]
-            H, W = rast.shape[1:3]
             launch(kraster.rast_bwd, posk.view(-1), trisk.view(-1), rast.detach().view(-1),
-                   C.to_kernel(grad_rast).view(-1), grad_pos.view(-1), B, V, H, W, 1 / W, 1 / H)
+                   C.to_kernel(grad_rast).view(-1), grad_pos.view(-1), B, V, H, W, 1 / W, 1 / H, mode)
+        grad_pos = grad_pos[0] if n_copies == 1 else grad_pos.sum(0)
         return _back(grad_pos, grad_rast), None, None, None, None
 
 
@@ -208,13 +219,16 @@ class _Interpolate(torch.autograd.Function):
     @torch_single_threaded
     def backward(ctx, grad_out):
         attrk, rastk, trisk = ctx.saved_tensors
-        grad_attr = torch.zeros_like(attrk)
+        want_attr = ctx.needs_input_grad[0]
+        mode, n_copies = _scatter_plan() if want_attr else (kscatter.ATOMIC, 1)
+        grad_attr = torch.zeros(n_copies, *attrk.shape, device=attrk.device)
         grad_rast = torch.empty_like(rastk)
         B, HW, V, Ch, shared, cs = _interp_dims(attrk, rastk)
         launch(kinterp.interpolate_bwd, attrk.view(-1), rastk.view(-1), trisk.view(-1),
                C.to_kernel(grad_out).view(-1), grad_attr.view(-1), grad_rast.view(-1), B, HW, V, Ch, shared,
-               1 if ctx.needs_input_grad[0] else 0, cs)
-        return _back(grad_attr, grad_out), _back(grad_rast, grad_out), None
+               int(want_attr), cs, mode)
+        grad_attr = grad_attr[0] if n_copies == 1 else grad_attr.sum(0)
+        return _back(grad_attr, grad_out) if want_attr else None, _back(grad_rast, grad_out), None
 
 
 @torch_single_threaded

@@ -1,0 +1,20 @@
+"""How backward kernels scatter per-pixel adjoints into per-vertex gradients.
+
+Many pixels add into the same vertex. On GPUs the kernels do that with atomic adds (mode ATOMIC). On the CPU
+atomics are slow, and two threads adding into the same cache lines (neighbouring pixels share vertices) stall
+each other: there the kernels add without atomics into one copy of the gradient per CPU thread (mode COPIES,
+the copy chosen by `ti.global_thread_idx()`), and the caller sums the copies. Like atomics, which thread
+handles which pixel varies from run to run, so the sums may differ in the last bits between runs.
+
+(A deterministic split into fixed strips was tried: Taichi's CPU backend runs a loop of fewer iterations than
+its block size, at least 32 and usually 512, as one task on one thread, so strips did not run in parallel.)
+"""
+import taichi as ti
+
+ATOMIC, COPIES = 0, 1
+
+
+@ti.func
+def copy_base(size):
+    """Offset of the calling CPU thread's gradient copy of `size` elements."""
+    return ti.global_thread_idx() * size

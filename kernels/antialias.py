@@ -12,8 +12,8 @@ pixels' triangles offer a silhouette, the nearer one's wins. With the crossing a
 The blend weight depends on the edge's screen position, so the backward pass gives gradients to the two edge
 vertices (through t) as well as to the colours.
 
-One forward launch, five sequential loops: per-vertex screen positions, per-triangle facing, per-triangle
-silhouette-edge mask (edge k is a silhouette when the triangle faces the camera or away from it and its
+One forward launch, four sequential loops (each parallel loop costs a thread-pool wake-up, tens of us on a
+small VM): per-triangle facing (the sign of det[(x, y, w)_k], no division), per-triangle silhouette-edge mask (edge k is a silhouette when the triangle faces the camera or away from it and its
 neighbour across k is missing or faces the other way; a pixel pair whose triangles have no silhouette edge,
 i.e. almost every pair inside a mesh, is then dismissed with two loads), one analysis per pixel pair (stored
 as a code + weight, reused by the backward), and a per-pixel gather of the pair contributions
@@ -21,8 +21,8 @@ as a code + weight, reused by the backward), and a per-pixel gather of the pair 
 
 Arrays are flat (1-D) views of contiguous tensors, as in kernels/raster.py: for the flat pixel index
 p = (b H + i) W + j, color/out[p, ch] at C p + ch, rast[p, :] at 4 p, pair_code/pair_alpha[p, d] at 2 p + d;
-screen[b, v, :] at 2 (b V + v), facing/silmask[b, t] at b T + t, pos[b, v, :] at 4 (b V + v), tris/nbr[t, :]
-at 3 t. Channel loops are unrolled when CS = C > 0 (see kernels/interpolate.py).
+facing/silmask[b, t] at b T + t, pos[b, v, :] at 4 (b V + v), tris/nbr[t, :] at 3 t. Screen positions of
+edge vertices are computed where needed (only for pixel pairs at silhouettes). Channel loops are unrolled when CS = C > 0 (see kernels/interpolate.py).
 """
 import taichi as ti
 
@@ -37,14 +37,21 @@ def _edge(A, Bv, P):
 
 
 @ti.func
-def _scr(screen: ti.template(), V, b, v):
-    o = 2 * (b * V + v)
-    return ti.Vector([screen[o], screen[o + 1]])
+def _scr(pos: ti.template(), V, b, v, H, W):
+    """Screen position (pixel units, pixel (i, j) centred at (j + 0.5, i + 0.5)) of vertex v of item b; (0, 0)
+    for w <= 0 (such vertices only belong to triangles whose facing is 0, never used for blending)."""
+    o = 4 * (b * V + v)
+    w = pos[o + 3]
+    sx, sy = 0.0, 0.0
+    if w > 0.0:
+        sx = (pos[o] / w + 1.0) * 0.5 * W
+        sy = (pos[o + 1] / w + 1.0) * 0.5 * H
+    return ti.Vector([sx, sy])
 
 
 @ti.func
-def _exit_silhouette(screen: ti.template(), facing: ti.template(), tris: ti.template(), silmask: ti.template(),
-                     V, T, b, t, Pf, Po, vertical):
+def _exit_silhouette(pos: ti.template(), facing: ti.template(), tris: ti.template(), silmask: ti.template(),
+                     V, T, H, W, b, t, Pf, Po, vertical):
     """Silhouette edge k = (tris[t, k], tris[t, (k + 1) % 3]) of triangle t through which Pf -> Po leaves it.
 
     Returns (found, k, tcross). Triangles without a silhouette edge (silmask 0: almost all of a mesh's
@@ -54,7 +61,8 @@ def _exit_silhouette(screen: ti.template(), facing: ti.template(), tris: ti.temp
     mask = silmask[b * T + t]
     if mask != 0:
         sig = facing[b * T + t]
-        q = [_scr(screen, V, b, tris[3 * t]), _scr(screen, V, b, tris[3 * t + 1]), _scr(screen, V, b, tris[3 * t + 2])]
+        q = [_scr(pos, V, b, tris[3 * t], H, W), _scr(pos, V, b, tris[3 * t + 1], H, W),
+             _scr(pos, V, b, tris[3 * t + 2], H, W)]
         edx, edy = 0.0, 0.0
         for k in ti.static(range(3)):
             ef = _edge(q[k], q[(k + 1) % 3], Pf)
@@ -95,29 +103,24 @@ def _pair_slot(n: ti.template(), p, W):
 @ti.kernel
 def antialias_fwd(color: nd(dtype=ti.f32, ndim=1), rast: nd(dtype=ti.f32, ndim=1), pos: nd(dtype=ti.f32, ndim=1),
                   tris: nd(dtype=ti.i32, ndim=1), nbr: nd(dtype=ti.i32, ndim=1),
-                  screen: nd(dtype=ti.f32, ndim=1), facing: nd(dtype=ti.i32, ndim=1), silmask: nd(dtype=ti.i32, ndim=1),
+                  facing: nd(dtype=ti.i32, ndim=1), silmask: nd(dtype=ti.i32, ndim=1),
                   pair_code: nd(dtype=ti.i32, ndim=1), pair_alpha: nd(dtype=ti.f32, ndim=1),
                   out: nd(dtype=ti.f32, ndim=1), B: ti.i32, V: ti.i32, T: ti.i32, H: ti.i32, W: ti.i32, C: ti.i32,
                   CS: ti.template()):
     """pair_code[b, i, j, d] for the pair (i, j) -> right (d = 0) or below (d = 1) neighbour:
     0 = no blend, else target (1: pixel (i, j), 2: the neighbour) + 4 * edge k + 16 * (F covers the neighbour).
     out must start as a copy of color."""
-    for v in range(V):
-        for b in range(B):  # batch innermost: no integer div/mod per element
-            o = 4 * (b * V + v)
-            w = pos[o + 3]
-            sx, sy = 0.0, 0.0
-            if w > 0.0:
-                sx = (pos[o] / w + 1.0) * 0.5 * W
-                sy = (pos[o + 1] / w + 1.0) * 0.5 * H
-            screen[2 * (b * V + v)], screen[2 * (b * V + v) + 1] = sx, sy
     for t in range(T):
         v0, v1, v2 = tris[3 * t], tris[3 * t + 1], tris[3 * t + 2]
         for b in range(B):  # batch innermost: no integer div/mod per element
+            p0 = ti.Vector([pos[4 * (b * V + v0)], pos[4 * (b * V + v0) + 1], pos[4 * (b * V + v0) + 3]])
+            p1 = ti.Vector([pos[4 * (b * V + v1)], pos[4 * (b * V + v1) + 1], pos[4 * (b * V + v1) + 3]])
+            p2 = ti.Vector([pos[4 * (b * V + v2)], pos[4 * (b * V + v2) + 1], pos[4 * (b * V + v2) + 3]])
             f = 0
-            if pos[4 * (b * V + v0) + 3] > 0.0 and pos[4 * (b * V + v1) + 3] > 0.0 and pos[4 * (b * V + v2) + 3] > 0.0:
-                area = _edge(_scr(screen, V, b, v0), _scr(screen, V, b, v1), _scr(screen, V, b, v2))
-                f = 1 if area > 0.0 else (-1 if area < 0.0 else 0)
+            if p0[2] > 0.0 and p1[2] > 0.0 and p2[2] > 0.0:
+                # the screen-space signed area is det[(x, y, w)_k] / (w0 w1 w2) times a positive constant
+                det = p0.dot(p1.cross(p2))
+                f = 1 if det > 0.0 else (-1 if det < 0.0 else 0)
             facing[b * T + t] = f
     for t in range(T):
         n0, n1, n2 = nbr[3 * t], nbr[3 * t + 1], nbr[3 * t + 2]
@@ -149,9 +152,9 @@ def antialias_fwd(color: nd(dtype=ti.f32, ndim=1), rast: nd(dtype=ti.f32, ndim=1
                         f0, k0, t0 = 0, -1, 2.0
                         f1, k1, t1 = 0, -1, 2.0
                         if id0 > 0:
-                            f0, k0, t0 = _exit_silhouette(screen, facing, tris, silmask, V, T, b, id0 - 1, P0, P1, d)
+                            f0, k0, t0 = _exit_silhouette(pos, facing, tris, silmask, V, T, H, W, b, id0 - 1, P0, P1, d)
                         if id1 > 0:
-                            f1, k1, t1 = _exit_silhouette(screen, facing, tris, silmask, V, T, b, id1 - 1, P1, P0, d)
+                            f1, k1, t1 = _exit_silhouette(pos, facing, tris, silmask, V, T, H, W, b, id1 - 1, P1, P0, d)
                         use0 = f0 == 1 and (f1 == 0 or rast[4 * p + 2] <= rast[4 * p1 + 2])
                         use1 = f1 == 1 and not use0
                         if use0 or use1:
@@ -187,7 +190,7 @@ def antialias_fwd(color: nd(dtype=ti.f32, ndim=1), rast: nd(dtype=ti.f32, ndim=1
 
 @ti.kernel
 def antialias_bwd(color: nd(dtype=ti.f32, ndim=1), rast: nd(dtype=ti.f32, ndim=1), pos: nd(dtype=ti.f32, ndim=1),
-                  tris: nd(dtype=ti.i32, ndim=1), screen: nd(dtype=ti.f32, ndim=1),
+                  tris: nd(dtype=ti.i32, ndim=1),
                   pair_code: nd(dtype=ti.i32, ndim=1), pair_alpha: nd(dtype=ti.f32, ndim=1),
                   grad_out: nd(dtype=ti.f32, ndim=1), grad_color: nd(dtype=ti.f32, ndim=1),
                   grad_pos: nd(dtype=ti.f32, ndim=1), B: ti.i32, V: ti.i32, H: ti.i32, W: ti.i32, C: ti.i32):
@@ -238,8 +241,8 @@ def antialias_bwd(color: nd(dtype=ti.f32, ndim=1), rast: nd(dtype=ti.f32, ndim=1
                         tri = ti.cast(rast[4 * pf + 3], ti.i32) - 1
                         va = tris[3 * tri + kk]
                         vb = tris[3 * tri + (kk + 1) % 3]
-                        A = _scr(screen, V, b, va)
-                        Bv = _scr(screen, V, b, vb)
+                        A = _scr(pos, V, b, va, H, W)
+                        Bv = _scr(pos, V, b, vb, H, W)
                         ef = _edge(A, Bv, Pf)
                         eo = _edge(A, Bv, Po)
                         den = ef - eo

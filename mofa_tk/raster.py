@@ -294,26 +294,25 @@ class _Antialias(torch.autograd.Function):
         dev = colork.device
         V, T, Ch = posk.shape[1], trisk.shape[0], colork.shape[3]
         out = colork.clone()
-        screen = torch.empty(B * V * 2, device=dev)
         facing = torch.empty(B * T, dtype=torch.int32, device=dev)
         silmask = torch.empty(B * T, dtype=torch.int32, device=dev)
         pair_code = torch.empty(B * H * W * 2, dtype=torch.int32, device=dev)
         pair_alpha = torch.empty(B * H * W * 2, device=dev)
         launch(kaa.antialias_fwd, colork.view(-1), rastk.view(-1), posk.view(-1), trisk.view(-1), nbr.view(-1),
-               screen, facing, silmask, pair_code, pair_alpha, out.view(-1), B, V, T, H, W, Ch,
+               facing, silmask, pair_code, pair_alpha, out.view(-1), B, V, T, H, W, Ch,
                Ch if Ch <= kinterp.MAX_STATIC_C else 0)
-        ctx.save_for_backward(colork, rastk, posk, trisk, screen, pair_code, pair_alpha)
+        ctx.save_for_backward(colork, rastk, posk, trisk, pair_code, pair_alpha)
         return _back(out, color)
 
     @staticmethod
     @torch_single_threaded
     def backward(ctx, grad_out):
-        colork, rastk, posk, trisk, screen, pair_code, pair_alpha = ctx.saved_tensors
+        colork, rastk, posk, trisk, pair_code, pair_alpha = ctx.saved_tensors
         g = C.to_kernel(grad_out)
         grad_color = g.clone()
         grad_pos = torch.zeros_like(posk)
         B, H, W, Ch = colork.shape
-        launch(kaa.antialias_bwd, colork.view(-1), rastk.view(-1), posk.view(-1), trisk.view(-1), screen, pair_code,
+        launch(kaa.antialias_bwd, colork.view(-1), rastk.view(-1), posk.view(-1), trisk.view(-1), pair_code,
                pair_alpha, g.view(-1), grad_color.view(-1), grad_pos.view(-1), B, posk.shape[1], H, W, Ch)
         return _back(grad_color, grad_out), None, _back(grad_pos, grad_out), None, None
 

@@ -91,12 +91,19 @@ def _raster_forward(posk, trisk, H, W, cull_sign):
     return rast
 
 
-def _scatter_plan():
-    """(mode, number of gradient copies) for a backward kernel that adds pixel adjoints into vertex gradients
-    (kernels/scatter.py): atomics into one copy on GPUs, one copy per thread without atomics on the CPU."""
+COPIES_MAX_BYTES = 256 << 20  # per-thread gradient copies beyond this (many threads x a large batch) use atomics
+
+
+def _scatter_plan(grad_numel: int):
+    """(mode, number of gradient copies) for a backward kernel that adds pixel adjoints into a vertex gradient of
+    `grad_numel` elements (kernels/scatter.py): atomics into one copy on GPUs; on the CPU one copy per thread
+    without atomics, unless those copies would exceed COPIES_MAX_BYTES."""
     if current_backend() != "cpu":
         return kscatter.ATOMIC, 1
-    return kscatter.COPIES, cpu_threads()
+    K = cpu_threads()
+    if K * grad_numel * 4 > COPIES_MAX_BYTES:
+        return kscatter.ATOMIC, 1
+    return kscatter.COPIES, K
 
 
 def _check_pos(name, pos):
@@ -163,7 +170,7 @@ class _Rasterize(torch.autograd.Function):
         posk, trisk, rast = ctx.saved_tensors
         B, V = posk.shape[:2]
         H, W = rast.shape[1:3]
-        mode, n_copies = _scatter_plan()
+        mode, n_copies = _scatter_plan(posk.numel())
         grad_pos = torch.zeros(n_copies, B, V, 4, device=posk.device)
         if trisk.shape[0]:
             launch(kraster.rast_bwd, posk.view(-1), trisk.view(-1), rast.detach().view(-1),
@@ -220,7 +227,7 @@ class _Interpolate(torch.autograd.Function):
     def backward(ctx, grad_out):
         attrk, rastk, trisk = ctx.saved_tensors
         want_attr = ctx.needs_input_grad[0]
-        mode, n_copies = _scatter_plan() if want_attr else (kscatter.ATOMIC, 1)
+        mode, n_copies = _scatter_plan(attrk.numel()) if want_attr else (kscatter.ATOMIC, 1)
         grad_attr = torch.zeros(n_copies, *attrk.shape, device=attrk.device)
         grad_rast = torch.empty_like(rastk)
         B, HW, V, Ch, shared, cs = _interp_dims(attrk, rastk)

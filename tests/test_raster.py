@@ -325,3 +325,29 @@ def test_cpu_per_thread_gradient_copies_match_atomics():
     ids = torch.full((200_000,), -1, dtype=torch.int32)
     thread_ids(ids)
     assert int(ids.min()) >= 0 and int(ids.max()) < K
+
+
+def test_backward_falls_back_to_atomics_when_copies_would_be_large(backend, monkeypatch):
+    """Per-thread gradient copies are capped (many CPU threads x a large batch); above the cap the CPU backward
+    uses atomics, with the same gradients."""
+    import mofa_tk.raster as R
+
+    rng = np.random.default_rng(11)
+    pos, tris = random_soup(rng, B=2, T=40)
+    attr = torch.tensor(rng.normal(size=(2, pos.shape[1], 3)), dtype=torch.float32)
+    t = torch.tensor(tris)
+
+    def grads():
+        p = f32(pos).requires_grad_()
+        a = attr.clone().requires_grad_()
+        rast = mofa_tk.rasterize(p, t, (30, 34))
+        (mofa_tk.interpolate(a, rast, t) ** 2).sum().backward()
+        return p.grad, a.grad
+
+    gp, ga = grads()
+    monkeypatch.setattr(R, "COPIES_MAX_BYTES", 0)
+    assert R._scatter_plan(10)[0] == R.kscatter.ATOMIC
+    gp0, ga0 = grads()
+    assert gp.abs().max() > 0 and ga.abs().max() > 0
+    torch.testing.assert_close(gp0, gp, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(ga0, ga, rtol=1e-5, atol=1e-6)

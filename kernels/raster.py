@@ -90,8 +90,8 @@ def _bary(p0, p1, p2, s):
 
 @ti.func
 def _bbox_behind(p0, p1, p2, H, W):
-    """Pixel box of a triangle that reaches w <= 0 (behind the camera; rare): empty when all three vertices lie
-    outside the same frustum plane, else the whole image."""
+    """Pixel box of a triangle that reaches w <= 0 (behind the camera) or projects beyond PROJ_LIMIT (both rare):
+    empty when all three vertices lie outside the same frustum plane, else the whole image."""
     i0, i1, j0, j1 = 0, H - 1, 0, W - 1
     for ax in ti.static(range(3)):
         if p0[ax] > p0[3] and p1[ax] > p1[3] and p2[ax] > p2[3]:
@@ -179,7 +179,8 @@ def _setup(pos: ti.template(), proj: ti.template(), V, b, v0, v1, v2, H, W, cull
 
     Returns (front, q0, q1, q2, p0, p1, p2, i0, i1, j0, j1). front: all three vertices are in front of the
     camera and projected by `project_vertices`: the q are used. Otherwise the clip-space p are loaded and the
-    homogeneous test is used. Culling (cull_sign != 0) drops front triangles whose screen area has that sign.
+    homogeneous test is used. Culling (cull_sign != 0) drops triangles in front of the camera whose screen area
+    has that sign; triangles reaching w <= 0 are never culled.
     """
     q0, q1, q2 = _load(proj, V, b, v0), _load(proj, V, b, v1), _load(proj, V, b, v2)
     zero = ti.Vector([0.0, 0.0, 0.0, 0.0])
@@ -191,7 +192,15 @@ def _setup(pos: ti.template(), proj: ti.template(), V, b, v0, v1, v2, H, W, cull
             i0, i1, j0, j1 = _bbox2d(q0, q1, q2, H, W)
     else:
         p0, p1, p2 = _load(pos, V, b, v0), _load(pos, V, b, v1), _load(pos, V, b, v2)
-        i0, i1, j0, j1 = _bbox_behind(p0, p1, p2, H, W)
+        keep = True
+        if cull_sign != 0 and p0[3] > 0.0 and p1[3] > 0.0 and p2[3] > 0.0:
+            # in front but projected beyond PROJ_LIMIT: the screen area has the sign of det[(x, y, w)_k]
+            xyw0 = ti.Vector([p0[0], p0[1], p0[3]])
+            xyw1 = ti.Vector([p1[0], p1[1], p1[3]])
+            xyw2 = ti.Vector([p2[0], p2[1], p2[3]])
+            keep = xyw0.dot(xyw1.cross(xyw2)) * cull_sign < 0.0
+        if keep:
+            i0, i1, j0, j1 = _bbox_behind(p0, p1, p2, H, W)
     return front, q0, q1, q2, p0, p1, p2, i0, i1, j0, j1
 
 

@@ -351,3 +351,36 @@ def test_backward_falls_back_to_atomics_when_copies_would_be_large(backend, monk
     assert gp.abs().max() > 0 and ga.abs().max() > 0
     torch.testing.assert_close(gp0, gp, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(ga0, ga, rtol=1e-5, atol=1e-6)
+
+
+def test_cull_backfaces_matches_bruteforce_of_the_kept_triangles(backend):
+    """cull_backfaces drops the triangles whose NDC signed area is positive (clockwise in the image); the result
+    is the brute-force z-buffer of the remaining triangles, with their original ids."""
+    rng = np.random.default_rng(5)
+    pos, tris = random_soup(rng, B=2, T=40)
+    pos32 = np.asarray(pos, np.float32)
+    H, W = 36, 44
+    rast = mofa_tk.rasterize(f32(pos32), torch.tensor(tris), (H, W), cull_backfaces=True).numpy()
+    for b in range(2):
+        x, y = pos32[b, :, 0] / pos32[b, :, 3], pos32[b, :, 1] / pos32[b, :, 3]
+        t0, t1, t2 = tris[:, 0], tris[:, 1], tris[:, 2]
+        area = (x[t1] - x[t0]) * (y[t2] - y[t0]) - (x[t2] - x[t0]) * (y[t1] - y[t0])
+        kept = np.nonzero(area < 0)[0]
+        assert 5 < kept.size < len(tris) - 5  # both windings occur
+        ref = rasterize_ref(pos32[b:b + 1].astype(np.float64), tris[kept], H, W)[0]
+        ref_ids = np.where(ref[..., 3] > 0, kept[np.maximum(ref[..., 3].astype(int) - 1, 0)] + 1, 0)
+        assert (rast[b, ..., 3] == ref_ids).mean() >= 0.999
+        assert rast[b, ..., 3].max() > 0
+
+
+def test_cull_backfaces_for_a_triangle_projected_far_off_screen(backend):
+    """A triangle in front of the camera with a vertex projected beyond the 2-D path's range (w tiny) takes the
+    homogeneous path; culling still uses its screen-space winding there."""
+    cw = f32([[[-0.5, -0.5, 0.0, 1.0], [0.5, -0.5, 0.0, 1.0], [0.0, 1e-4, 0.0, 1e-9]]])  # NDC area > 0: culled
+    ccw = cw[:, [0, 2, 1]]
+    tri = torch.tensor([[0, 1, 2]])
+    kept = mofa_tk.rasterize(ccw, tri, (32, 32), cull_backfaces=True)
+    assert (kept[..., 3] > 0).sum() > 20
+    assert torch.equal(kept, mofa_tk.rasterize(ccw, tri, (32, 32)))
+    assert mofa_tk.rasterize(cw, tri, (32, 32), cull_backfaces=True).abs().sum() == 0
+    assert (mofa_tk.rasterize(cw, tri, (32, 32))[..., 3] > 0).sum() > 20

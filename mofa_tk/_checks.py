@@ -1,6 +1,8 @@
 """Argument validation shared by the ops: clear errors instead of bare tracebacks or silent NaNs."""
 from __future__ import annotations
 
+import math
+
 import torch
 
 from .backend import kernel_device
@@ -49,7 +51,7 @@ def check_finite(name: str, x: torch.Tensor) -> None:
     if not x.numel():
         return
     x = x.detach()
-    if x.is_floating_point() and bool(torch.isfinite(x.sum())):
+    if x.is_floating_point() and math.isfinite(float(x.sum())):
         return
     if not bool(torch.isfinite(x).all()):
         n_bad = int((~torch.isfinite(x)).sum())

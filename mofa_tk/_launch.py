@@ -23,7 +23,7 @@ import math
 
 import torch
 
-from .backend import current_backend, generation
+from .backend import current_backend
 from .errors import InputError
 
 log = logging.getLogger("mofa_tk")
@@ -31,7 +31,7 @@ log = logging.getLogger("mofa_tk")
 INT32_MAX = (1 << 31) - 1
 _TEMPLATE, _ARRAY, _INT, _UINT, _FLOAT = range(5)
 _SIGNATURES: dict = {}  # kernel -> tuple of argument kinds, or None when the fast path is unavailable
-_INSTANCES: dict = {}  # (generation, kernel, template values, array dtypes) -> compiled Taichi kernel
+_INSTANCES: dict = {}  # (kernel, template values, array dtypes) -> compiled Taichi kernel, for "program"
 
 
 def _signature(kernel):
@@ -83,10 +83,9 @@ def launch(kernel, *args) -> None:
 
     prog = impl.get_runtime().prog
     cuda = current_backend() == "cuda"
-    gen = generation()
-    if _INSTANCES.get("generation") != gen:  # Taichi was re-initialised: its compiled kernels are gone
+    if _INSTANCES.get("program") is not prog:  # Taichi was (re-)initialised: its compiled kernels are gone
         _INSTANCES.clear()
-        _INSTANCES["generation"] = gen
+        _INSTANCES["program"] = prog
     key_parts = [kernel]
     for kind, a in zip(sig, args):
         if kind == _TEMPLATE:

@@ -35,7 +35,7 @@ def test_launch_matches_taichi_call(backend):
         expected = torch.stack([torch.arange(7) * 0.25 * 1.5 + shift, (torch.arange(7) - 3) * 2.0 + 7], 1)
         assert torch.equal(ref, expected)
         assert torch.equal(got, expected)
-    # the instances were cached under this backend's generation (the fast path ran)
+    # the instances were cached for this Taichi program (the fast path ran)
     assert any(k is not None and isinstance(k, tuple) and k[0] is _affine for k in _launch._INSTANCES)
 
 
@@ -65,3 +65,17 @@ def test_ops_use_the_fast_path(backend):
     launched = {k[0].__name__ for k in _launch._INSTANCES if isinstance(k, tuple)}
     assert {"resolve_packed" if backend != "vulkan" else "resolve_split", "raster_small", "interpolate_fwd",
             "antialias_fwd"} <= launched
+
+
+def test_launch_survives_a_taichi_reinit_behind_its_back():
+    """A user calling ti.init directly (not mofa_tk.init) gets a new Taichi program; launch recompiles."""
+    mofa_tk.init("cpu")
+    ref = _run(lambda *a: _launch.launch(_affine, *a), "cpu", 2)
+    ti.init(arch=ti.cpu, log_level=ti.WARN)
+    try:
+        assert torch.equal(_run(lambda *a: _launch.launch(_affine, *a), "cpu", 2), ref)
+    finally:
+        from mofa_tk import backend
+
+        backend._state["backend"] = None  # make the next mofa_tk.init re-initialise properly
+        mofa_tk.init("cpu")

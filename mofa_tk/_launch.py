@@ -125,16 +125,22 @@ def launch(kernel, *args) -> None:
     prog.launch_kernel(prog.compile_kernel(prog.config(), prog.get_device_caps(), inst), ctx)
 
 
-def torch_single_threaded(fn):
-    """Decorator: run `fn` with torch's intra-op threads set to 1 (restored afterwards; a no-op when already 1).
+SINGLE_THREAD_TORCH_MAX = 4  # torch thread counts up to which the ops run their torch work single-threaded
 
-    For the small torch operations around our Taichi kernels, one thread costs little and avoids waking torch's
-    OpenMP workers, whose spinning would slow down the Taichi kernels that follow (see the module docstring).
+
+def torch_single_threaded(fn):
+    """Decorator: run `fn` with torch's intra-op threads set to 1 (restored afterwards) when torch uses at most
+    SINGLE_THREAD_TORCH_MAX threads, i.e. on small machines.
+
+    For the torch operations around our Taichi kernels (checks, fills, sums over at most a few million
+    elements), one thread costs little there and avoids waking torch's OpenMP workers, whose spinning would slow
+    down the Taichi kernels that follow (see the module docstring; measured on 2 cores). On larger machines a
+    serial reduction over a big batch could cost more than it saves, so torch keeps its threads.
     """
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         n = torch.get_num_threads()
-        if n == 1:
+        if n == 1 or n > SINGLE_THREAD_TORCH_MAX:
             return fn(*args, **kwargs)
         torch.set_num_threads(1)
         try:

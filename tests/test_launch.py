@@ -79,3 +79,18 @@ def test_launch_survives_a_taichi_reinit_behind_its_back():
 
         backend._state["backend"] = None  # make the next mofa_tk.init re-initialise properly
         mofa_tk.init("cpu")
+
+
+def test_torch_single_threaded_only_on_small_thread_counts(monkeypatch):
+    seen = []
+    probe = _launch.torch_single_threaded(lambda: seen.append(torch.get_num_threads()))
+    n = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        probe()
+        assert seen[-1] == 1 and torch.get_num_threads() == 2  # restored
+        monkeypatch.setattr(_launch, "SINGLE_THREAD_TORCH_MAX", 1)
+        probe()
+        assert seen[-1] == 2
+    finally:
+        torch.set_num_threads(n)

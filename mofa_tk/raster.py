@@ -92,16 +92,18 @@ def _raster_forward(posk, trisk, H, W, cull_sign):
 
 
 COPIES_MAX_BYTES = 256 << 20  # per-thread gradient copies beyond this (many threads x a large batch) use atomics
+COPIES_MAX_THREADS = 8  # with more CPU threads, zeroing and summing the copies would outweigh the atomics saved
 
 
 def _scatter_plan(grad_numel: int):
     """(mode, number of gradient copies) for a backward kernel that adds pixel adjoints into a vertex gradient of
     `grad_numel` elements (kernels/scatter.py): atomics into one copy on GPUs; on the CPU one copy per thread
-    without atomics, unless those copies would exceed COPIES_MAX_BYTES."""
+    without atomics, unless there are more than COPIES_MAX_THREADS threads or the copies would exceed
+    COPIES_MAX_BYTES."""
     if current_backend() != "cpu":
         return kscatter.ATOMIC, 1
     K = cpu_threads()
-    if K * grad_numel * 4 > COPIES_MAX_BYTES:
+    if K > COPIES_MAX_THREADS or K * grad_numel * 4 > COPIES_MAX_BYTES:
         return kscatter.ATOMIC, 1
     return kscatter.COPIES, K
 

@@ -62,7 +62,11 @@ def check_indices(name: str, idx: torch.Tensor, upper: int) -> None:
     """InputError when integer indices fall outside [0, upper)."""
     if idx.numel() == 0:
         return
-    lo, hi = int(idx.min()), int(idx.max())
+    check_index_range(name, int(idx.min()), int(idx.max()), upper)
+
+
+def check_index_range(name: str, lo: int, hi: int, upper: int) -> None:
+    """InputError when the index range [lo, hi] (already computed, e.g. cached) leaves [0, upper)."""
     if lo < 0 or hi >= upper:
         raise InputError(f"{name}: indices must lie in [0, {upper}), got values in [{lo}, {hi}]")
 

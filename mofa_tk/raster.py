@@ -133,8 +133,7 @@ def _check_tris(tris, n_vertices):
         tris32, lo, hi = _TRIS_CACHE.get(tris, None, lambda: _convert_tris(tris))
     else:
         tris32, lo, hi = _convert_tris(tris)
-    if lo < 0 or hi >= n_vertices:
-        raise C.InputError(f"tris: indices must lie in [0, {n_vertices}), got values in [{lo}, {hi}]")
+    C.check_index_range("tris", lo, hi, n_vertices)
     return tris32
 
 

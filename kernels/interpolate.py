@@ -59,6 +59,20 @@ def interpolate_fwd(attr: nd(dtype=ti.f32, ndim=1), rast: nd(dtype=ti.f32, ndim=
                         out[C * p + ch] = 0.0
 
 
+@ti.func
+def _channel_bwd(attr: ti.template(), grad_out: ti.template(), grad_attr: ti.template(), io, a0i, a1i, a2i, base,
+                 w0, u, v, want_attr, scatter: ti.template()):
+    """One channel of one pixel's adjoint (output element io, attribute elements a0i..a2i): adds the barycentric
+    weights times grad_out into grad_attr (when want_attr) and returns grad_out * d out / d (u, v)."""
+    g = grad_out[io]
+    a0 = attr[a0i]
+    if want_attr != 0:
+        _add(grad_attr, base + a0i, w0 * g, scatter)
+        _add(grad_attr, base + a1i, u * g, scatter)
+        _add(grad_attr, base + a2i, v * g, scatter)
+    return g * (attr[a1i] - a0), g * (attr[a2i] - a0)
+
+
 @ti.kernel
 def interpolate_bwd(attr: nd(dtype=ti.f32, ndim=1), rast: nd(dtype=ti.f32, ndim=1), tris: nd(dtype=ti.i32, ndim=1),
                     grad_out: nd(dtype=ti.f32, ndim=1), grad_attr: nd(dtype=ti.f32, ndim=1),
@@ -80,22 +94,14 @@ def interpolate_bwd(attr: nd(dtype=ti.f32, ndim=1), rast: nd(dtype=ti.f32, ndim=
                     base = copy_base((1 if shared else B) * V * C)
                 if ti.static(CS > 0):
                     for ch in ti.static(range(CS)):
-                        g = grad_out[C * p + ch]
-                        a0 = attr[o0 + ch]
-                        gu += g * (attr[o1 + ch] - a0)
-                        gv += g * (attr[o2 + ch] - a0)
-                        if want_attr != 0:
-                            _add(grad_attr, base + o0 + ch, w0 * g, scatter)
-                            _add(grad_attr, base + o1 + ch, u * g, scatter)
-                            _add(grad_attr, base + o2 + ch, v * g, scatter)
+                        du, dv = _channel_bwd(attr, grad_out, grad_attr, C * p + ch, o0 + ch, o1 + ch, o2 + ch, base,
+                                              w0, u, v, want_attr, scatter)
+                        gu += du
+                        gv += dv
                 else:
                     for ch in range(C):
-                        g = grad_out[C * p + ch]
-                        a0 = attr[o0 + ch]
-                        gu += g * (attr[o1 + ch] - a0)
-                        gv += g * (attr[o2 + ch] - a0)
-                        if want_attr != 0:
-                            _add(grad_attr, base + o0 + ch, w0 * g, scatter)
-                            _add(grad_attr, base + o1 + ch, u * g, scatter)
-                            _add(grad_attr, base + o2 + ch, v * g, scatter)
+                        du, dv = _channel_bwd(attr, grad_out, grad_attr, C * p + ch, o0 + ch, o1 + ch, o2 + ch, base,
+                                              w0, u, v, want_attr, scatter)
+                        gu += du
+                        gv += dv
             grad_rast[4 * p], grad_rast[4 * p + 1], grad_rast[4 * p + 2], grad_rast[4 * p + 3] = gu, gv, 0.0, 0.0

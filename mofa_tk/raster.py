@@ -203,11 +203,16 @@ def rasterize(pos_clip, tris, resolution, cull_backfaces: bool = False) -> torch
 
 
 # --------------------------------------------------------------------------------------------- interpolate
+def _static_channels(Ch):
+    """The kernels' CS template argument: Ch when small enough to unroll the channel loops, else 0 (run-time loop)."""
+    return Ch if Ch <= kinterp.MAX_STATIC_C else 0
+
+
 def _interp_dims(attr, rast):
     """Scalar arguments of the interpolate kernels: B, H W, V, C, shared (attr's batch is 1), CS (static C or 0)."""
     B, H, W = rast.shape[:3]
     Ch = attr.shape[2]
-    return B, H * W, attr.shape[1], Ch, int(attr.shape[0] == 1), Ch if Ch <= kinterp.MAX_STATIC_C else 0
+    return B, H * W, attr.shape[1], Ch, int(attr.shape[0] == 1), _static_channels(Ch)
 
 
 class _Interpolate(torch.autograd.Function):
@@ -308,7 +313,7 @@ class _Antialias(torch.autograd.Function):
         pair_alpha = torch.empty(B * H * W * 2, device=dev)
         launch(kaa.antialias_fwd, colork.view(-1), rastk.view(-1), posk.view(-1), trisk.view(-1), nbr.view(-1),
                facing, silmask, pair_code, pair_alpha, out.view(-1), B, V, T, H, W, Ch,
-               Ch if Ch <= kinterp.MAX_STATIC_C else 0)
+               _static_channels(Ch))
         ctx.save_for_backward(colork, rastk, posk, trisk, pair_code, pair_alpha)
         return _back(out, color)
 

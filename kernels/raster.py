@@ -140,7 +140,7 @@ def _cover2d(q0, q1, q2, i, j):
 
 @ti.func
 def _cover(p0, p1, p2, s):
-    """(covered, depth z/w, n, tot) for sample s; n / tot are the barycentrics. No division but the depth's."""
+    """(covered, depth z/w) for sample s. No division but the depth's."""
     n, tot, a, c = _bary(p0, p1, p2, s)
     if tot < 0.0:  # make sum(n) positive: then b_k >= 0 <=> n_k >= 0, and w > 0 <=> n.w > 0
         n, tot = -n, -tot
@@ -152,7 +152,7 @@ def _cover(p0, p1, p2, s):
             depth = (n[0] * p0[2] + n[1] * p1[2] + n[2] * p2[2]) / nw
             if depth >= -1.0 and depth <= 1.0:
                 covered = True
-    return covered, depth, n, tot
+    return covered, depth
 
 
 @ti.func
@@ -211,7 +211,7 @@ def _cover_at(front, q0, q1, q2, p0, p1, p2, i, j, H, W, sx, sy):
     if front:
         covered, depth = _cover2d(q0, q1, q2, i, j)
     else:
-        covered, depth, n, tot = _cover(p0, p1, p2, _sample_ndc(i, j, H, W, sx, sy))
+        covered, depth = _cover(p0, p1, p2, _sample_ndc(i, j, H, W, sx, sy))
     return covered, depth
 
 
@@ -320,9 +320,13 @@ def _write(pos: ti.template(), tris: ti.template(), rast: ti.template(), V, b, i
         p0 = _load(pos, V, b, v0)
         p1 = _load(pos, V, b, v1)
         p2 = _load(pos, V, b, v2)
-        covered, depth, n, tot = _cover(p0, p1, p2, _sample_ndc(i, j, H, W, sx, sy))
+        # the winner covers the pixel: no coverage test, and no sign fix (n / sum(n) and (n . z) / (n . w) do
+        # not depend on the sign of n). Branch-free, this made the B = 8 resolve a third faster on the CPU.
+        n, tot, a, c = _bary(p0, p1, p2, _sample_ndc(i, j, H, W, sx, sy))
+        nz = n[0] * p0[2] + n[1] * p1[2] + n[2] * p2[2]
+        nw = n[0] * p0[3] + n[1] * p1[3] + n[2] * p2[3]
         r = 1.0 / tot
-        u, v, d, tid = n[1] * r, n[2] * r, depth, ti.cast(t + 1, ti.f32)
+        u, v, d, tid = n[1] * r, n[2] * r, nz / nw, ti.cast(t + 1, ti.f32)
     rast[o], rast[o + 1], rast[o + 2], rast[o + 3] = u, v, d, tid
 
 

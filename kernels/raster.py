@@ -5,9 +5,10 @@ Forward (no pass is differentiated):
      camera, computed once instead of once per triangle corner.
   1. `raster_small`: parallel over (batch, triangle); computes the triangle's pixel bounding box and, for
      boxes of at most SMALL_MAX pixels (almost every triangle of a face mesh), scans it at once, keeping the
-     nearest surface per pixel with an atomic min on a key. Larger boxes are recorded with their number of
-     TILE x TILE tiles; a prefix sum of those counts (torch.cumsum) numbers the tiles, and `raster_big` scans
-     one tile per thread (found by binary search), so huge triangles are spread over many threads.
+     nearest surface per pixel with an atomic min on a key. Larger boxes are appended to a short list (slot
+     from an atomic counter) with their number of TILE x TILE tiles; a prefix sum of those counts
+     (torch.cumsum) numbers the tiles, and `raster_big` scans one tile per thread (found by binary search), so
+     huge triangles are spread over many threads.
   2. `resolve_*`: per pixel, recomputes the perspective-correct barycentrics of the winning triangle and
      writes rast = (u, v, z/w, id + 1) or zeros; it also resets the key buffers to their sentinel, so they
      never need a separate clear.
@@ -49,6 +50,7 @@ nd = ti.types.ndarray
 KEY_EMPTY = 3.0e38  # split mode: no depth / no triangle yet (larger than any depth or triangle id)
 KEY_EMPTY_I64 = (1 << 63) - 1  # packed mode: no triangle yet
 MAX_TRIANGLES = 1 << 24  # triangle ids are exact in float32 (rast channel 3) below this
+MAX_BIG = (1 << 24) - 1  # large triangles per call: Vulkan counts them with float atomics, exact below 2^24
 SMALL_MAX = 4096  # triangles whose pixel bounding box is at most this many pixels are scanned by one thread
 TILE = 16  # larger ones are cut into TILE x TILE tiles, one thread each: this bounds the serial work of a
            # thread (Vulkan/lavapipe stops loops of more than ~65k iterations per invocation) and spreads
@@ -254,32 +256,32 @@ def project_vertices(pos: nd(dtype=ti.f32, ndim=1), proj: nd(dtype=ti.f32, ndim=
 
 @ti.kernel
 def raster_small(pos: nd(dtype=ti.f32, ndim=1), proj: nd(dtype=ti.f32, ndim=1), tris: nd(dtype=ti.i32, ndim=1),
-                 bbox: nd(dtype=ti.i32, ndim=1), n_tiles: nd(dtype=ti.i32, ndim=1), B: ti.i32, V: ti.i32, T: ti.i32,
-                 H: ti.i32, W: ti.i32, sx: ti.f32, sy: ti.f32, cull_sign: ti.i32, key_a: nd(ndim=1),
-                 key_b: nd(ndim=1), n_big: nd(dtype=ti.f32, ndim=1), mode: ti.template()):
-    """Per (batch, triangle): scan triangles whose bounding box has at most SMALL_MAX pixels directly; for the
-    others record the box (bbox[4 k:4 k + 4] = i0, i1, j0, j1, k = b T + t) and its number of TILE x TILE tiles
-    for `raster_big` (n_tiles[k] = 0 otherwise), and add 1 to n_big[0] (zero on entry; a float, whose atomics
-    Vulkan handles in loops, counting exactly to 2^24: enough to tell whether `raster_big` is needed)."""
+                 big: nd(dtype=ti.i32, ndim=1), big_tiles: nd(dtype=ti.i32, ndim=1), n_big: nd(ndim=1), B: ti.i32,
+                 V: ti.i32, T: ti.i32, H: ti.i32, W: ti.i32, sx: ti.f32, sy: ti.f32, cull_sign: ti.i32,
+                 key_a: nd(ndim=1), key_b: nd(ndim=1), mode: ti.template()):
+    """Per (batch, triangle): scan triangles whose bounding box has at most SMALL_MAX pixels directly. The others
+    are appended to the list of large triangles (modes PACKED and DEPTH; mode ID reuses DEPTH's list): slot
+    s = n_big[0]++ (zero on entry), big[5 s:5 s + 5] = (k = b T + t, i0, i1, j0, j1), big_tiles[s] = its number
+    of TILE x TILE tiles. n_big is an int32 counter on cpu / cuda and a float32 one on Vulkan, where float
+    atomics in loops are reliable (exact to 2^24 slots, checked by the caller)."""
     for t in range(T):  # batch loop inside: no integer div/mod per item, triangle indices loaded once
         v0, v1, v2 = _tri(tris, t)
         for b in range(B):
             front, q0, q1, q2, p0, p1, p2, i0, i1, j0, j1 = _setup(pos, proj, V, b, v0, v1, v2, H, W, cull_sign)
-            k = b * T + t
-            n = 0
             if i1 >= i0 and j1 >= j0:
                 if (i1 - i0 + 1) * (j1 - j0 + 1) <= SMALL_MAX:
                     _scan(front, q0, q1, q2, p0, p1, p2, b, t, i0, i1, j0, j1, H, W, sx, sy, key_a, key_b, mode)
-                else:
-                    n = ((i1 - i0) // TILE + 1) * ((j1 - j0) // TILE + 1)
-                    bbox[4 * k], bbox[4 * k + 1], bbox[4 * k + 2], bbox[4 * k + 3] = i0, i1, j0, j1
-                    ti.atomic_add(n_big[0], 1.0)
-            n_tiles[k] = n
+                elif ti.static(mode != ID):
+                    s = ti.cast(ti.atomic_add(n_big[0], 1), ti.i32)
+                    big[5 * s], big[5 * s + 1], big[5 * s + 2] = b * T + t, i0, i1
+                    big[5 * s + 3], big[5 * s + 4] = j0, j1
+                    big_tiles[s] = ((i1 - i0) // TILE + 1) * ((j1 - j0) // TILE + 1)
 
 
 @ti.func
-def _task(task, tile_end: ti.template(), bbox: ti.template()):
-    """Map a flat task index to (triangle slot k, pixel range) by binary search in the inclusive prefix sum."""
+def _task(task, tile_end: ti.template(), big: ti.template()):
+    """Map a flat task index to (triangle slot k = b T + t, pixel range) by binary search in the inclusive prefix
+    sum of the large triangles' tile counts."""
     lo, hi = 0, tile_end.shape[0] - 1
     while lo < hi:
         mid = (lo + hi) // 2
@@ -287,10 +289,10 @@ def _task(task, tile_end: ti.template(), bbox: ti.template()):
             hi = mid
         else:
             lo = mid + 1
-    k = lo
-    first = tile_end[k - 1] if k > 0 else 0
+    s = lo
+    first = tile_end[s - 1] if s > 0 else 0
     tile = task - first
-    i0, i1, j0, j1 = bbox[4 * k], bbox[4 * k + 1], bbox[4 * k + 2], bbox[4 * k + 3]
+    k, i0, i1, j0, j1 = big[5 * s], big[5 * s + 1], big[5 * s + 2], big[5 * s + 3], big[5 * s + 4]
     tiles_x = (j1 - j0) // TILE + 1
     ti0 = i0 + (tile // tiles_x) * TILE
     tj0 = j0 + (tile % tiles_x) * TILE
@@ -299,12 +301,12 @@ def _task(task, tile_end: ti.template(), bbox: ti.template()):
 
 @ti.kernel
 def raster_big(pos: nd(dtype=ti.f32, ndim=1), proj: nd(dtype=ti.f32, ndim=1), tris: nd(dtype=ti.i32, ndim=1),
-               bbox: nd(dtype=ti.i32, ndim=1), tile_end: nd(dtype=ti.i32, ndim=1), n_tasks: ti.i32, V: ti.i32,
+               big: nd(dtype=ti.i32, ndim=1), tile_end: nd(dtype=ti.i32, ndim=1), n_tasks: ti.i32, V: ti.i32,
                T: ti.i32, H: ti.i32, W: ti.i32, sx: ti.f32, sy: ti.f32, key_a: nd(ndim=1), key_b: nd(ndim=1),
                mode: ti.template()):
     """One task per TILE x TILE tile of a large triangle's bounding box."""
     for task in range(n_tasks):
-        k, i0, i1, j0, j1 = _task(task, tile_end, bbox)
+        k, i0, i1, j0, j1 = _task(task, tile_end, big)
         b, t = k // T, k % T
         v0, v1, v2 = _tri(tris, t)
         front, q0, q1, q2, p0, p1, p2, bi0, bi1, bj0, bj1 = _setup(pos, proj, V, b, v0, v1, v2, H, W, 0)

@@ -13,7 +13,7 @@ import torch
 
 from . import _checks as C
 from ._cache import TensorKeyedCache
-from ._launch import launch, torch_single_threaded
+from ._launch import INT32_MAX, launch, torch_single_threaded
 from .backend import cpu_threads, current_backend, ensure_init, generation, kernel_device
 from .kernels import antialias as kaa
 from .kernels import interpolate as kinterp
@@ -63,23 +63,25 @@ def _raster_forward(posk, trisk, H, W, cull_sign):
     if T == 0:
         return rast.zero_()
     mode, key_a, key_b = _key_buffers(B, H, W)
-    bbox = torch.empty(B * T * 4, dtype=torch.int32, device=posk.device)
-    n_tiles = torch.empty(B * T, dtype=torch.int32, device=posk.device)
+    big = torch.empty(B * T * 5, dtype=torch.int32, device=posk.device)  # untouched unless triangles are large
+    big_tiles = torch.empty(B * T, dtype=torch.int32, device=posk.device)
     modes = (kraster.PACKED,) if mode == "packed" else (kraster.DEPTH, kraster.ID)
     pos1, tris1 = posk.view(-1), trisk.view(-1)
-    n_big = torch.zeros(1, device=posk.device)
+    # the large-triangle counter: int32, or float32 on Vulkan (see raster_small)
+    n_big = torch.zeros(1, dtype=torch.int32 if mode == "packed" else torch.float32, device=posk.device)
     proj = torch.empty(B * V * 4, device=posk.device)
     try:
         launch(kraster.project_vertices, pos1, proj, B, V, H, W)
         tile_end, n_tasks = None, 0
         for m in modes:
-            launch(kraster.raster_small, pos1, proj, tris1, bbox, n_tiles, B, V, T, H, W, 1 / W, 1 / H, cull_sign,
-                   key_a, key_b, n_big, m)
-            if tile_end is None and float(n_big[0]) > 0:  # large triangles are rare: mostly no prefix sum
-                tile_end = torch.cumsum(n_tiles, 0, dtype=torch.int32)
-                n_tasks = int(tile_end[-1])
+            launch(kraster.raster_small, pos1, proj, tris1, big, big_tiles, n_big, B, V, T, H, W, 1 / W, 1 / H,
+                   cull_sign, key_a, key_b, m)
+            if tile_end is None:
+                n = int(n_big[0])
+                if n:  # large triangles are rare: mostly no prefix sum
+                    tile_end, n_tasks = _tile_prefix_sum(big_tiles, n)
             if n_tasks:
-                launch(kraster.raster_big, pos1, proj, tris1, bbox, tile_end, n_tasks, V, T, H, W, 1 / W, 1 / H,
+                launch(kraster.raster_big, pos1, proj, tris1, big, tile_end, n_tasks, V, T, H, W, 1 / W, 1 / H,
                        key_a, key_b, m)
         if mode == "packed":
             launch(kraster.resolve_packed, pos1, tris1, key_a, rast.view(-1), B, V, H, W, 1 / W, 1 / H)
@@ -89,6 +91,19 @@ def _raster_forward(posk, trisk, H, W, cull_sign):
         _KEY_CACHE.clear()  # buffers may be left dirty
         raise
     return rast
+
+
+def _tile_prefix_sum(big_tiles, n):
+    """(inclusive prefix sum of the first n large triangles' tile counts as int32, total number of tiles)."""
+    if n > kraster.MAX_BIG:
+        raise C.InputError(f"rasterize: {n} triangles with bounding boxes over {kraster.SMALL_MAX} pixels; at most "
+                           f"{kraster.MAX_BIG} per call are supported (split the batch)")
+    tile_end = torch.cumsum(big_tiles[:n], 0, dtype=torch.int64)
+    total = int(tile_end[-1])
+    if total > INT32_MAX:
+        raise C.InputError(f"rasterize: the large triangles cover {total} tiles of {kraster.TILE}x{kraster.TILE} "
+                           f"pixels, more than the {INT32_MAX} a kernel can index (split the batch)")
+    return tile_end.to(torch.int32), total
 
 
 COPIES_MAX_BYTES = 256 << 20  # per-thread gradient copies beyond this (many threads x a large batch) use atomics

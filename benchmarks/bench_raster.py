@@ -34,7 +34,7 @@ def scene(B, H, W, device):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--backend", default="cpu")
-    ap.add_argument("--repeats", type=int, default=10)
+    ap.add_argument("--repeats", type=int, default=30)
     ap.add_argument("--size", type=int, default=224)
     args = ap.parse_args()
     backend = mofa_tk.init(args.backend)

@@ -332,37 +332,53 @@ def _write(pos: ti.template(), tris: ti.template(), rast: ti.template(), V, b, i
     rast[o], rast[o + 1], rast[o + 2], rast[o + 3] = u, v, d, tid
 
 
+@ti.func
+def _run_pixels(r, run, n_runs, W):
+    """Row i and columns [j0, j1) of the r-th run of `run` pixels (n_runs = ceil(W / run) per row). A pixel loop
+    over runs divides once per run instead of once per pixel as `ndrange(H, W)` does: the B = 1 resolve took
+    0.27 -> 0.24 ms (2 threads). With a batch the inner batch loop already amortises the division (run = 1)."""
+    i = r // n_runs
+    j0 = (r - i * n_runs) * run
+    return i, j0, ti.min(j0 + run, W)
+
+
 @ti.kernel
 def resolve_packed(pos: nd(dtype=ti.f32, ndim=1), tris: nd(dtype=ti.i32, ndim=1), key: nd(dtype=ti.i64, ndim=1),
                    rast: nd(dtype=ti.f32, ndim=1), B: ti.i32, V: ti.i32, H: ti.i32, W: ti.i32, sx: ti.f32,
-                   sy: ti.f32):
-    """Per pixel: barycentrics of the winner of the packed key; resets the key to KEY_EMPTY_I64."""
-    for i, j in ti.ndrange(H, W):
-        for b in range(B):  # batch innermost: no integer div/mod per element
-            p = (b * H + i) * W + j
-            k = key[p]
-            t = -1
-            if k != ti.i64(KEY_EMPTY_I64):
-                t = ti.cast(k & ti.i64(0xFFFFFFFF), ti.i32)
-            _write(pos, tris, rast, V, b, i, j, 4 * p, t, H, W, sx, sy)
-            key[p] = ti.i64(KEY_EMPTY_I64)
+                   sy: ti.f32, run: ti.i32, n_runs: ti.i32):
+    """Per pixel: barycentrics of the winner of the packed key; resets the key to KEY_EMPTY_I64.
+    Loops over runs of `run` pixels of a row (n_runs per row), see `_run_pixels`."""
+    for r in range(H * n_runs):
+        i, j0, j1 = _run_pixels(r, run, n_runs, W)
+        for j in range(j0, j1):
+            for b in range(B):  # batch innermost: no integer div/mod per element
+                p = (b * H + i) * W + j
+                k = key[p]
+                t = -1
+                if k != ti.i64(KEY_EMPTY_I64):
+                    t = ti.cast(k & ti.i64(0xFFFFFFFF), ti.i32)
+                _write(pos, tris, rast, V, b, i, j, 4 * p, t, H, W, sx, sy)
+                key[p] = ti.i64(KEY_EMPTY_I64)
 
 
 @ti.kernel
 def resolve_split(pos: nd(dtype=ti.f32, ndim=1), tris: nd(dtype=ti.i32, ndim=1), depth_key: nd(dtype=ti.f32, ndim=1),
                   tri_key: nd(dtype=ti.f32, ndim=1), rast: nd(dtype=ti.f32, ndim=1), B: ti.i32, V: ti.i32,
-                  H: ti.i32, W: ti.i32, sx: ti.f32, sy: ti.f32):
-    """Per pixel: barycentrics of the triangle in tri_key; resets both key buffers to KEY_EMPTY."""
-    for i, j in ti.ndrange(H, W):
-        for b in range(B):  # batch innermost: no integer div/mod per element
-            p = (b * H + i) * W + j
-            tk = tri_key[p]
-            t = -1
-            if tk < KEY_EMPTY:
-                t = ti.cast(tk, ti.i32)
-            _write(pos, tris, rast, V, b, i, j, 4 * p, t, H, W, sx, sy)
-            depth_key[p] = KEY_EMPTY
-            tri_key[p] = KEY_EMPTY
+                  H: ti.i32, W: ti.i32, sx: ti.f32, sy: ti.f32, run: ti.i32, n_runs: ti.i32):
+    """Per pixel: barycentrics of the triangle in tri_key; resets both key buffers to KEY_EMPTY (runs of pixels
+    as in `resolve_packed`)."""
+    for r in range(H * n_runs):
+        i, j0, j1 = _run_pixels(r, run, n_runs, W)
+        for j in range(j0, j1):
+            for b in range(B):  # batch innermost: no integer div/mod per element
+                p = (b * H + i) * W + j
+                tk = tri_key[p]
+                t = -1
+                if tk < KEY_EMPTY:
+                    t = ti.cast(tk, ti.i32)
+                _write(pos, tris, rast, V, b, i, j, 4 * p, t, H, W, sx, sy)
+                depth_key[p] = KEY_EMPTY
+                tri_key[p] = KEY_EMPTY
 
 
 @ti.func

@@ -83,14 +83,22 @@ def _raster_forward(posk, trisk, H, W, cull_sign):
             if n_tasks:
                 launch(kraster.raster_big, pos1, proj, tris1, big, tile_end, n_tasks, V, T, H, W, 1 / W, 1 / H,
                        key_a, key_b, m)
+        runs = _pixel_runs(B, W)
         if mode == "packed":
-            launch(kraster.resolve_packed, pos1, tris1, key_a, rast.view(-1), B, V, H, W, 1 / W, 1 / H)
+            launch(kraster.resolve_packed, pos1, tris1, key_a, rast.view(-1), B, V, H, W, 1 / W, 1 / H, *runs)
         else:
-            launch(kraster.resolve_split, pos1, tris1, key_a, key_b, rast.view(-1), B, V, H, W, 1 / W, 1 / H)
+            launch(kraster.resolve_split, pos1, tris1, key_a, key_b, rast.view(-1), B, V, H, W, 1 / W, 1 / H,
+                   *runs)
     except Exception:
         _KEY_CACHE.clear()  # buffers may be left dirty
         raise
     return rast
+
+
+def _pixel_runs(B, W):
+    """(run, n_runs): pixels per iteration of the resolve loop (kernels/raster.py `_run_pixels`) and runs per row."""
+    run = 16 if B == 1 else 1
+    return run, (W + run - 1) // run
 
 
 def _tile_prefix_sum(big_tiles, n):

@@ -26,6 +26,9 @@ def test_rasterize_matches_bruteforce(backend, H, W):
     assert covered.sum() > 0.3 * H * W
     np.testing.assert_allclose(rast[covered][:, :3], ref[covered][:, :3], atol=1e-5)
     assert (rast[~(ref[..., 3] > 0) & same] == 0).all()
+    # B = 1 resolves runs of 16 pixels per loop iteration (widths here are not multiples of 16): same result
+    one = mofa_tk.rasterize(f32(pos32[1:]), torch.tensor(tris), (H, W)).numpy()
+    np.testing.assert_array_equal(one[0], rast[1])
 
 
 def test_rasterize_is_deterministic_and_ties_go_to_lowest_id(backend):

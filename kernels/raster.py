@@ -413,25 +413,28 @@ def _rast_grad(pos: ti.template(), tris: ti.template(), grad_rast: ti.template()
 @ti.kernel
 def rast_bwd(pos: nd(dtype=ti.f32, ndim=1), tris: nd(dtype=ti.i32, ndim=1), rast: nd(dtype=ti.f32, ndim=1),
              grad_rast: nd(dtype=ti.f32, ndim=1), grad_pos: nd(dtype=ti.f32, ndim=1), B: ti.i32, V: ti.i32,
-             H: ti.i32, W: ti.i32, sx: ti.f32, sy: ti.f32, scatter: ti.template()):
+             H: ti.i32, W: ti.i32, sx: ti.f32, sy: ti.f32, run: ti.i32, n_runs: ti.i32, scatter: ti.template()):
     """Add d loss / d pos from d loss / d (u, v, z/w) of every covered pixel into grad_pos (zero on entry):
-    (B V 4) for ATOMIC, one such copy per CPU thread for COPIES (see kernels/scatter.py)."""
-    for i, j in ti.ndrange(H, W):
-        for b in range(B):  # batch innermost: no integer div/mod per element
-            o = 4 * ((b * H + i) * W + j)
-            tid = ti.cast(rast[o + 3], ti.i32)
-            if tid > 0:
-                vs, ga, gc, gz, gw = _rast_grad(pos, tris, grad_rast, V, b, i, j, o, tid - 1, H, W, sx, sy)
-                for k in ti.static(range(3)):
-                    if ti.static(scatter == ATOMIC):
-                        q = (b * V + vs[k]) * 4
-                        ti.atomic_add(grad_pos[q], ga[k])
-                        ti.atomic_add(grad_pos[q + 1], gc[k])
-                        ti.atomic_add(grad_pos[q + 2], gz[k])
-                        ti.atomic_add(grad_pos[q + 3], gw[k])
-                    else:
-                        q = copy_base(B * V * 4) + (b * V + vs[k]) * 4
-                        grad_pos[q] = grad_pos[q] + ga[k]
-                        grad_pos[q + 1] = grad_pos[q + 1] + gc[k]
-                        grad_pos[q + 2] = grad_pos[q + 2] + gz[k]
-                        grad_pos[q + 3] = grad_pos[q + 3] + gw[k]
+    (B V 4) for ATOMIC, one such copy per CPU thread for COPIES (see kernels/scatter.py). Runs of pixels as in
+    `resolve_packed`."""
+    for r in range(H * n_runs):
+        i, j0, j1 = _run_pixels(r, run, n_runs, W)
+        for j in range(j0, j1):
+            for b in range(B):  # batch innermost: no integer div/mod per element
+                o = 4 * ((b * H + i) * W + j)
+                tid = ti.cast(rast[o + 3], ti.i32)
+                if tid > 0:
+                    vs, ga, gc, gz, gw = _rast_grad(pos, tris, grad_rast, V, b, i, j, o, tid - 1, H, W, sx, sy)
+                    for k in ti.static(range(3)):
+                        if ti.static(scatter == ATOMIC):
+                            q = (b * V + vs[k]) * 4
+                            ti.atomic_add(grad_pos[q], ga[k])
+                            ti.atomic_add(grad_pos[q + 1], gc[k])
+                            ti.atomic_add(grad_pos[q + 2], gz[k])
+                            ti.atomic_add(grad_pos[q + 3], gw[k])
+                        else:
+                            q = copy_base(B * V * 4) + (b * V + vs[k]) * 4
+                            grad_pos[q] = grad_pos[q] + ga[k]
+                            grad_pos[q + 1] = grad_pos[q + 1] + gc[k]
+                            grad_pos[q + 2] = grad_pos[q + 2] + gz[k]
+                            grad_pos[q + 3] = grad_pos[q + 3] + gw[k]

@@ -210,7 +210,8 @@ class _Rasterize(torch.autograd.Function):
         grad_pos = torch.zeros(n_copies, B, V, 4, device=posk.device)
         if trisk.shape[0]:
             launch(kraster.rast_bwd, posk.view(-1), trisk.view(-1), rast.detach().view(-1),
-                   C.to_kernel(grad_rast).view(-1), grad_pos.view(-1), B, V, H, W, 1 / W, 1 / H, mode)
+                   C.to_kernel(grad_rast).view(-1), grad_pos.view(-1), B, V, H, W, 1 / W, 1 / H, *_pixel_runs(B, W),
+                   mode)
         grad_pos = _sum_copies(grad_pos)
         return _back(grad_pos, grad_rast), None, None, None, None
 

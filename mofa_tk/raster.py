@@ -270,14 +270,17 @@ class _Interpolate(torch.autograd.Function):
         attrk, rastk, trisk = ctx.saved_tensors
         want_attr = ctx.needs_input_grad[0]
         mode, n_copies = _scatter_plan(attrk.numel()) if want_attr else (kscatter.ATOMIC, 1)
-        grad_attr = torch.zeros(n_copies, *attrk.shape, device=attrk.device)
+        # without a gradient for attr the kernel never touches grad_attr: one placeholder element
+        grad_attr = (torch.zeros(n_copies, *attrk.shape, device=attrk.device) if want_attr
+                     else torch.zeros(1, device=attrk.device))
         grad_rast = torch.empty_like(rastk)
         B, HW, V, Ch, shared, cs = _interp_dims(attrk, rastk)
         launch(kinterp.interpolate_bwd, attrk.view(-1), rastk.view(-1), trisk.view(-1),
                C.to_kernel(grad_out).view(-1), grad_attr.view(-1), grad_rast.view(-1), B, HW, V, Ch, shared,
                int(want_attr), cs, mode)
-        grad_attr = _sum_copies(grad_attr)
-        return _back(grad_attr, grad_out) if want_attr else None, _back(grad_rast, grad_out), None
+        if not want_attr:
+            return None, _back(grad_rast, grad_out), None
+        return _back(_sum_copies(grad_attr), grad_out), _back(grad_rast, grad_out), None
 
 
 @torch_single_threaded

@@ -99,6 +99,11 @@ def test_interpolate_forward_and_grads(backend, C):
     num_p = numeric_grad(lambda p: (ref(p, attr) * wts).sum(), pos, eps=1e-5)
     assert rel_err(at.grad.numpy(), num_a) < 1e-4
     assert rel_err(pt.grad.numpy(), num_p) < 1e-3
+    # attributes without a gradient (the backward then skips their adjoint): the same position gradient
+    p2 = pt.detach().requires_grad_(True)
+    out_c = mofa_tk.interpolate(at.detach(), mofa_tk.rasterize(p2, torch.tensor(tris), (H, W)), torch.tensor(tris))
+    (out_c * f32(wts)).sum().backward()
+    torch.testing.assert_close(p2.grad, pt.grad, rtol=1e-5, atol=1e-6)
     # shared (V, C) attributes broadcast over the batch and accumulate their gradient
     shared = torch.tensor(attr[0], dtype=torch.float32, requires_grad=True)
     out2 = mofa_tk.interpolate(shared, rast.detach(), torch.tensor(tris))

@@ -32,14 +32,15 @@ log = logging.getLogger("mofa_tk")
 INT32_MAX = (1 << 31) - 1
 _TEMPLATE, _ARRAY, _INT, _UINT, _FLOAT = range(5)
 _SIGNATURES: dict = {}  # kernel -> tuple of argument kinds, or None when the fast path is unavailable
-_INSTANCES: dict = {}  # (kernel, template values, array dtypes) -> compiled Taichi kernel, for "program"
+_INSTANCES: dict = {}  # (kernel, array dtypes, *template values) -> compiled Taichi kernel, for "program"
 
 
 def _signature(kernel):
     """The kernel's argument plan, or None if this Taichi does not expose what the fast path needs.
 
-    The plan: (positions of template arguments, positions of array arguments, (launch slot, position) pairs of
-    the array, signed, unsigned and float arguments). Launch slots count the non-template arguments.
+    The plan: (number of arguments, positions of the template arguments, positions of the array arguments, then
+    the (launch slot, position) pairs of the array, signed, unsigned and float arguments). Launch slots count
+    the non-template arguments.
     """
     if kernel in _SIGNATURES:
         return _SIGNATURES[kernel]

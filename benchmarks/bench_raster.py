@@ -43,8 +43,9 @@ def main():
     H = W = args.size
     print(f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, "
           f"backend {backend}, torch {torch.__version__}")
-    print("times are the best of --repeats runs (the reference's of half as many), mofa_tk and reference "
-          "alternating")
+    print(f"times are the best of {args.repeats} runs (the reference's of half as many), mofa_tk and reference "
+          "alternating; after each reference run mofa_tk runs once untimed (torch's OpenMP workers spin for a few "
+          "ms after the reference's ops, see benchmarks/timing.py)")
     print(f"{'B':>3} {'stage':<34} {'mofa_tk ms':>11} {'torch ms':>10} {'ratio':>7}")
     for B in (1, 8):
         clip, tris, colors = scene(B, H, W, device)

@@ -337,7 +337,7 @@ def _run_pixels(r, run, n_runs, W):
     """Row i and columns [j0, j1) of the r-th run of `run` pixels (n_runs = ceil(W / run) per row). A pixel loop
     over runs divides once per run instead of once per pixel as `ndrange(H, W)` does: on the CPU the B = 1
     resolve took 0.28 -> 0.23 ms (2 threads). With a batch the inner batch loop already amortises the division,
-    and GPUs want one pixel per thread: run = 1 there (mofa_tk/raster.py `_pixel_runs`)."""
+    and GPU backends keep one pixel per thread: run = 1 there (mofa_tk/raster.py `_pixel_runs`)."""
     i = r // n_runs
     j0 = (r - i * n_runs) * run
     return i, j0, ti.min(j0 + run, W)

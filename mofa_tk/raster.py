@@ -98,8 +98,9 @@ def _raster_forward(posk, trisk, H, W, cull_sign):
 def _pixel_runs(B, W):
     """(run, n_runs): pixels per iteration of the pixel loops of the resolve and rasterize backward
     (kernels/raster.py `_run_pixels`) and runs per row. Runs of 16 only on the CPU at B = 1, where they save a
-    division per pixel; GPUs (and lavapipe) want one pixel per thread (a run of 16 made lavapipe's B = 1
-    resolve 11.6 ms)."""
+    division per pixel. GPU backends keep one pixel per thread: runs of 16 would leave 3,136 threads for a
+    224 x 224 image, too few to fill a GPU (not measured: no GPU here; on lavapipe, Mesa's CPU Vulkan driver
+    that CI uses, runs of 16 made the B = 1 resolve 4.7 -> 3.8 ms, but lavapipe only stands in for a GPU)."""
     run = 16 if B == 1 and current_backend() == "cpu" else 1
     return run, (W + run - 1) // run
 

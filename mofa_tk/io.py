@@ -81,22 +81,26 @@ def _header_size(path: Path):
         return None
 
 
-def to_rgb(a: np.ndarray, name: str = "image", notes: list | None = None) -> np.ndarray:
-    """(H, W, 3) float32 RGB in [0, 1] from an image array.
+def to_rgb(a: np.ndarray, name: str = "image", notes: list | None = None, *, alpha: str = "composite") -> np.ndarray:
+    """(H, W, 3) float32 RGB in [0, 1] from an image array: the one converter behind image files
+    (`load_image`) and in-memory images (`landmarks.detect`, `fit`, `crop_face`).
 
     a: (H, W) grey, (H, W, 1), (H, W, 2) grey + alpha, (H, W, 3) RGB or (H, W, 4) RGBA; uint8, uint16, other
        integer types with values in [0, 255], bool is refused, float must lie in [0, 1].
-    Alpha: dropped when fully opaque, else the colour is composited over black (premultiplied).
+    alpha: "composite" (image files): dropped when fully opaque, else the colour is composited over black
+       (premultiplied); "drop" (arrays passed to the landmark detector and the fit): always dropped.
     `notes` (a list) receives a short description of each conversion. Raises InputError naming `name`.
     """
     notes = [] if notes is None else notes
     a = np.asarray(a)
     if a.dtype == np.bool_ or not (np.issubdtype(a.dtype, np.integer) or np.issubdtype(a.dtype, np.floating)):
-        raise InputError(f"{name}: unsupported pixel type {a.dtype} (expected uint8, uint16 or float)")
+        raise InputError(f"{name}: unsupported pixel dtype {a.dtype} (expected uint8, uint16 or float)")
     if a.ndim == 2:
         a = a[:, :, None]
     if a.ndim != 3 or a.shape[2] not in (1, 2, 3, 4):
         raise InputError(f"{name}: unsupported layout {a.shape} (expected H x W grey, grey+alpha, RGB or RGBA)")
+    if a.shape[0] < 1 or a.shape[1] < 1:
+        raise InputError(f"{name}: empty image of shape {a.shape}")
     if np.issubdtype(a.dtype, np.integer):
         if a.dtype == np.uint16:
             x = a.astype(np.float32) / 65535.0
@@ -108,20 +112,24 @@ def to_rgb(a: np.ndarray, name: str = "image", notes: list | None = None) -> np.
     else:
         x = a.astype(np.float32)
         if not np.isfinite(x).all():
-            raise InputError(f"{name}: contains NaN/Inf pixel values")
+            raise InputError(f"{name}: contains {int((~np.isfinite(x)).sum())} NaN/Inf pixel value(s)")
         lo, hi = float(x.min()), float(x.max())
         if lo < -1e-3 or hi > 1 + 1e-3:
-            raise InputError(f"{name}: float pixel values in [{lo:.3g}, {hi:.3g}] (expected [0, 1])")
+            raise InputError(f"{name}: float pixel values in [{lo:.4g}, {hi:.4g}]; float images must lie in "
+                             "[0, 1] (divide uint8 data by 255)")
         x = np.clip(x, 0.0, 1.0)
     C = x.shape[2]
     if C in (2, 4):
-        alpha = x[..., -1:]
+        kind = "grey+alpha" if C == 2 else "RGBA"
+        a_ch = x[..., -1:]
         x = x[..., :-1]
-        if float(alpha.min()) < 1.0:
-            x = x * alpha
-            notes.append(("grey+alpha" if C == 2 else "RGBA") + " composited over black")
+        if alpha == "drop":
+            notes.append(f"{kind}: alpha dropped")
+        elif float(a_ch.min()) < 1.0:
+            x = x * a_ch
+            notes.append(f"{kind} composited over black")
         else:
-            notes.append(("grey+alpha" if C == 2 else "RGBA") + ": opaque alpha dropped")
+            notes.append(f"{kind}: opaque alpha dropped")
     if x.shape[2] == 1:
         x = np.repeat(x, 3, axis=2)
         notes.append("grey -> RGB")

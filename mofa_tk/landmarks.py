@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import InputError, MofaError
+from .io import to_rgb
 
 __all__ = [
     "detect", "NoFaceFoundError", "LandmarkDetectorUnavailableError", "MEDIAPIPE_TO_IBUG68", "mesh_to_ibug68",
@@ -102,44 +103,13 @@ def _as_array(image, arg: str):
 
 
 def _to_rgb_float(image, arg: str = "image") -> np.ndarray:
-    """(H, W, 3) float32 RGB in [0, 1] from uint8 / uint16 / float [0, 1] images that are grey (H, W),
-    (H, W, 1), RGB (H, W, 3) or RGBA (H, W, 4, alpha dropped). InputError names `arg` otherwise."""
+    """(H, W, 3) float32 RGB in [0, 1] from an image array, tensor or file path: uint8 / uint16 / float [0, 1],
+    grey (H, W), (H, W, 1), grey + alpha, RGB (H, W, 3) or RGBA (H, W, 4); alpha is dropped (not composited).
+    The conversion is `io.to_rgb`'s; InputError names `arg`, and points out channel-first arrays."""
     a = _as_array(image, arg)
-    if a.dtype == np.bool_ or not (np.issubdtype(a.dtype, np.integer) or np.issubdtype(a.dtype, np.floating)):
-        raise InputError(f"{arg}: expected a uint8, uint16 or float image, got dtype {a.dtype}")
-    if a.ndim == 3 and a.shape[-1] not in (1, 3, 4) and a.shape[0] in (1, 3, 4):
+    if a.ndim == 3 and a.shape[-1] not in (1, 2, 3, 4) and a.shape[0] in (1, 3, 4):
         raise InputError(f"{arg}: shape {a.shape} looks channel-first; pass (H, W, C) (e.g. image.transpose(1, 2, 0))")
-    if a.ndim == 2:
-        a = a[:, :, None]
-    if a.ndim != 3 or a.shape[-1] not in (1, 3, 4):
-        raise InputError(f"{arg}: expected shape (H, W), (H, W, 1), (H, W, 3) or (H, W, 4), got {a.shape}")
-    if a.shape[0] < 1 or a.shape[1] < 1:
-        raise InputError(f"{arg}: empty image of shape {a.shape}")
-    if a.shape[-1] == 4:
-        a = a[..., :3]  # alpha is ignored (not composited)
-    if np.issubdtype(a.dtype, np.integer):
-        if a.dtype == np.uint8:
-            out = a.astype(np.float32) / 255.0
-        elif a.dtype == np.uint16:
-            out = a.astype(np.float32) / 65535.0
-        else:
-            lo, hi = int(a.min()), int(a.max())
-            if lo < 0 or hi > 255:
-                raise InputError(f"{arg}: integer image of dtype {a.dtype} has values in [{lo}, {hi}]; "
-                                 f"expected uint8 [0, 255] or uint16")
-            out = a.astype(np.float32) / 255.0
-    else:
-        out = a.astype(np.float32)
-        if not np.isfinite(out).all():
-            raise InputError(f"{arg}: contains {int((~np.isfinite(out)).sum())} NaN/Inf value(s)")
-        lo, hi = float(out.min()), float(out.max())
-        if lo < -1e-3 or hi > 1.0 + 1e-3:
-            raise InputError(f"{arg}: float images must lie in [0, 1], got values in [{lo:.4g}, {hi:.4g}] "
-                             f"(divide uint8 data by 255)")
-        out = np.clip(out, 0.0, 1.0)
-    if out.shape[-1] == 1:
-        out = np.repeat(out, 3, axis=-1)
-    return np.ascontiguousarray(out)
+    return to_rgb(a, name=arg, alpha="drop")
 
 
 def _to_uint8(rgb: np.ndarray) -> np.ndarray:

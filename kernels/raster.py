@@ -9,7 +9,7 @@ Forward (no pass is differentiated):
      from an atomic counter) with their number of TILE x TILE tiles; a prefix sum of those counts
      (torch.cumsum) numbers the tiles, and `raster_big` scans one tile per thread (found by binary search), so
      huge triangles are spread over many threads.
-  2. `resolve_*`: per pixel, recomputes the perspective-correct barycentrics of the winning triangle and
+  2. `resolve`: per pixel, recomputes the perspective-correct barycentrics of the winning triangle and
      writes rast = (u, v, z/w, id + 1) or zeros; it also resets the key buffers to their sentinel, so they
      never need a separate clear.
 The key, by backend:
@@ -343,43 +343,38 @@ def _run_pixels(r, run, n_runs, W):
     return i, j0, ti.min(j0 + run, W)
 
 
+@ti.func
+def _take_winner(p, key_a: ti.template(), key_b: ti.template(), mode: ti.template()):
+    """The triangle that won flat pixel p (-1 for none), read from the key(s) that `_update` wrote (mode PACKED:
+    the packed key_a; else the id in key_b), which are reset to their empty sentinel."""
+    t = -1
+    if ti.static(mode == PACKED):
+        k = key_a[p]
+        if k != ti.i64(KEY_EMPTY_I64):
+            t = ti.cast(k & ti.i64(0xFFFFFFFF), ti.i32)
+        key_a[p] = ti.i64(KEY_EMPTY_I64)
+    else:
+        tk = key_b[p]
+        if tk < KEY_EMPTY:
+            t = ti.cast(tk, ti.i32)
+        key_a[p] = KEY_EMPTY
+        key_b[p] = KEY_EMPTY
+    return t
+
+
 @ti.kernel
-def resolve_packed(pos: nd(dtype=ti.f32, ndim=1), tris: nd(dtype=ti.i32, ndim=1), key: nd(dtype=ti.i64, ndim=1),
-                   rast: nd(dtype=ti.f32, ndim=1), B: ti.i32, V: ti.i32, H: ti.i32, W: ti.i32, sx: ti.f32,
-                   sy: ti.f32, run: ti.i32, n_runs: ti.i32):
-    """Per pixel: barycentrics of the winner of the packed key; resets the key to KEY_EMPTY_I64.
-    Loops over runs of `run` pixels of a row (n_runs per row), see `_run_pixels`."""
+def resolve(pos: nd(dtype=ti.f32, ndim=1), tris: nd(dtype=ti.i32, ndim=1), key_a: nd(ndim=1), key_b: nd(ndim=1),
+            rast: nd(dtype=ti.f32, ndim=1), B: ti.i32, V: ti.i32, H: ti.i32, W: ti.i32, sx: ti.f32, sy: ti.f32,
+            run: ti.i32, n_runs: ti.i32, mode: ti.template()):
+    """Per pixel: barycentrics of the winner in the key buffers (mode PACKED, or the split modes' ID), which are
+    reset for the next call. Loops over runs of `run` pixels of a row (n_runs per row), see `_run_pixels`."""
     for r in range(H * n_runs):
         i, j0, j1 = _run_pixels(r, run, n_runs, W)
         for j in range(j0, j1):
             for b in range(B):  # batch innermost: no integer div/mod per element
                 p = (b * H + i) * W + j
-                k = key[p]
-                t = -1
-                if k != ti.i64(KEY_EMPTY_I64):
-                    t = ti.cast(k & ti.i64(0xFFFFFFFF), ti.i32)
+                t = _take_winner(p, key_a, key_b, mode)
                 _write(pos, tris, rast, V, b, i, j, 4 * p, t, H, W, sx, sy)
-                key[p] = ti.i64(KEY_EMPTY_I64)
-
-
-@ti.kernel
-def resolve_split(pos: nd(dtype=ti.f32, ndim=1), tris: nd(dtype=ti.i32, ndim=1), depth_key: nd(dtype=ti.f32, ndim=1),
-                  tri_key: nd(dtype=ti.f32, ndim=1), rast: nd(dtype=ti.f32, ndim=1), B: ti.i32, V: ti.i32,
-                  H: ti.i32, W: ti.i32, sx: ti.f32, sy: ti.f32, run: ti.i32, n_runs: ti.i32):
-    """Per pixel: barycentrics of the triangle in tri_key; resets both key buffers to KEY_EMPTY (runs of pixels
-    as in `resolve_packed`)."""
-    for r in range(H * n_runs):
-        i, j0, j1 = _run_pixels(r, run, n_runs, W)
-        for j in range(j0, j1):
-            for b in range(B):  # batch innermost: no integer div/mod per element
-                p = (b * H + i) * W + j
-                tk = tri_key[p]
-                t = -1
-                if tk < KEY_EMPTY:
-                    t = ti.cast(tk, ti.i32)
-                _write(pos, tris, rast, V, b, i, j, 4 * p, t, H, W, sx, sy)
-                depth_key[p] = KEY_EMPTY
-                tri_key[p] = KEY_EMPTY
 
 
 @ti.func
@@ -417,7 +412,7 @@ def rast_bwd(pos: nd(dtype=ti.f32, ndim=1), tris: nd(dtype=ti.i32, ndim=1), rast
              H: ti.i32, W: ti.i32, sx: ti.f32, sy: ti.f32, run: ti.i32, n_runs: ti.i32, scatter: ti.template()):
     """Add d loss / d pos from d loss / d (u, v, z/w) of every covered pixel into grad_pos (zero on entry):
     (B V 4) for ATOMIC, one such copy per CPU thread for COPIES (see kernels/scatter.py). Runs of pixels as in
-    `resolve_packed`."""
+    `resolve`."""
     for r in range(H * n_runs):
         i, j0, j1 = _run_pixels(r, run, n_runs, W)
         for j in range(j0, j1):

@@ -83,12 +83,8 @@ def _raster_forward(posk, trisk, H, W, cull_sign):
             if n_tasks:
                 launch(kraster.raster_big, pos1, proj, tris1, big, tile_end, n_tasks, V, T, H, W, 1 / W, 1 / H,
                        key_a, key_b, m)
-        runs = _pixel_runs(B, W)
-        if mode == "packed":
-            launch(kraster.resolve_packed, pos1, tris1, key_a, rast.view(-1), B, V, H, W, 1 / W, 1 / H, *runs)
-        else:
-            launch(kraster.resolve_split, pos1, tris1, key_a, key_b, rast.view(-1), B, V, H, W, 1 / W, 1 / H,
-                   *runs)
+        launch(kraster.resolve, pos1, tris1, key_a, key_b, rast.view(-1), B, V, H, W, 1 / W, 1 / H,
+               *_pixel_runs(B, W), modes[-1])
     except Exception:
         _KEY_CACHE.clear()  # buffers may be left dirty
         raise

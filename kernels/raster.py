@@ -1,17 +1,19 @@
 """Z-buffered triangle rasterization in homogeneous clip space, and its adjoint.
 
-Forward (no pass is differentiated):
-  0. `project_vertices`: per (batch, vertex), the pixel position and z/w of every vertex in front of the
-     camera, computed once instead of once per triangle corner.
-  1. `raster_small`: parallel over (batch, triangle); computes the triangle's pixel bounding box and, for
-     boxes of at most SMALL_MAX pixels (almost every triangle of a face mesh), scans it at once, keeping the
-     nearest surface per pixel with an atomic min on a key. Larger boxes are appended to a short list (slot
-     from an atomic counter) with their number of TILE x TILE tiles; a prefix sum of those counts
-     (torch.cumsum) numbers the tiles, and `raster_big` scans one tile per thread (found by binary search), so
-     huge triangles are spread over many threads.
-  2. `resolve`: per pixel, recomputes the perspective-correct barycentrics of the winning triangle and
+Forward (no pass is differentiated), normally one launch of `raster_pass` whose parallel loops run in turn:
+  0. per (batch, vertex): the pixel position and z/w of every vertex in front of the camera, computed once
+     instead of once per triangle corner (`_project_vertex`), and a count of vertices holding NaN or Inf
+     (the caller's input check: one flag here instead of a reduction over pos_clip in torch).
+  1. per (batch, triangle) (`_raster_triangle`): the triangle's pixel bounding box; boxes of at most SMALL_MAX
+     pixels (almost every triangle of a face mesh) are scanned at once, keeping the nearest surface per pixel
+     with an atomic min on a key. Larger boxes are appended to a short list (slot from an atomic counter) with
+     their number of TILE x TILE tiles; the caller then numbers the tiles by a prefix sum of those counts
+     (torch.cumsum) and `raster_big` scans one tile per thread (found by binary search), so huge triangles are
+     spread over many threads.
+  2. per pixel (`_resolve_run`): recomputes the perspective-correct barycentrics of the winning triangle and
      writes rast = (u, v, z/w, id + 1) or zeros; it also resets the key buffers to their sentinel, so they
-     never need a separate clear.
+     never need a separate clear. `raster_pass` runs it only when no triangle was large; otherwise the caller
+     launches `resolve` after `raster_big`.
 The key, by backend:
   - cpu / cuda, mode PACKED: one int64 per pixel, (float bits of z/w + 2) << 32 | triangle id, with a 64-bit
     atomic_min: nearest depth wins, exact depth ties go to the lowest id. One scan.
@@ -180,7 +182,7 @@ def _setup(pos: ti.template(), proj: ti.template(), V, b, v0, v1, v2, H, W, cull
     """Load triangle (v0, v1, v2) of batch item b and find its pixel box [i0, i1] x [j0, j1].
 
     Returns (front, q0, q1, q2, p0, p1, p2, i0, i1, j0, j1). front: all three vertices are in front of the
-    camera and projected by `project_vertices`: the q are used. Otherwise the clip-space p are loaded and the
+    camera and projected by `_project_vertex`: the q are used. Otherwise the clip-space p are loaded and the
     homogeneous test is used. Culling (cull_sign != 0) drops triangles in front of the camera whose screen area
     has that sign; triangles reaching w <= 0 are never culled.
     """
@@ -233,49 +235,78 @@ def _scan(front, q0, q1, q2, p0, p1, p2, b, t, i0, i1, j0, j1, H, W, sx, sy, key
                     _update(row + j, t, depth, key_a, key_b, mode)
 
 
-@ti.kernel
-def project_vertices(pos: nd(dtype=ti.f32, ndim=1), proj: nd(dtype=ti.f32, ndim=1), B: ti.i32, V: ti.i32,
-                     H: ti.i32, W: ti.i32):
-    """proj[b, v] = (pixel x, pixel y, z/w, 1) of every vertex in front of the camera (pixel (i, j)'s centre is
-    at (j, i)), or zeros with a 0 flag for w <= 0 or a projection beyond PROJ_LIMIT pixels (those triangles use
-    the homogeneous test)."""
-    for v in range(V):
-        for b in range(B):  # batch innermost: no integer div/mod per element
-            o = 4 * (b * V + v)
-            w = pos[o + 3]
-            X, Y, Z, ok = 0.0, 0.0, 0.0, 0.0
-            if w > 0.0:
-                r = 1.0 / w
-                X = (pos[o] * r + 1.0) * 0.5 * W - 0.5
-                Y = (pos[o + 1] * r + 1.0) * 0.5 * H - 0.5
-                Z = pos[o + 2] * r
-                if ti.abs(X) < PROJ_LIMIT and ti.abs(Y) < PROJ_LIMIT and ti.abs(Z) < PROJ_LIMIT:
-                    ok = 1.0
-            proj[o], proj[o + 1], proj[o + 2], proj[o + 3] = X, Y, Z, ok
+@ti.func
+def _project_vertex(pos: ti.template(), proj: ti.template(), o, H, W):
+    """proj[o:o + 4] = (pixel x, pixel y, z/w, 1) of the vertex at pos[o:o + 4] if it is in front of the camera
+    (pixel (i, j)'s centre is at (j, i)), or zeros with a 0 flag for w <= 0 or a projection beyond PROJ_LIMIT
+    pixels (those triangles use the homogeneous test). Returns 1 when one of its four values is NaN or +-Inf,
+    else 0; the test reads the exponent bits, which fast-math code generation cannot optimise away as it may
+    `x != x`."""
+    x, y, z, w = pos[o], pos[o + 1], pos[o + 2], pos[o + 3]
+    bad = 0
+    for val in ti.static((x, y, z, w)):
+        if (ti.bit_cast(val, ti.i32) & 0x7F800000) == 0x7F800000:  # exponent all ones: NaN or Inf
+            bad = 1
+    X, Y, Z, ok = 0.0, 0.0, 0.0, 0.0
+    if w > 0.0:
+        r = 1.0 / w
+        X = (x * r + 1.0) * 0.5 * W - 0.5
+        Y = (y * r + 1.0) * 0.5 * H - 0.5
+        Z = z * r
+        if ti.abs(X) < PROJ_LIMIT and ti.abs(Y) < PROJ_LIMIT and ti.abs(Z) < PROJ_LIMIT:
+            ok = 1.0
+    proj[o], proj[o + 1], proj[o + 2], proj[o + 3] = X, Y, Z, ok
+    return bad
+
+
+@ti.func
+def _raster_triangle(pos: ti.template(), proj: ti.template(), big: ti.template(), big_tiles: ti.template(),
+                     status: ti.template(), V, T, H, W, sx, sy, cull_sign, key_a: ti.template(), key_b: ti.template(),
+                     b, t, v0, v1, v2, mode: ti.template()):
+    """Triangle t = (v0, v1, v2) of batch item b: scanned at once when its bounding box has at most SMALL_MAX
+    pixels. Otherwise it is appended to the list of large triangles (modes PACKED and DEPTH; mode ID reuses
+    DEPTH's list): slot s = status[0]++, big[5 s:5 s + 5] = (k = b T + t, i0, i1, j0, j1), big_tiles[s] = its
+    number of TILE x TILE tiles."""
+    front, q0, q1, q2, p0, p1, p2, i0, i1, j0, j1 = _setup(pos, proj, V, b, v0, v1, v2, H, W, cull_sign)
+    if i1 >= i0 and j1 >= j0:
+        if (i1 - i0 + 1) * (j1 - j0 + 1) <= SMALL_MAX:
+            _scan(front, q0, q1, q2, p0, p1, p2, b, t, i0, i1, j0, j1, H, W, sx, sy, key_a, key_b, mode)
+        elif ti.static(mode != ID):
+            s = ti.cast(ti.atomic_add(status[0], 1), ti.i32)
+            big[5 * s], big[5 * s + 1], big[5 * s + 2] = b * T + t, i0, i1
+            big[5 * s + 3], big[5 * s + 4] = j0, j1
+            big_tiles[s] = ((i1 - i0) // TILE + 1) * ((j1 - j0) // TILE + 1)
 
 
 @ti.kernel
-def raster_small(pos: nd(dtype=ti.f32, ndim=1), proj: nd(dtype=ti.f32, ndim=1), tris: nd(dtype=ti.i32, ndim=1),
-                 big: nd(dtype=ti.i32, ndim=1), big_tiles: nd(dtype=ti.i32, ndim=1), n_big: nd(ndim=1), B: ti.i32,
-                 V: ti.i32, T: ti.i32, H: ti.i32, W: ti.i32, sx: ti.f32, sy: ti.f32, cull_sign: ti.i32,
-                 key_a: nd(ndim=1), key_b: nd(ndim=1), mode: ti.template()):
-    """Per (batch, triangle): scan triangles whose bounding box has at most SMALL_MAX pixels directly. The others
-    are appended to the list of large triangles (modes PACKED and DEPTH; mode ID reuses DEPTH's list): slot
-    s = n_big[0]++ (zero on entry), big[5 s:5 s + 5] = (k = b T + t, i0, i1, j0, j1), big_tiles[s] = its number
-    of TILE x TILE tiles. n_big is an int32 counter on cpu / cuda and a float32 one on Vulkan, where float
-    atomics in loops are reliable (exact to 2^24 slots, checked by the caller)."""
-    for t in range(T):  # batch loop inside: no integer div/mod per item, triangle indices loaded once
+def raster_pass(pos: nd(dtype=ti.f32, ndim=1), proj: nd(dtype=ti.f32, ndim=1), tris: nd(dtype=ti.i32, ndim=1),
+                big: nd(dtype=ti.i32, ndim=1), big_tiles: nd(dtype=ti.i32, ndim=1), status: nd(ndim=1),
+                rast: nd(dtype=ti.f32, ndim=1), B: ti.i32, V: ti.i32, T: ti.i32, H: ti.i32, W: ti.i32, sx: ti.f32,
+                sy: ti.f32, cull_sign: ti.i32, run: ti.i32, n_runs: ti.i32, key_a: nd(ndim=1), key_b: nd(ndim=1),
+                mode: ti.template(), project: ti.template(), resolve_after: ti.template()):
+    """One launch for the whole forward when no triangle is large (one thread-pool round trip per loop, but one
+    kernel call instead of three). Its parallel loops run one after another:
+      1. (project) every vertex projected into proj; status[1] counts vertices with a NaN or Inf value;
+      2. per (triangle, batch item): `_raster_triangle` in key mode `mode`, skipped entirely (loop of length
+         zero) when status[1] > 0, so the key buffers stay clean for the caller's error;
+      3. (resolve_after) the resolve of every pixel (see `resolve`), only when no triangle was large
+         (status[0] == 0) and no value bad: otherwise the caller scans the large triangles with `raster_big`
+         and then launches `resolve`.
+    status (2,) = (number of large triangles, number of bad vertices), zero on entry: int32 on cpu / cuda,
+    float32 on Vulkan, where float atomics in loops are reliable (exact to 2^24, checked by the caller)."""
+    if ti.static(project):
+        for v in range(V):
+            for b in range(B):  # batch innermost: no integer div/mod per element
+                if _project_vertex(pos, proj, 4 * (b * V + v), H, W):
+                    ti.atomic_add(status[1], 1)
+    for t in range(T * ti.cast(status[1] == 0, ti.i32)):  # batch loop inside: triangle indices loaded once
         v0, v1, v2 = _tri(tris, t)
         for b in range(B):
-            front, q0, q1, q2, p0, p1, p2, i0, i1, j0, j1 = _setup(pos, proj, V, b, v0, v1, v2, H, W, cull_sign)
-            if i1 >= i0 and j1 >= j0:
-                if (i1 - i0 + 1) * (j1 - j0 + 1) <= SMALL_MAX:
-                    _scan(front, q0, q1, q2, p0, p1, p2, b, t, i0, i1, j0, j1, H, W, sx, sy, key_a, key_b, mode)
-                elif ti.static(mode != ID):
-                    s = ti.cast(ti.atomic_add(n_big[0], 1), ti.i32)
-                    big[5 * s], big[5 * s + 1], big[5 * s + 2] = b * T + t, i0, i1
-                    big[5 * s + 3], big[5 * s + 4] = j0, j1
-                    big_tiles[s] = ((i1 - i0) // TILE + 1) * ((j1 - j0) // TILE + 1)
+            _raster_triangle(pos, proj, big, big_tiles, status, V, T, H, W, sx, sy, cull_sign, key_a, key_b, b, t,
+                             v0, v1, v2, mode)
+    if ti.static(resolve_after):
+        for r in range(H * n_runs * ti.cast(status[0] == 0 and status[1] == 0, ti.i32)):
+            _resolve_run(pos, tris, key_a, key_b, rast, B, V, H, W, sx, sy, r, run, n_runs, mode)
 
 
 @ti.func
@@ -362,19 +393,27 @@ def _take_winner(p, key_a: ti.template(), key_b: ti.template(), mode: ti.templat
     return t
 
 
+@ti.func
+def _resolve_run(pos: ti.template(), tris: ti.template(), key_a: ti.template(), key_b: ti.template(),
+                 rast: ti.template(), B, V, H, W, sx, sy, r, run, n_runs, mode: ti.template()):
+    """Resolve the r-th run of pixels (see `_run_pixels`) for every batch item."""
+    i, j0, j1 = _run_pixels(r, run, n_runs, W)
+    for j in range(j0, j1):
+        for b in range(B):  # batch innermost: no integer div/mod per element
+            p = (b * H + i) * W + j
+            t = _take_winner(p, key_a, key_b, mode)
+            _write(pos, tris, rast, V, b, i, j, 4 * p, t, H, W, sx, sy)
+
+
 @ti.kernel
 def resolve(pos: nd(dtype=ti.f32, ndim=1), tris: nd(dtype=ti.i32, ndim=1), key_a: nd(ndim=1), key_b: nd(ndim=1),
             rast: nd(dtype=ti.f32, ndim=1), B: ti.i32, V: ti.i32, H: ti.i32, W: ti.i32, sx: ti.f32, sy: ti.f32,
             run: ti.i32, n_runs: ti.i32, mode: ti.template()):
     """Per pixel: barycentrics of the winner in the key buffers (mode PACKED, or the split modes' ID), which are
-    reset for the next call. Loops over runs of `run` pixels of a row (n_runs per row), see `_run_pixels`."""
+    reset for the next call. Loops over runs of `run` pixels of a row (n_runs per row), see `_run_pixels`. Used
+    after `raster_big`; without large triangles `raster_pass` resolves in the same launch."""
     for r in range(H * n_runs):
-        i, j0, j1 = _run_pixels(r, run, n_runs, W)
-        for j in range(j0, j1):
-            for b in range(B):  # batch innermost: no integer div/mod per element
-                p = (b * H + i) * W + j
-                t = _take_winner(p, key_a, key_b, mode)
-                _write(pos, tris, rast, V, b, i, j, 4 * p, t, H, W, sx, sy)
+        _resolve_run(pos, tris, key_a, key_b, rast, B, V, H, W, sx, sy, r, run, n_runs, mode)
 
 
 @ti.func

@@ -57,34 +57,44 @@ def _key_buffers(B, H, W):
 
 
 def _raster_forward(posk, trisk, H, W, cull_sign):
-    """Run the visibility passes and the resolve pass; returns rast (B, H, W, 4)."""
+    """Run the visibility passes and the resolve pass; returns rast (B, H, W, 4).
+
+    Also the NaN / Inf check of the positions: the projection loop flags them (InputError naming pos_clip), so no
+    separate reduction over pos_clip runs on the common path. Usually one launch (`raster_pass`, see
+    kernels/raster.py); large triangles add `raster_big` and a separate `resolve`, Vulkan's split keys a second
+    `raster_pass` for the id scan.
+    """
     B, V, T = posk.shape[0], posk.shape[1], trisk.shape[0]
     rast = torch.empty(B, H, W, 4, device=posk.device, dtype=torch.float32)
     if T == 0:
+        C.check_finite("pos_clip", posk)
         return rast.zero_()
     mode, key_a, key_b = _key_buffers(B, H, W)
     big = torch.empty(B * T * 5, dtype=torch.int32, device=posk.device)  # untouched unless triangles are large
     big_tiles = torch.empty(B * T, dtype=torch.int32, device=posk.device)
     modes = (kraster.PACKED,) if mode == "packed" else (kraster.DEPTH, kraster.ID)
-    pos1, tris1 = posk.view(-1), trisk.view(-1)
-    # the large-triangle counter: int32, or float32 on Vulkan (see raster_small)
-    n_big = torch.zeros(1, dtype=torch.int32 if mode == "packed" else torch.float32, device=posk.device)
+    pos1, tris1, rast1 = posk.view(-1), trisk.view(-1), rast.view(-1)
+    # (large triangles, vertices with NaN / Inf): int32 counters, float32 on Vulkan (see raster_pass)
+    status = torch.zeros(2, dtype=torch.int32 if mode == "packed" else torch.float32, device=posk.device)
     proj = torch.empty(B * V * 4, device=posk.device)
+    run, n_runs = _pixel_runs(B, W)
     try:
-        launch(kraster.project_vertices, pos1, proj, B, V, H, W)
         tile_end, n_tasks = None, 0
         for m in modes:
-            launch(kraster.raster_small, pos1, proj, tris1, big, big_tiles, n_big, B, V, T, H, W, 1 / W, 1 / H,
-                   cull_sign, key_a, key_b, m)
+            launch(kraster.raster_pass, pos1, proj, tris1, big, big_tiles, status, rast1, B, V, T, H, W, 1 / W, 1 / H,
+                   cull_sign, run, n_runs, key_a, key_b, m, m == modes[0], m == modes[-1])
             if tile_end is None:
-                n = int(n_big[0])
-                if n:  # large triangles are rare: mostly no prefix sum
-                    tile_end, n_tasks = _tile_prefix_sum(big_tiles, n)
+                n_large, n_bad = (int(x) for x in status.tolist())
+                if n_bad:  # the scan did not run: the key buffers are clean
+                    n = int((~torch.isfinite(posk)).sum())
+                    raise C.InputError(f"pos_clip: contains {n} NaN/Inf value(s)")
+                tile_end, n_tasks = _tile_prefix_sum(big_tiles, n_large) if n_large else (False, 0)
             if n_tasks:
                 launch(kraster.raster_big, pos1, proj, tris1, big, tile_end, n_tasks, V, T, H, W, 1 / W, 1 / H,
                        key_a, key_b, m)
-        launch(kraster.resolve, pos1, tris1, key_a, key_b, rast.view(-1), B, V, H, W, 1 / W, 1 / H,
-               *_pixel_runs(B, W), modes[-1])
+        if n_tasks:  # raster_pass left the resolve to this launch
+            launch(kraster.resolve, pos1, tris1, key_a, key_b, rast1, B, V, H, W, 1 / W, 1 / H, run, n_runs,
+                   modes[-1])
     except Exception:
         _KEY_CACHE.clear()  # buffers may be left dirty
         raise
@@ -143,12 +153,14 @@ def _sum_copies(copies):
     return out
 
 
-def _check_pos(name, pos):
+def _check_pos(name, pos, finite=True):
+    """`pos` as (B, V, 4) float32; NaN / Inf are rejected unless finite=False (rasterize checks in its kernel)."""
     pos = C.as_tensor(name, pos)
     if pos.ndim == 2:
         pos = pos[None]
     C.check_shape(name, pos, "B,V,4")
-    C.check_finite(name, pos)
+    if finite:
+        C.check_finite(name, pos)
     return pos
 
 
@@ -230,7 +242,7 @@ def rasterize(pos_clip, tris, resolution, cull_backfaces: bool = False) -> torch
     w <= 0 are handled in homogeneous coordinates (no wrap-around); points outside -1 <= z/w <= 1 are clipped.
     Exact depth ties go to the lowest triangle id. Differentiable: d rast[..., :3] / d pos_clip.
     """
-    pos = _check_pos("pos_clip", pos_clip)
+    pos = _check_pos("pos_clip", pos_clip, finite=False)  # NaN / Inf: checked by the first kernel
     tris = _check_tris(tris, pos.shape[1])
     if tris.shape[0] > kraster.MAX_TRIANGLES:
         raise C.InputError(f"tris: at most {kraster.MAX_TRIANGLES} triangles are supported, got {tris.shape[0]}")

@@ -63,7 +63,7 @@ def test_ops_use_the_fast_path(backend):
     col = mofa_tk.interpolate(torch.eye(3)[None], rast, tris)
     mofa_tk.antialias(col, rast, pos, tris)
     launched = {k[0].__name__ for k in _launch._INSTANCES if isinstance(k, tuple)}
-    assert {"resolve", "raster_small", "interpolate_fwd",
+    assert {"raster_pass", "interpolate_fwd",
             "antialias_fwd"} <= launched
 
 

@@ -277,6 +277,32 @@ def test_degenerate_and_bad_inputs(backend):
         mofa_tk.interpolate(torch.zeros(3, 2, 5), rast, tri)
 
 
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_non_finite_positions_are_found_by_the_kernel(backend, bad):
+    """rasterize checks NaN / Inf in its projection loop (no torch reduction): any component, any batch item,
+    also of a vertex no triangle uses, with the exact count in the message; the failed call leaves nothing
+    behind for the next one (its scan did not run)."""
+    rng = np.random.default_rng(3)
+    pos = f32(np.concatenate([rng.uniform(-0.9, 0.9, (3, 7, 2)), rng.uniform(0.1, 0.5, (3, 7, 1)),
+                              np.ones((3, 7, 1))], -1))
+    tris = torch.tensor([[0, 1, 2], [2, 3, 4], [4, 5, 0]], dtype=torch.int32)  # vertex 6 unused
+    good = mofa_tk.rasterize(pos, tris, (24, 20))
+    for b, v, c in [(0, 0, 0), (2, 4, 3), (1, 6, 2)]:
+        p = pos.clone()
+        p[b, v, c] = bad
+        with pytest.raises(mofa_tk.InputError, match=r"pos_clip: contains 1 NaN/Inf value"):
+            mofa_tk.rasterize(p, tris, (24, 20))
+        assert torch.equal(mofa_tk.rasterize(pos, tris, (24, 20)), good)
+    p = pos.clone()
+    p[1, :2] = bad
+    with pytest.raises(mofa_tk.InputError, match=r"pos_clip: contains 8 NaN/Inf value"):
+        mofa_tk.rasterize(p, tris, (24, 20))
+    # finite values whose exponent is large are fine (only an all-ones exponent means NaN / Inf)
+    p = pos.clone()
+    p[0, 6] = torch.tensor([3.0e38, -3.0e38, 1.0, 1.0])
+    assert torch.equal(mofa_tk.rasterize(p, tris, (24, 20)), good)
+
 def test_triangle_checks_are_cached_per_tensor_version(backend):
     p = f32([[[-1, -1, 0, 1], [1, -1, 0, 1], [0, 1, 0, 1]]])
     tri = torch.tensor([[0, 1, 2]])

@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import mofa_tk  # noqa: E402
 from mofa_tk.raster import triangle_neighbours  # noqa: E402
-from timing import best_ms_interleaved  # noqa: E402
+from timing import SETTLE_MS, best_ms_interleaved  # noqa: E402
 from torch_reference import torch_antialias, torch_interpolate, torch_rasterize  # noqa: E402
 
 
@@ -44,8 +44,9 @@ def main():
     print(f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, "
           f"backend {backend}, torch {torch.__version__}")
     print(f"times are the best of {args.repeats} runs (the reference's of half as many), mofa_tk and reference "
-          "alternating; after each reference run mofa_tk runs once untimed (torch's OpenMP workers spin for a few "
-          "ms after the reference's ops, see benchmarks/timing.py)")
+          f"alternating, each timed in its own steady state: before a timed run, a side runs untimed for "
+          f"{SETTLE_MS:.0f} ms after the other side ran (torch's OpenMP workers spin ~10 ms after the reference's "
+          "last op; see benchmarks/timing.py)")
     print(f"{'B':>3} {'stage':<34} {'mofa_tk ms':>11} {'torch ms':>10} {'ratio':>7}")
     for B in (1, 8):
         clip, tris, colors = scene(B, H, W, device)

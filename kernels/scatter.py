@@ -6,8 +6,9 @@ each other: there the kernels add without atomics into one copy of the gradient 
 the copy chosen by `ti.global_thread_idx()`), and the caller sums the copies. Like atomics, which thread
 handles which pixel varies from run to run, so the sums may differ in the last bits between runs.
 
-(A deterministic split into fixed strips was tried: Taichi's CPU backend runs a loop of fewer iterations than
-its block size, at least 32 and usually 512, as one task on one thread, so strips did not run in parallel.)
+(A deterministic split into fixed strips was tried: Taichi 1.7's CPU backend cuts a loop whose bounds are
+kernel arguments into one contiguous chunk per thread, of at least 512 iterations, so a loop over a few hundred
+strips ran on one thread; see docs/performance.md, fifth round.)
 """
 import taichi as ti
 

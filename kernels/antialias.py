@@ -26,6 +26,8 @@ edge vertices are computed where needed (only for pixel pairs at silhouettes). C
 """
 import taichi as ti
 
+from .runs import row_run
+
 nd = ti.types.ndarray
 # Note: `x[i] += y` on an array is an atomic add in Taichi; the gathers below write `x[i] = x[i] + y` (each
 # element has one writer).
@@ -106,7 +108,7 @@ def antialias_fwd(color: nd(dtype=ti.f32, ndim=1), rast: nd(dtype=ti.f32, ndim=1
                   facing: nd(dtype=ti.i32, ndim=1), silmask: nd(dtype=ti.i32, ndim=1),
                   pair_code: nd(dtype=ti.i32, ndim=1), pair_alpha: nd(dtype=ti.f32, ndim=1),
                   out: nd(dtype=ti.f32, ndim=1), B: ti.i32, V: ti.i32, T: ti.i32, H: ti.i32, W: ti.i32, C: ti.i32,
-                  CS: ti.template()):
+                  run: ti.i32, n_runs: ti.i32, CS: ti.template()):
     """pair_code[b, i, j, d] for the pair (i, j) -> right (d = 0) or below (d = 1) neighbour:
     0 = no blend, else target (1: pixel (i, j), 2: the neighbour) + 4 * edge k + 16 * (F covers the neighbour).
     out must start as a copy of color."""
@@ -135,8 +137,9 @@ def antialias_fwd(color: nd(dtype=ti.f32, ndim=1), rast: nd(dtype=ti.f32, ndim=1
                     elif facing[b * T + nb] * sig <= 0:
                         m |= 1 << k
             silmask[b * T + t] = m
-    for i, j in ti.ndrange(H, W):
-        for b in range(B):  # batch innermost: no integer div/mod per element
+    for r in range(B * H * n_runs):  # runs of pixels (kernels/runs.py)
+        b, i, j0, j1 = row_run(r, run, n_runs, H, W)
+        for j in range(j0, j1):
             p = (b * H + i) * W + j
             id0 = ti.cast(rast[4 * p + 3], ti.i32)
             for d in ti.static(range(2)):
@@ -171,8 +174,9 @@ def antialias_fwd(color: nd(dtype=ti.f32, ndim=1), rast: nd(dtype=ti.f32, ndim=1
                             code = target + 4 * kk + 16 * f_is_1
                 pair_code[2 * p + d] = code
                 pair_alpha[2 * p + d] = alpha
-    for i, j in ti.ndrange(H, W):
-        for b in range(B):  # batch innermost: no integer div/mod per element
+    for r in range(B * H * n_runs):
+        b, i, j0, j1 = row_run(r, run, n_runs, H, W)
+        for j in range(j0, j1):
             p = (b * H + i) * W + j
             codes = _touching(pair_code, p, i, j, W)
             if codes.any():
@@ -193,12 +197,14 @@ def antialias_bwd(color: nd(dtype=ti.f32, ndim=1), rast: nd(dtype=ti.f32, ndim=1
                   tris: nd(dtype=ti.i32, ndim=1),
                   pair_code: nd(dtype=ti.i32, ndim=1), pair_alpha: nd(dtype=ti.f32, ndim=1),
                   grad_out: nd(dtype=ti.f32, ndim=1), grad_color: nd(dtype=ti.f32, ndim=1),
-                  grad_pos: nd(dtype=ti.f32, ndim=1), B: ti.i32, V: ti.i32, H: ti.i32, W: ti.i32, C: ti.i32):
+                  grad_pos: nd(dtype=ti.f32, ndim=1), B: ti.i32, V: ti.i32, H: ti.i32, W: ti.i32, C: ti.i32,
+                  run: ti.i32, n_runs: ti.i32):
     """grad_color must start as a copy of grad_out (the pairs touching each pixel are gathered into it:
     deterministic); grad_pos must start at zero (the two edge vertices of each blending pair are scattered with
     atomics)."""
-    for i, j in ti.ndrange(H, W):
-        for b in range(B):  # batch innermost: no integer div/mod per element
+    for r in range(B * H * n_runs):  # runs of pixels (kernels/runs.py)
+        b, i, j0, j1 = row_run(r, run, n_runs, H, W)
+        for j in range(j0, j1):
             p = (b * H + i) * W + j
             # d colour: out[target] = c[target] + alpha (c[source] - c[target])
             codes = _touching(pair_code, p, i, j, W)

@@ -7,6 +7,7 @@ unrolled at compile time when CS = C > 0 (one compiled kernel per small C); CS =
 """
 import taichi as ti
 
+from .runs import flat_run
 from .scatter import ATOMIC, COPIES, copy_base
 
 nd = ti.types.ndarray
@@ -36,12 +37,14 @@ def _corners(rast: ti.template(), tris: ti.template(), p):
 @ti.kernel
 def interpolate_fwd(attr: nd(dtype=ti.f32, ndim=1), rast: nd(dtype=ti.f32, ndim=1), tris: nd(dtype=ti.i32, ndim=1),
                     out: nd(dtype=ti.f32, ndim=1), B: ti.i32, HW: ti.i32, V: ti.i32, C: ti.i32, shared: ti.i32,
-                    CS: ti.template()):
-    for q in range(HW):
-        for b in range(B):  # batch innermost: no integer div/mod per element
+                    run: ti.i32, n_runs: ti.i32, CS: ti.template()):
+    """Loops over runs of `run` pixels of one batch item (n_runs = ceil(H W / run) per item, kernels/runs.py)."""
+    for r in range(B * n_runs):
+        b, q0, q1 = flat_run(r, run, n_runs, HW)
+        ba = 0 if shared else b
+        for q in range(q0, q1):
             p = b * HW + q
             tid, u, v, v0, v1, v2 = _corners(rast, tris, p)
-            ba = 0 if shared else b
             o0, o1, o2 = (ba * V + v0) * C, (ba * V + v1) * C, (ba * V + v2) * C
             w0 = 1.0 - u - v
             if ti.static(CS > 0):
@@ -80,7 +83,7 @@ def interpolate_bwd(attr: nd(dtype=ti.f32, ndim=1), rast: nd(dtype=ti.f32, ndim=
                     shared: ti.i32, want_attr: ti.i32, CS: ti.template(), scatter: ti.template()):
     """grad_attr (zero on entry; one copy of (A V C) per CPU thread for scatter = COPIES, see
     kernels/scatter.py) += bary * grad_out; grad_rast[..., 0:2] = d out / d (u, v), [..., 2:4] = 0."""
-    for q in range(HW):
+    for q in range(HW):  # not in runs (kernels/runs.py): measured no faster here
         for b in range(B):  # batch innermost: no integer div/mod per element
             p = b * HW + q
             tid, u, v, v0, v1, v2 = _corners(rast, tris, p)

@@ -46,6 +46,7 @@ memory-bound kernels about twice as fast on the CPU (see docs/performance.md).
 """
 import taichi as ti
 
+from .runs import row_run
 from .scatter import ATOMIC, copy_base
 
 nd = ti.types.ndarray
@@ -305,8 +306,8 @@ def raster_pass(pos: nd(dtype=ti.f32, ndim=1), proj: nd(dtype=ti.f32, ndim=1), t
             _raster_triangle(pos, proj, big, big_tiles, status, V, T, H, W, sx, sy, cull_sign, key_a, key_b, b, t,
                              v0, v1, v2, mode)
     if ti.static(resolve_after):
-        for r in range(H * n_runs * ti.cast(status[0] == 0 and status[1] == 0, ti.i32)):
-            _resolve_run(pos, tris, key_a, key_b, rast, B, V, H, W, sx, sy, r, run, n_runs, mode)
+        for r in range(B * H * n_runs * ti.cast(status[0] == 0 and status[1] == 0, ti.i32)):
+            _resolve_run(pos, tris, key_a, key_b, rast, V, H, W, sx, sy, r, run, n_runs, mode)
 
 
 @ti.func
@@ -364,17 +365,6 @@ def _write(pos: ti.template(), tris: ti.template(), rast: ti.template(), V, b, i
 
 
 @ti.func
-def _run_pixels(r, run, n_runs, W):
-    """Row i and columns [j0, j1) of the r-th run of `run` pixels (n_runs = ceil(W / run) per row). A pixel loop
-    over runs divides once per run instead of once per pixel as `ndrange(H, W)` does: on the CPU the B = 1
-    resolve took 0.28 -> 0.23 ms (2 threads). With a batch the inner batch loop already amortises the division,
-    and GPU backends keep one pixel per thread: run = 1 there (mofa_tk/raster.py `_pixel_runs`)."""
-    i = r // n_runs
-    j0 = (r - i * n_runs) * run
-    return i, j0, ti.min(j0 + run, W)
-
-
-@ti.func
 def _take_winner(p, key_a: ti.template(), key_b: ti.template(), mode: ti.template()):
     """The triangle that won flat pixel p (-1 for none), read from the key(s) that `_update` wrote (mode PACKED:
     the packed key_a; else the id in key_b), which are reset to their empty sentinel."""
@@ -395,14 +385,13 @@ def _take_winner(p, key_a: ti.template(), key_b: ti.template(), mode: ti.templat
 
 @ti.func
 def _resolve_run(pos: ti.template(), tris: ti.template(), key_a: ti.template(), key_b: ti.template(),
-                 rast: ti.template(), B, V, H, W, sx, sy, r, run, n_runs, mode: ti.template()):
-    """Resolve the r-th run of pixels (see `_run_pixels`) for every batch item."""
-    i, j0, j1 = _run_pixels(r, run, n_runs, W)
+                 rast: ti.template(), V, H, W, sx, sy, r, run, n_runs, mode: ti.template()):
+    """Resolve the r-th run of pixels (kernels/runs.py `row_run`)."""
+    b, i, j0, j1 = row_run(r, run, n_runs, H, W)
     for j in range(j0, j1):
-        for b in range(B):  # batch innermost: no integer div/mod per element
-            p = (b * H + i) * W + j
-            t = _take_winner(p, key_a, key_b, mode)
-            _write(pos, tris, rast, V, b, i, j, 4 * p, t, H, W, sx, sy)
+        p = (b * H + i) * W + j
+        t = _take_winner(p, key_a, key_b, mode)
+        _write(pos, tris, rast, V, b, i, j, 4 * p, t, H, W, sx, sy)
 
 
 @ti.kernel
@@ -410,10 +399,10 @@ def resolve(pos: nd(dtype=ti.f32, ndim=1), tris: nd(dtype=ti.i32, ndim=1), key_a
             rast: nd(dtype=ti.f32, ndim=1), B: ti.i32, V: ti.i32, H: ti.i32, W: ti.i32, sx: ti.f32, sy: ti.f32,
             run: ti.i32, n_runs: ti.i32, mode: ti.template()):
     """Per pixel: barycentrics of the winner in the key buffers (mode PACKED, or the split modes' ID), which are
-    reset for the next call. Loops over runs of `run` pixels of a row (n_runs per row), see `_run_pixels`. Used
+    reset for the next call. Loops over runs of `run` pixels of a row (n_runs per row, kernels/runs.py). Used
     after `raster_big`; without large triangles `raster_pass` resolves in the same launch."""
-    for r in range(H * n_runs):
-        _resolve_run(pos, tris, key_a, key_b, rast, B, V, H, W, sx, sy, r, run, n_runs, mode)
+    for r in range(B * H * n_runs):
+        _resolve_run(pos, tris, key_a, key_b, rast, V, H, W, sx, sy, r, run, n_runs, mode)
 
 
 @ti.func
@@ -452,24 +441,23 @@ def rast_bwd(pos: nd(dtype=ti.f32, ndim=1), tris: nd(dtype=ti.i32, ndim=1), rast
     """Add d loss / d pos from d loss / d (u, v, z/w) of every covered pixel into grad_pos (zero on entry):
     (B V 4) for ATOMIC, one such copy per CPU thread for COPIES (see kernels/scatter.py). Runs of pixels as in
     `resolve`."""
-    for r in range(H * n_runs):
-        i, j0, j1 = _run_pixels(r, run, n_runs, W)
+    for r in range(B * H * n_runs):
+        b, i, j0, j1 = row_run(r, run, n_runs, H, W)
         for j in range(j0, j1):
-            for b in range(B):  # batch innermost: no integer div/mod per element
-                o = 4 * ((b * H + i) * W + j)
-                tid = ti.cast(rast[o + 3], ti.i32)
-                if tid > 0:
-                    vs, ga, gc, gz, gw = _rast_grad(pos, tris, grad_rast, V, b, i, j, o, tid - 1, H, W, sx, sy)
-                    for k in ti.static(range(3)):
-                        if ti.static(scatter == ATOMIC):
-                            q = (b * V + vs[k]) * 4
-                            ti.atomic_add(grad_pos[q], ga[k])
-                            ti.atomic_add(grad_pos[q + 1], gc[k])
-                            ti.atomic_add(grad_pos[q + 2], gz[k])
-                            ti.atomic_add(grad_pos[q + 3], gw[k])
-                        else:
-                            q = copy_base(B * V * 4) + (b * V + vs[k]) * 4
-                            grad_pos[q] = grad_pos[q] + ga[k]
-                            grad_pos[q + 1] = grad_pos[q + 1] + gc[k]
-                            grad_pos[q + 2] = grad_pos[q + 2] + gz[k]
-                            grad_pos[q + 3] = grad_pos[q + 3] + gw[k]
+            o = 4 * ((b * H + i) * W + j)
+            tid = ti.cast(rast[o + 3], ti.i32)
+            if tid > 0:
+                vs, ga, gc, gz, gw = _rast_grad(pos, tris, grad_rast, V, b, i, j, o, tid - 1, H, W, sx, sy)
+                for k in ti.static(range(3)):
+                    if ti.static(scatter == ATOMIC):
+                        q = (b * V + vs[k]) * 4
+                        ti.atomic_add(grad_pos[q], ga[k])
+                        ti.atomic_add(grad_pos[q + 1], gc[k])
+                        ti.atomic_add(grad_pos[q + 2], gz[k])
+                        ti.atomic_add(grad_pos[q + 3], gw[k])
+                    else:
+                        q = copy_base(B * V * 4) + (b * V + vs[k]) * 4
+                        grad_pos[q] = grad_pos[q] + ga[k]
+                        grad_pos[q + 1] = grad_pos[q + 1] + gc[k]
+                        grad_pos[q + 2] = grad_pos[q + 2] + gz[k]
+                        grad_pos[q + 3] = grad_pos[q + 3] + gw[k]

@@ -77,7 +77,7 @@ def _raster_forward(posk, trisk, H, W, cull_sign):
     # (large triangles, vertices with NaN / Inf): int32 counters, float32 on Vulkan (see raster_pass)
     status = torch.zeros(2, dtype=torch.int32 if mode == "packed" else torch.float32, device=posk.device)
     proj = torch.empty(B * V * 4, device=posk.device)
-    run, n_runs = _pixel_runs(B, W)
+    run, n_runs = _pixel_runs(W)
     try:
         tile_end, n_tasks = None, 0
         for m in modes:
@@ -101,14 +101,16 @@ def _raster_forward(posk, trisk, H, W, cull_sign):
     return rast
 
 
-def _pixel_runs(B, W):
-    """(run, n_runs): pixels per iteration of the pixel loops of the resolve and rasterize backward
-    (kernels/raster.py `_run_pixels`) and runs per row. Runs of 16 only on the CPU at B = 1, where they save a
-    division per pixel. GPU backends keep one pixel per thread: runs of 16 would leave 3,136 threads for a
-    224 x 224 image, too few to fill a GPU (not measured: no GPU here; on lavapipe, Mesa's CPU Vulkan driver
+PIXEL_RUN_CPU = 16  # pixels per iteration of the per-pixel loops on the CPU (kernels/runs.py)
+
+
+def _pixel_runs(n):
+    """(run, number of runs) for cutting n pixels (a row, or an item's H W pixels) into the runs the per-pixel
+    loops take per iteration (kernels/runs.py). Runs of PIXEL_RUN_CPU on the CPU; GPU backends keep one pixel
+    per thread, which gives them B H W threads (not measured: no GPU here; on lavapipe, Mesa's CPU Vulkan driver
     that CI uses, runs of 16 made the B = 1 resolve 4.7 -> 3.8 ms, but lavapipe only stands in for a GPU)."""
-    run = 16 if B == 1 and current_backend() == "cpu" else 1
-    return run, (W + run - 1) // run
+    run = PIXEL_RUN_CPU if current_backend() == "cpu" else 1
+    return run, (n + run - 1) // run
 
 
 def _tile_prefix_sum(big_tiles, n):
@@ -222,7 +224,7 @@ class _Rasterize(torch.autograd.Function):
         grad_pos = torch.zeros(n_copies, B, V, 4, device=posk.device)
         if trisk.shape[0]:
             launch(kraster.rast_bwd, posk.view(-1), trisk.view(-1), rast.detach().view(-1),
-                   C.to_kernel(grad_rast).view(-1), grad_pos.view(-1), B, V, H, W, 1 / W, 1 / H, *_pixel_runs(B, W),
+                   C.to_kernel(grad_rast).view(-1), grad_pos.view(-1), B, V, H, W, 1 / W, 1 / H, *_pixel_runs(W),
                    mode)
         grad_pos = _sum_copies(grad_pos)
         return _back(grad_pos, grad_rast), None, None, None, None
@@ -256,11 +258,13 @@ def _static_channels(Ch):
     return Ch if Ch <= kinterp.MAX_STATIC_C else 0
 
 
-def _interp_dims(attr, rast):
-    """Scalar arguments of the interpolate kernels: B, H W, V, C, shared (attr's batch is 1), CS (static C or 0)."""
+def _interp_dims(attr, rast, runs=False):
+    """Scalar arguments of the interpolate kernels: B, H W, V, C, shared (attr's batch is 1), then (runs=True, the
+    forward) the pixel run length and runs per item, then CS (static C or 0)."""
     B, H, W = rast.shape[:3]
     Ch = attr.shape[2]
-    return B, H * W, attr.shape[1], Ch, int(attr.shape[0] == 1), _static_channels(Ch)
+    run_args = _pixel_runs(H * W) if runs else ()
+    return (B, H * W, attr.shape[1], Ch, int(attr.shape[0] == 1), *run_args, _static_channels(Ch))
 
 
 class _Interpolate(torch.autograd.Function):
@@ -272,7 +276,7 @@ class _Interpolate(torch.autograd.Function):
         B, H, W = rast.shape[:3]
         out = torch.empty(B, H, W, attr.shape[2], device=rastk.device)
         launch(kinterp.interpolate_fwd, attrk.view(-1), rastk.view(-1), trisk.view(-1), out.view(-1),
-               *_interp_dims(attrk, rastk))
+               *_interp_dims(attrk, rastk, runs=True))
         ctx.save_for_backward(attrk, rastk, trisk)
         return _back(out, attr)
 
@@ -363,7 +367,7 @@ class _Antialias(torch.autograd.Function):
         pair_code = torch.empty(B * H * W * 2, dtype=torch.int32, device=dev)
         pair_alpha = torch.empty(B * H * W * 2, device=dev)
         launch(kaa.antialias_fwd, colork.view(-1), rastk.view(-1), posk.view(-1), trisk.view(-1), nbr.view(-1),
-               facing, silmask, pair_code, pair_alpha, out.view(-1), B, V, T, H, W, Ch,
+               facing, silmask, pair_code, pair_alpha, out.view(-1), B, V, T, H, W, Ch, *_pixel_runs(W),
                _static_channels(Ch))
         ctx.save_for_backward(colork, rastk, posk, trisk, pair_code, pair_alpha)
         return _back(out, color)
@@ -377,7 +381,8 @@ class _Antialias(torch.autograd.Function):
         grad_pos = torch.zeros_like(posk)
         B, H, W, Ch = colork.shape
         launch(kaa.antialias_bwd, colork.view(-1), rastk.view(-1), posk.view(-1), trisk.view(-1), pair_code,
-               pair_alpha, g.view(-1), grad_color.view(-1), grad_pos.view(-1), B, posk.shape[1], H, W, Ch)
+               pair_alpha, g.view(-1), grad_color.view(-1), grad_pos.view(-1), B, posk.shape[1], H, W, Ch,
+               *_pixel_runs(W))
         return _back(grad_color, grad_out), None, _back(grad_pos, grad_out), None, None
 
 

@@ -26,7 +26,7 @@ def test_rasterize_matches_bruteforce(backend, H, W):
     assert covered.sum() > 0.3 * H * W
     np.testing.assert_allclose(rast[covered][:, :3], ref[covered][:, :3], atol=1e-5)
     assert (rast[~(ref[..., 3] > 0) & same] == 0).all()
-    # on the CPU, B = 1 resolves runs of 16 pixels per loop iteration (widths here are not multiples of 16)
+    # B = 1 against item 1 of B = 2 (the CPU resolves runs of 16 pixels of a row; W = 33 is not a multiple)
     one = mofa_tk.rasterize(f32(pos32[1:]), torch.tensor(tris), (H, W)).numpy()
     np.testing.assert_array_equal(one[0], rast[1])
 
@@ -56,7 +56,7 @@ def test_rast_grad_matches_finite_differences(backend):
     (rast[..., :3] * f32(wts)).sum().backward()
     num = numeric_grad(lambda p: (rast_values_for_ids(p, tris, ids, H, W) * wts).sum(), pos, eps=1e-5)
     assert rel_err(pt.grad.numpy(), num) < 1e-3, rel_err(pt.grad.numpy(), num)
-    # B = 1 (on the CPU its backward loops over runs of 16 pixels; W = 28 is not a multiple): item 0's gradient
+    # B = 1 (on the CPU the backward loops over runs of 16 pixels; W = 28 is not a multiple): item 0's gradient
     p1 = pt[:1].detach().requires_grad_(True)
     (mofa_tk.rasterize(p1, torch.tensor(tris), (H, W))[..., :3] * f32(wts[:1])).sum().backward()
     torch.testing.assert_close(p1.grad, pt.grad[:1], rtol=1e-5, atol=1e-6)
@@ -373,7 +373,7 @@ def test_cpu_per_thread_gradient_copies_match_atomics():
     atomic = torch.zeros(B * V * 4)
     copies = torch.zeros(K, B * V * 4)
     for out, mode in ((atomic, kscatter.ATOMIC), (copies, kscatter.COPIES)):
-        # runs of 3 pixels (W = 56 is not a multiple): the ops use runs of 16 on the CPU at B = 1
+        # runs of 3 pixels (W = 56 is not a multiple; the ops use runs of 16 on the CPU)
         launch(kraster.rast_bwd, p.view(-1), t.view(-1), rast.view(-1), g.view(-1), out.view(-1), B, V, H, W, 1 / W,
                1 / H, 3, (W + 2) // 3, mode)
     assert atomic.abs().max() > 0

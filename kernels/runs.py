@@ -1,0 +1,34 @@
+"""How the per-pixel loops walk the (batch, row, column) pixels: in runs of consecutive pixels of one row of
+one batch item, batch item outermost.
+
+A loop iteration handles one run of `run` pixels (`n_runs` = ceil(W / run) runs per row): one integer division
+pair per run instead of per pixel, and fewer iterations, each of which costs Taichi's CPU backend a call.
+Batch item outermost keeps each thread on whole images: Taichi 1.7 cuts a CPU loop into one contiguous chunk per
+thread, so at B = 8 one thread handles items 0-3 and the other 4-7, and the per-thread gradient copies and the
+caches each thread works in hold half the vertices (B = 8 rasterize backward 6.2-6.7 -> 4.1-5.0 ms,
+interpolate forward 1.4-2.0 -> 1.2-1.7 ms, antialias forward 6.4 -> 6.1 ms; at B = 1 the runs alone made
+interpolate forward 0.32 -> 0.20 ms and antialias forward 0.91 -> 0.79 ms; docs/performance.md). GPU backends
+use runs of one pixel, one pixel per thread (mofa_tk/raster.py `_pixel_runs`). The interpolate backward keeps
+its batch-innermost loop: runs measured no faster there (B = 8 within noise, B = 1 0.38 -> 0.44 ms).
+"""
+import taichi as ti
+
+
+@ti.func
+def row_run(r, run, n_runs, H, W):
+    """(b, i, j0, j1): batch item b, row i and columns [j0, j1) of the r-th run, r in [0, B H n_runs)."""
+    per_item = H * n_runs
+    b = r // per_item
+    rr = r - b * per_item
+    i = rr // n_runs
+    j0 = (rr - i * n_runs) * run
+    return b, i, j0, ti.min(j0 + run, W)
+
+
+@ti.func
+def flat_run(r, run, n_runs, N):
+    """(b, q0, q1): batch item b and its flat pixels [q0, q1) of the r-th run, r in [0, B n_runs), for items of N
+    pixels cut into n_runs = ceil(N / run) runs."""
+    b = r // n_runs
+    q0 = (r - b * n_runs) * run
+    return b, q0, ti.min(q0 + run, N)

@@ -203,13 +203,18 @@ def _resolution(resolution):
 
 
 # --------------------------------------------------------------------------------------------- rasterize
+def _rasterize_on_kernel_device(pos, tris, H, W, cull_sign):
+    """(pos and tris as the kernels read them, rast) for checked inputs."""
+    ensure_init()
+    posk = C.to_kernel(pos)
+    trisk = tris.to(posk.device).contiguous()
+    return posk, trisk, _raster_forward(posk, trisk, H, W, cull_sign)
+
+
 class _Rasterize(torch.autograd.Function):
     @staticmethod
     def forward(ctx, pos, tris, H, W, cull_sign):
-        ensure_init()
-        posk = C.to_kernel(pos)
-        trisk = tris.to(posk.device).contiguous()
-        rast = _raster_forward(posk, trisk, H, W, cull_sign)
+        posk, trisk, rast = _rasterize_on_kernel_device(pos, tris, H, W, cull_sign)
         ctx.save_for_backward(posk, trisk, rast)
         ctx.mark_non_differentiable(tris)
         return _back(rast, pos)
@@ -249,7 +254,10 @@ def rasterize(pos_clip, tris, resolution, cull_backfaces: bool = False) -> torch
     if tris.shape[0] > kraster.MAX_TRIANGLES:
         raise C.InputError(f"tris: at most {kraster.MAX_TRIANGLES} triangles are supported, got {tris.shape[0]}")
     H, W = _resolution(resolution)
-    return _Rasterize.apply(pos, tris, H, W, 1 if cull_backfaces else 0)
+    cull_sign = 1 if cull_backfaces else 0
+    if not (pos.requires_grad and torch.is_grad_enabled()):  # nothing to differentiate: no autograd bookkeeping
+        return _back(_rasterize_on_kernel_device(pos, tris, H, W, cull_sign)[2], pos)
+    return _Rasterize.apply(pos, tris, H, W, cull_sign)
 
 
 # --------------------------------------------------------------------------------------------- interpolate

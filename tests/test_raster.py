@@ -203,6 +203,21 @@ def test_antialias_topology_cache_keys_on_the_callers_triangles(backend):
     assert torch.equal(mofa_tk.antialias(color2, rast2, p, tris), mofa_tk.antialias(color2, rast2, p, tris.clone()))
 
 
+def test_rasterize_without_gradient_skips_autograd_with_the_same_output(backend):
+    """Inputs that need no gradient take a direct path (no autograd Function): same rast, no graph."""
+    rng = np.random.default_rng(9)
+    pos, tris = random_soup(rng, B=2, T=15)
+    t = torch.tensor(tris)
+    plain = mofa_tk.rasterize(f32(pos), t, (20, 24))
+    p = f32(pos).requires_grad_()
+    tracked = mofa_tk.rasterize(p, t, (20, 24))
+    assert tracked.grad_fn is not None and plain.grad_fn is None and not plain.requires_grad
+    assert torch.equal(tracked.detach(), plain)
+    with torch.no_grad():
+        untracked = mofa_tk.rasterize(p, t, (20, 24))
+    assert untracked.grad_fn is None and torch.equal(untracked, plain)
+
+
 def test_batch_consistency(backend):
     rng = np.random.default_rng(5)
     pos, tris = random_soup(rng, B=5, T=20)

@@ -26,7 +26,7 @@ edge vertices are computed where needed (only for pixel pairs at silhouettes). C
 """
 import taichi as ti
 
-from .runs import row_run
+from .runs import items, row_run
 
 nd = ti.types.ndarray
 # Note: `x[i] += y` on an array is an atomic add in Taichi; the gathers below write `x[i] = x[i] + y` (each
@@ -108,13 +108,13 @@ def antialias_fwd(color: nd(dtype=ti.f32, ndim=1), rast: nd(dtype=ti.f32, ndim=1
                   facing: nd(dtype=ti.i32, ndim=1), silmask: nd(dtype=ti.i32, ndim=1),
                   pair_code: nd(dtype=ti.i32, ndim=1), pair_alpha: nd(dtype=ti.f32, ndim=1),
                   out: nd(dtype=ti.f32, ndim=1), B: ti.i32, V: ti.i32, T: ti.i32, H: ti.i32, W: ti.i32, C: ti.i32,
-                  run: ti.i32, n_runs: ti.i32, CS: ti.template()):
+                  run: ti.i32, n_runs: ti.i32, CS: ti.template(), single: ti.template()):
     """pair_code[b, i, j, d] for the pair (i, j) -> right (d = 0) or below (d = 1) neighbour:
     0 = no blend, else target (1: pixel (i, j), 2: the neighbour) + 4 * edge k + 16 * (F covers the neighbour).
-    out must start as a copy of color."""
+    out must start as a copy of color. single (B == 1): batch loops compiled away (kernels/runs.py `items`)."""
     for t in range(T):
         v0, v1, v2 = tris[3 * t], tris[3 * t + 1], tris[3 * t + 2]
-        for b in range(B):  # batch innermost: no integer div/mod per element
+        for b in range(items(B, single)):  # batch innermost: no integer div/mod per element
             p0 = ti.Vector([pos[4 * (b * V + v0)], pos[4 * (b * V + v0) + 1], pos[4 * (b * V + v0) + 3]])
             p1 = ti.Vector([pos[4 * (b * V + v1)], pos[4 * (b * V + v1) + 1], pos[4 * (b * V + v1) + 3]])
             p2 = ti.Vector([pos[4 * (b * V + v2)], pos[4 * (b * V + v2) + 1], pos[4 * (b * V + v2) + 3]])
@@ -126,7 +126,7 @@ def antialias_fwd(color: nd(dtype=ti.f32, ndim=1), rast: nd(dtype=ti.f32, ndim=1
             facing[b * T + t] = f
     for t in range(T):
         n0, n1, n2 = nbr[3 * t], nbr[3 * t + 1], nbr[3 * t + 2]
-        for b in range(B):  # batch innermost: no integer div/mod per element
+        for b in range(items(B, single)):  # batch innermost: no integer div/mod per element
             m = 0
             sig = facing[b * T + t]
             if sig != 0:

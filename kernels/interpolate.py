@@ -7,7 +7,7 @@ unrolled at compile time when CS = C > 0 (one compiled kernel per small C); CS =
 """
 import taichi as ti
 
-from .runs import flat_run
+from .runs import flat_run, items
 from .scatter import ATOMIC, COPIES, copy_base
 
 nd = ti.types.ndarray
@@ -80,11 +80,13 @@ def _channel_bwd(attr: ti.template(), grad_out: ti.template(), grad_attr: ti.tem
 def interpolate_bwd(attr: nd(dtype=ti.f32, ndim=1), rast: nd(dtype=ti.f32, ndim=1), tris: nd(dtype=ti.i32, ndim=1),
                     grad_out: nd(dtype=ti.f32, ndim=1), grad_attr: nd(dtype=ti.f32, ndim=1),
                     grad_rast: nd(dtype=ti.f32, ndim=1), B: ti.i32, HW: ti.i32, V: ti.i32, C: ti.i32,
-                    shared: ti.i32, want_attr: ti.i32, CS: ti.template(), scatter: ti.template()):
+                    shared: ti.i32, want_attr: ti.i32, CS: ti.template(), scatter: ti.template(),
+                    single: ti.template()):
     """grad_attr (zero on entry; one copy of (A V C) per CPU thread for scatter = COPIES, see
-    kernels/scatter.py) += bary * grad_out; grad_rast[..., 0:2] = d out / d (u, v), [..., 2:4] = 0."""
+    kernels/scatter.py) += bary * grad_out; grad_rast[..., 0:2] = d out / d (u, v), [..., 2:4] = 0.
+    single (B == 1): the batch loop compiled away (kernels/runs.py `items`)."""
     for q in range(HW):  # not in runs (kernels/runs.py): measured no faster here
-        for b in range(B):  # batch innermost: no integer div/mod per element
+        for b in range(items(B, single)):  # batch innermost: no integer div/mod per element
             p = b * HW + q
             tid, u, v, v0, v1, v2 = _corners(rast, tris, p)
             gu, gv = 0.0, 0.0

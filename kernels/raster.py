@@ -46,7 +46,7 @@ memory-bound kernels about twice as fast on the CPU (see docs/performance.md).
 """
 import taichi as ti
 
-from .runs import row_run
+from .runs import items, row_run
 from .scatter import ATOMIC, copy_base
 
 nd = ti.types.ndarray
@@ -284,7 +284,7 @@ def raster_pass(pos: nd(dtype=ti.f32, ndim=1), proj: nd(dtype=ti.f32, ndim=1), t
                 big: nd(dtype=ti.i32, ndim=1), big_tiles: nd(dtype=ti.i32, ndim=1), status: nd(ndim=1),
                 rast: nd(dtype=ti.f32, ndim=1), B: ti.i32, V: ti.i32, T: ti.i32, H: ti.i32, W: ti.i32, sx: ti.f32,
                 sy: ti.f32, cull_sign: ti.i32, run: ti.i32, n_runs: ti.i32, key_a: nd(ndim=1), key_b: nd(ndim=1),
-                mode: ti.template(), project: ti.template(), resolve_after: ti.template()):
+                mode: ti.template(), project: ti.template(), resolve_after: ti.template(), single: ti.template()):
     """One launch for the whole forward when no triangle is large (one thread-pool round trip per loop, but one
     kernel call instead of three). Its parallel loops run one after another:
       1. (project) every vertex projected into proj; status[1] counts vertices with a NaN or Inf value;
@@ -294,15 +294,16 @@ def raster_pass(pos: nd(dtype=ti.f32, ndim=1), proj: nd(dtype=ti.f32, ndim=1), t
          (status[0] == 0) and no value bad: otherwise the caller scans the large triangles with `raster_big`
          and then launches `resolve`.
     status (2,) = (number of large triangles, number of bad vertices), zero on entry: int32 on cpu / cuda,
-    float32 on Vulkan, where float atomics in loops are reliable (exact to 2^24, checked by the caller)."""
+    float32 on Vulkan, where float atomics in loops are reliable (exact to 2^24, checked by the caller).
+    single (B == 1): the batch loops compiled away (kernels/runs.py `items`)."""
     if ti.static(project):
         for v in range(V):
-            for b in range(B):  # batch innermost: no integer div/mod per element
+            for b in range(items(B, single)):  # batch innermost: no integer div/mod per element
                 if _project_vertex(pos, proj, 4 * (b * V + v), H, W):
                     ti.atomic_add(status[1], 1)
     for t in range(T * ti.cast(status[1] == 0, ti.i32)):  # batch loop inside: triangle indices loaded once
         v0, v1, v2 = _tri(tris, t)
-        for b in range(B):
+        for b in range(items(B, single)):
             _raster_triangle(pos, proj, big, big_tiles, status, V, T, H, W, sx, sy, cull_sign, key_a, key_b, b, t,
                              v0, v1, v2, mode)
     if ti.static(resolve_after):

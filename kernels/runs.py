@@ -32,3 +32,14 @@ def flat_run(r, run, n_runs, N):
     b = r // n_runs
     q0 = (r - b * n_runs) * run
     return b, q0, ti.min(q0 + run, N)
+
+
+@ti.func
+def items(B, single: ti.template()):
+    """Number of batch items for a batch loop `for b in range(items(B, single))`: the constant 1 when single
+    (B == 1, a template argument), so the compiler drops the loop. Loops with the batch innermost ran about 10%
+    faster at B = 1 compiled that way (rasterize 1.11 -> 1.01 ms, docs/performance.md)."""
+    n = B
+    if ti.static(single):
+        n = 1
+    return n

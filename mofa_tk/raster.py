@@ -82,7 +82,7 @@ def _raster_forward(posk, trisk, H, W, cull_sign):
         tile_end, n_tasks = None, 0
         for m in modes:
             launch(kraster.raster_pass, pos1, proj, tris1, big, big_tiles, status, rast1, B, V, T, H, W, 1 / W, 1 / H,
-                   cull_sign, run, n_runs, key_a, key_b, m, m == modes[0], m == modes[-1])
+                   cull_sign, run, n_runs, key_a, key_b, m, m == modes[0], m == modes[-1], B == 1)
             if tile_end is None:
                 n_large, n_bad = (int(x) for x in status.tolist())
                 if n_bad:  # the scan did not run: the key buffers are clean
@@ -301,7 +301,7 @@ class _Interpolate(torch.autograd.Function):
         B, HW, V, Ch, shared, cs = _interp_dims(attrk, rastk)
         launch(kinterp.interpolate_bwd, attrk.view(-1), rastk.view(-1), trisk.view(-1),
                C.to_kernel(grad_out).view(-1), grad_attr.view(-1), grad_rast.view(-1), B, HW, V, Ch, shared,
-               int(want_attr), cs, mode)
+               int(want_attr), cs, mode, B == 1)
         if not want_attr:
             return None, _back(grad_rast, grad_out), None
         return _back(_sum_copies(grad_attr), grad_out), _back(grad_rast, grad_out), None
@@ -376,7 +376,7 @@ class _Antialias(torch.autograd.Function):
         pair_alpha = torch.empty(B * H * W * 2, device=dev)
         launch(kaa.antialias_fwd, colork.view(-1), rastk.view(-1), posk.view(-1), trisk.view(-1), nbr.view(-1),
                facing, silmask, pair_code, pair_alpha, out.view(-1), B, V, T, H, W, Ch, *_pixel_runs(W),
-               _static_channels(Ch))
+               _static_channels(Ch), B == 1)
         ctx.save_for_backward(colork, rastk, posk, trisk, pair_code, pair_alpha)
         return _back(out, color)
 

@@ -1,5 +1,8 @@
-"""How the per-pixel loops walk the (batch, row, column) pixels: in runs of consecutive pixels of one row of
-one batch item, batch item outermost.
+"""How the kernels' loops walk pixels and batch items.
+
+Per-pixel loops (`row_run`, `flat_run`) take runs of consecutive pixels of one row (or of one item's flat pixels)
+of one batch item, batch item outermost; loops with the batch innermost (per vertex or per triangle) loop over
+`items(B, single)`, which compiles to no loop at all for B = 1.
 
 A loop iteration handles one run of `run` pixels (`n_runs` = ceil(W / run) runs per row): one integer division
 pair per run instead of per pixel, and fewer iterations, each of which costs Taichi's CPU backend a call.

@@ -292,7 +292,6 @@ def test_degenerate_and_bad_inputs(backend):
         mofa_tk.interpolate(torch.zeros(3, 2, 5), rast, tri)
 
 
-
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
 def test_non_finite_positions_are_found_by_the_kernel(backend, bad):
     """rasterize checks NaN / Inf in its projection loop (no torch reduction): any component, any batch item,

@@ -8,19 +8,10 @@ unrolled at compile time when CS = C > 0 (one compiled kernel per small C); CS =
 import taichi as ti
 
 from .runs import flat_run, items
-from .scatter import ATOMIC, COPIES, copy_base
+from .scatter import add, scatter_base
 
 nd = ti.types.ndarray
 MAX_STATIC_C = 4  # channel counts up to this are unrolled (CS = C)
-
-
-@ti.func
-def _add(arr: ti.template(), i, x, scatter: ti.template()):
-    """arr[i] += x: atomically (ATOMIC) or as a plain add into the calling thread's own copy (COPIES)."""
-    if ti.static(scatter == ATOMIC):
-        ti.atomic_add(arr[i], x)
-    else:
-        arr[i] = arr[i] + x
 
 
 @ti.func
@@ -70,9 +61,9 @@ def _channel_bwd(attr: ti.template(), grad_out: ti.template(), grad_attr: ti.tem
     g = grad_out[io]
     a0 = attr[a0i]
     if want_attr != 0:
-        _add(grad_attr, base + a0i, w0 * g, scatter)
-        _add(grad_attr, base + a1i, u * g, scatter)
-        _add(grad_attr, base + a2i, v * g, scatter)
+        add(grad_attr, base + a0i, w0 * g, scatter)
+        add(grad_attr, base + a1i, u * g, scatter)
+        add(grad_attr, base + a2i, v * g, scatter)
     return g * (attr[a1i] - a0), g * (attr[a2i] - a0)
 
 
@@ -94,9 +85,7 @@ def interpolate_bwd(attr: nd(dtype=ti.f32, ndim=1), rast: nd(dtype=ti.f32, ndim=
                 ba = 0 if shared else b
                 o0, o1, o2 = (ba * V + v0) * C, (ba * V + v1) * C, (ba * V + v2) * C
                 w0 = 1.0 - u - v
-                base = 0
-                if ti.static(scatter == COPIES):
-                    base = copy_base((1 if shared else B) * V * C)
+                base = scatter_base((1 if shared else B) * V * C, scatter)
                 if ti.static(CS > 0):
                     for ch in ti.static(range(CS)):
                         du, dv = _channel_bwd(attr, grad_out, grad_attr, C * p + ch, o0 + ch, o1 + ch, o2 + ch, base,

@@ -47,7 +47,7 @@ memory-bound kernels about twice as fast on the CPU (see docs/performance.md).
 import taichi as ti
 
 from .runs import items, row_run
-from .scatter import ATOMIC, copy_base
+from .scatter import add, scatter_base
 
 nd = ti.types.ndarray
 KEY_EMPTY = 3.0e38  # split mode: no depth / no triangle yet (larger than any depth or triangle id)
@@ -449,16 +449,10 @@ def rast_bwd(pos: nd(dtype=ti.f32, ndim=1), tris: nd(dtype=ti.i32, ndim=1), rast
             tid = ti.cast(rast[o + 3], ti.i32)
             if tid > 0:
                 vs, ga, gc, gz, gw = _rast_grad(pos, tris, grad_rast, V, b, i, j, o, tid - 1, H, W, sx, sy)
+                base = scatter_base(B * V * 4, scatter)
                 for k in ti.static(range(3)):
-                    if ti.static(scatter == ATOMIC):
-                        q = (b * V + vs[k]) * 4
-                        ti.atomic_add(grad_pos[q], ga[k])
-                        ti.atomic_add(grad_pos[q + 1], gc[k])
-                        ti.atomic_add(grad_pos[q + 2], gz[k])
-                        ti.atomic_add(grad_pos[q + 3], gw[k])
-                    else:
-                        q = copy_base(B * V * 4) + (b * V + vs[k]) * 4
-                        grad_pos[q] = grad_pos[q] + ga[k]
-                        grad_pos[q + 1] = grad_pos[q + 1] + gc[k]
-                        grad_pos[q + 2] = grad_pos[q + 2] + gz[k]
-                        grad_pos[q + 3] = grad_pos[q + 3] + gw[k]
+                    q = base + (b * V + vs[k]) * 4
+                    add(grad_pos, q, ga[k], scatter)
+                    add(grad_pos, q + 1, gc[k], scatter)
+                    add(grad_pos, q + 2, gz[k], scatter)
+                    add(grad_pos, q + 3, gw[k], scatter)

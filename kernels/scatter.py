@@ -19,3 +19,22 @@ ATOMIC, COPIES = 0, 1
 def copy_base(size):
     """Offset of the calling CPU thread's gradient copy of `size` elements."""
     return ti.global_thread_idx() * size
+
+
+@ti.func
+def scatter_base(size, scatter: ti.template()):
+    """Offset of the gradient copy the calling thread adds into: its own copy of `size` elements (COPIES), or the
+    single shared one (ATOMIC)."""
+    base = 0
+    if ti.static(scatter == COPIES):
+        base = copy_base(size)
+    return base
+
+
+@ti.func
+def add(arr: ti.template(), i, x, scatter: ti.template()):
+    """arr[i] += x: atomically (ATOMIC) or as a plain add into the calling thread's own copy (COPIES)."""
+    if ti.static(scatter == ATOMIC):
+        ti.atomic_add(arr[i], x)
+    else:
+        arr[i] = arr[i] + x

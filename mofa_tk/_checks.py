@@ -54,8 +54,12 @@ def check_finite(name: str, x: torch.Tensor) -> None:
     if x.is_floating_point() and math.isfinite(float(x.sum())):
         return
     if not bool(torch.isfinite(x).all()):
-        n_bad = int((~torch.isfinite(x)).sum())
-        raise InputError(f"{name}: contains {n_bad} NaN/Inf value(s)")
+        raise non_finite_error(name, x)
+
+
+def non_finite_error(name: str, x: torch.Tensor) -> InputError:
+    """The InputError for a tensor known to hold NaN or Inf, with their number."""
+    return InputError(f"{name}: contains {int((~torch.isfinite(x)).sum())} NaN/Inf value(s)")
 
 
 def check_indices(name: str, idx: torch.Tensor, upper: int) -> None:

@@ -86,8 +86,7 @@ def _raster_forward(posk, trisk, H, W, cull_sign):
             if tile_end is None:
                 n_large, n_bad = (int(x) for x in status.tolist())
                 if n_bad:  # the scan did not run: the key buffers are clean
-                    n = int((~torch.isfinite(posk)).sum())
-                    raise C.InputError(f"pos_clip: contains {n} NaN/Inf value(s)")
+                    raise C.non_finite_error("pos_clip", posk)
                 tile_end, n_tasks = _tile_prefix_sum(big_tiles, n_large) if n_large else (False, 0)
             if n_tasks:
                 launch(kraster.raster_big, pos1, proj, tris1, big, tile_end, n_tasks, V, T, H, W, 1 / W, 1 / H,

@@ -44,6 +44,8 @@ _register_kernels_from_source_tree()
 
 from .backend import init, current_backend, available_backends  # noqa: E402
 from .errors import MofaError, ModelFormatError, BackendUnavailableError, InputError  # noqa: E402
+from .camera import Camera  # noqa: E402
+from .mesh import Mesh  # noqa: E402
 from .model import FaceModel  # noqa: E402
 from .builtin import builtin_model  # noqa: E402
 from .loaders import load_model  # noqa: E402
@@ -51,7 +53,7 @@ from .geometry import morph, rigid, project, to_clip, axis_angle_to_matrix  # no
 from .raster import rasterize, interpolate, antialias  # noqa: E402
 from .shading import vertex_normals, sh_shade, ambient_sh, sh_basis  # noqa: E402
 from .code import Code  # noqa: E402
-from .decoder import FaceDecoder  # noqa: E402
+from .decoder import FaceDecoder, Geometry, Shading, Render  # noqa: E402
 from . import losses, metrics, landmarks, data  # noqa: E402
 from .encoder import Encoder  # noqa: E402
 from .autoencoder import MoFA, load_encoder  # noqa: E402
@@ -62,10 +64,10 @@ __version__ = "0.1.0"
 __all__ = [
     "init", "current_backend", "available_backends",
     "MofaError", "ModelFormatError", "BackendUnavailableError", "InputError",
-    "FaceModel", "builtin_model", "load_model",
+    "Camera", "Mesh", "FaceModel", "builtin_model", "load_model",
     "morph", "rigid", "project", "to_clip", "axis_angle_to_matrix",
     "rasterize", "interpolate", "antialias",
     "vertex_normals", "sh_shade", "ambient_sh", "sh_basis",
-    "Code", "FaceDecoder", "losses", "metrics", "landmarks", "data", "fit", "FitResult",
+    "Code", "FaceDecoder", "Geometry", "Shading", "Render", "losses", "metrics", "landmarks", "data", "fit", "FitResult",
     "Encoder", "MoFA", "load_encoder",
 ]

@@ -87,3 +87,24 @@ def batch_of(name: str, x: torch.Tensor, B: int) -> torch.Tensor:
     if x.shape[0] == 1:
         return x.expand(B, *x.shape[1:])
     raise InputError(f"{name}: batch size {x.shape[0]} does not match B={B}")
+
+
+def image_size(name: str, value, *, square: bool = True, max_side: int | None = None) -> tuple[int, int]:
+    """(H, W) from an image size argument; InputError naming `name` when it is not one.
+
+    Args:
+        name: the argument name for messages; value: (H, W), or an int for a square image when `square`.
+        max_side: optional largest allowed H and W.
+    """
+    if square and isinstance(value, int) and not isinstance(value, bool):
+        H = W = int(value)
+    else:
+        try:
+            H, W = (int(s) for s in value)
+        except Exception:
+            what = "an int or (H, W)" if square else "(H, W)"
+            raise InputError(f"{name}: expected {what}, got {value!r}") from None
+    if H <= 0 or W <= 0 or (max_side is not None and max(H, W) > max_side):
+        bound = "positive" if max_side is None else f"in [1, {max_side}]"
+        raise InputError(f"{name}: H and W must be {bound}, got {(H, W)}")
+    return H, W

@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from .errors import InputError, MofaError
+from .shading import SH_BAND_FACTORS, SH_CONSTANTS
 
 __all__ = ["ImageFolderFaces", "SyntheticFaces", "framing", "IMAGE_EXTENSIONS", "LANDMARK_EXTENSIONS",
            "CACHE_NAME", "SYNTHETIC_DEFAULTS"]
@@ -378,8 +379,10 @@ SYNTHETIC_DEFAULTS = {
     "brightness": 0.15, "colour": 0.05, "band1": 0.3, "band2": 0.08,
 }
 BACKGROUNDS = ("noise", "gradient", "solid")
-#: A_l c_k per SH coefficient k: irradiance per unit of radiance coefficient (docs/lighting.md).
-_SH_GAIN = np.array([0.886227] + [1.023327] * 3 + [0.858086] * 5)
+#: Irradiance per unit of radiance coefficient, per SH coefficient k, with one gain per band: A_0 c_0, A_1 c_1 and,
+#: for all of band 2, A_2 c_(2,-2) (docs/lighting.md). `SYNTHETIC_DEFAULTS` draws band 2 in these units.
+_SH_GAIN = np.array([SH_BAND_FACTORS[0] * SH_CONSTANTS[0]] + [SH_BAND_FACTORS[1] * SH_CONSTANTS[1]] * 3
+                    + [SH_BAND_FACTORS[2] * SH_CONSTANTS[4]] * 5)
 
 
 class SyntheticFaces(torch.utils.data.Dataset):

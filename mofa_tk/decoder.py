@@ -21,72 +21,152 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
+from dataclasses import dataclass, fields
 
 import torch
 
 from . import _checks as C
+from .camera import FOCAL_224, Camera
 from .code import Code
 from .errors import InputError
 from .geometry import axis_angle_to_matrix, morph, rigid, to_clip
 from .geometry import albedo as albedo_op
+from .mesh import Mesh
 from .raster import antialias, interpolate, rasterize
 from .shading import ambient_sh, sh_shade, vertex_normals
 
-#: Deep3DFaceRecon's focal length (pixels) for a 224 x 224 image; the default focal scales it with the size.
-FOCAL_224 = 1015.0
+__all__ = ["FaceDecoder", "Geometry", "Shading", "Render", "DEFAULT_DISTANCE", "FOCAL_224"]
+
 #: Default distance (mm) from the camera to the face centre: with FOCAL_224 a 150 mm wide face spans
 #: about 150 px of a 224 px image (2/3), the framing of Deep3DFaceRecon (focal 1015, camera_d 10 in its
 #: decimetre units).
 DEFAULT_DISTANCE = 1000.0
 
 
-def _image_size(image_size):
-    if isinstance(image_size, (int,)) and not isinstance(image_size, bool):
-        H = W = int(image_size)
-    else:
-        try:
-            H, W = (int(s) for s in image_size)
-        except Exception:
-            raise InputError(f"image_size: expected an int or (H, W), got {image_size!r}") from None
-    if H <= 0 or W <= 0:
-        raise InputError(f"image_size: must be positive, got {(H, W)}")
-    return H, W
+@dataclass(frozen=True)
+class Geometry:
+    """Output of `FaceDecoder.geometry`: the posed mesh and its projection. Tensors float32, batch B.
 
-
-def boundary_vertices(tris, n_vertices: int) -> torch.Tensor:
-    """(V,) bool: vertices on an open edge of the mesh (an edge used by exactly one triangle).
-
-    On an open face mesh (BFM's front face, the built-in model) these outline the face; their projected
-    colour sample mixes the face with whatever lies beyond it, so `mofa_loss` leaves them out of the dense
-    photometric term by default.
+    Attributes:
+        blocks: OrderedDict of the code blocks (`Code.split`), float32.
+        verts: (B, V, 3) mm, model space (shape + expression, no pose).
+        rotation: (B, 3, 3) R and translation (B, 3) t, mm: verts_cam = R verts + t.
+        verts_cam: (B, V, 3) mm, OpenGL camera space (the camera looks along -z).
+        normals: (B, V, 3) unit vertex normals, camera space.
+        verts_2d: (B, V, 2) pixels, projection of every vertex (`Camera.project`).
+        landmarks2d: (B, 68, 2) pixels; NaN for the landmarks the model lacks (index -1).
     """
-    t = torch.as_tensor(tris).long().cpu()
-    e = torch.cat([t[:, [0, 1]], t[:, [1, 2]], t[:, [2, 0]]]).sort(1).values
-    edges, counts = torch.unique(e, dim=0, return_counts=True)
-    out = torch.zeros(int(n_vertices), dtype=torch.bool)
-    out[edges[counts == 1].reshape(-1)] = True
-    return out
+
+    blocks: "OrderedDict[str, torch.Tensor]"
+    verts: torch.Tensor
+    rotation: torch.Tensor
+    translation: torch.Tensor
+    verts_cam: torch.Tensor
+    normals: torch.Tensor
+    verts_2d: torch.Tensor
+    landmarks2d: torch.Tensor
+
+
+@dataclass(frozen=True)
+class Shading:
+    """Output of `FaceDecoder.shading`: per-vertex reflectance and light.
+
+    Attributes:
+        albedo: (B, V, 3) reflectance (linear, unclamped).
+        sh: (B, 27) the SH code used (ambient + illumination block), channel-major.
+        vertex_colors: (B, V, 3) shaded colours albedo * SH irradiance (linear, unclamped).
+    """
+
+    albedo: torch.Tensor
+    sh: torch.Tensor
+    vertex_colors: torch.Tensor
+
+
+@dataclass(frozen=True)
+class Render:
+    """What `FaceDecoder` returns: the stages' outputs and the image.
+
+    Attributes:
+        geometry: `Geometry`; shading: `Shading`.
+        visibility: (B, V) bool, in the image, facing the camera and not occluded (`FaceDecoder.visibility`).
+        boundary: (V,) bool, vertices on the open boundary of the mesh (`Mesh.boundary`).
+        image: (B, H, W, 3) antialiased render over the background, linear RGB; None when only the vertex
+            stages ran (`FaceDecoder.vertex_render`).
+        mask: (B, H, W, 1) coverage in [0, 1] (antialiased at the silhouette), or None.
+        rast: (B, H, W, 4) from `rasterize`; pos_clip: (B, V, 4) from `to_clip` (None when not rendered).
+
+    Reading a field of the stages works on the render too, by attribute or by name: `out.verts_2d`,
+    `out["verts_2d"]`, `out["image"]` (`keys()` lists the names).
+    """
+
+    geometry: Geometry
+    shading: Shading
+    visibility: torch.Tensor
+    boundary: torch.Tensor
+    image: torch.Tensor | None = None
+    mask: torch.Tensor | None = None
+    rast: torch.Tensor | None = None
+    pos_clip: torch.Tensor | None = None
+
+    def __getattr__(self, name):
+        # only called for names that are not fields of the Render itself: look in the stages
+        if name.startswith("__"):
+            raise AttributeError(name)
+        for part in ("geometry", "shading"):
+            obj = object.__getattribute__(self, part)
+            if name in _FIELDS[part]:
+                return getattr(obj, name)
+        raise AttributeError(f"Render has no field {name!r}")
+
+    def __getitem__(self, name: str):
+        try:
+            return getattr(self, name)
+        except AttributeError:
+            raise KeyError(name) from None
+
+    def __contains__(self, name) -> bool:
+        return name in self.keys()
+
+    def keys(self):
+        return tuple(f for f in _FIELDS["render"] if f not in ("geometry", "shading")) + _FIELDS["geometry"] \
+            + _FIELDS["shading"]
+
+
+_FIELDS = {"render": tuple(f.name for f in fields(Render)), "geometry": tuple(f.name for f in fields(Geometry)),
+           "shading": tuple(f.name for f in fields(Shading))}
 
 
 class FaceDecoder(torch.nn.Module):
     """Differentiable model-based decoder (MoFA): semantic code -> image, mask, landmarks, visibility.
 
-    model:      FaceModel (any sizes; the code layout is `Code.for_model(model)`, see `self.code`)
-    image_size: int or (H, W) pixels (default 224)
-    focal:      focal length in pixels, scalar or (fx, fy); default 1015 * min(H, W) / 224 (Deep3DFaceRecon)
-    distance:   mm from the camera to the face centre for a zero translation (default 1000)
-    principal:  principal point (cx, cy) in pixels; default the image centre (W / 2, H / 2)
-    center:     (3,) mm, the model-space point put on the optical axis and used as the rotation pivot;
-                default the centre of the mean shape's bounding box. Pass (0, 0, 0) to pivot about the
-                model's origin.
-    near, far:  clipping depths in mm (default distance / 10 and distance * 10)
-    visibility_tol: depth tolerance of the visibility test, in pixel footprints (mm covered by one pixel at
-                the vertex's depth, depth / focal); default 3 (see `forward`)
-    ambient:    irradiance of the built-in ambient light added to the illumination block (default 1)
+    Args:
+        model: FaceModel (any sizes; the code layout is `Code.for_model(model)`, see `self.code`).
+        image_size: int or (H, W) pixels (default 224).
+        focal: focal length in pixels, scalar or (fx, fy); default 1015 * min(H, W) / 224 (Deep3DFaceRecon).
+        distance: mm from the camera to the face centre for a zero translation (default 1000).
+        principal: principal point (cx, cy) in pixels; default the image centre (W / 2, H / 2).
+        center: (3,) mm, the model-space point put on the optical axis and used as the rotation pivot;
+            default the centre of the mean shape's bounding box. Pass (0, 0, 0) to pivot about the origin.
+        near, far: clipping depths in mm (default distance / 10 and distance * 10).
+        visibility_tol: depth tolerance of the visibility test, in pixel footprints (mm covered by one pixel at
+            the vertex's depth, depth / focal); default 3 (see `visibility`).
+        ambient: irradiance of the built-in ambient light added to the illumination block (default 1).
 
-    `decoder(code, background=None)` returns a dict (see `forward`). All outputs are float32 and
-    differentiable w.r.t. the code except `visibility`, `rast` (non-differentiable parts) and `mask`'s
-    interior. The same code gives bit-identical outputs run to run (no op sums with float atomics).
+    The stages, each a method returning a frozen dataclass, chained by `forward`:
+
+        geometry(code)               -> Geometry   morph, pose, normals, projection, landmarks
+        shading(geometry)            -> Shading    albedo, SH light, vertex colours
+        visibility(geometry)         -> (B, V) bool from the z-buffer
+        render(geometry, shading)    -> Render     rasterize, interpolate, composite, antialias
+
+    `decoder(code, background=None)` returns a `Render`. All outputs are float32 and differentiable w.r.t. the
+    code except `visibility`, `rast` and `mask`'s interior. The same code gives bit-identical outputs run to
+    run (no op on this path sums with float atomics).
+
+    Example::
+
+        dec = FaceDecoder(mofa_tk.builtin_model(), 224)
+        out = dec(dec.code.zeros(2))        # out.image (2, 224, 224, 3): the mean face, frontal
     """
 
     def __init__(self, model, image_size=224, focal=None, distance: float = DEFAULT_DISTANCE, principal=None,
@@ -95,30 +175,13 @@ class FaceDecoder(torch.nn.Module):
         super().__init__()
         self.model = model
         self.code = Code.for_model(model)
-        H, W = _image_size(image_size)
-        self.image_size = (H, W)
-        if focal is None:
-            focal = FOCAL_224 * min(H, W) / 224.0
-        f = torch.as_tensor(focal, dtype=torch.float32).reshape(-1)
-        if f.numel() == 1:
-            f = f.expand(2)
-        if f.numel() != 2 or not bool(torch.isfinite(f).all()) or not bool((f > 0).all()):
-            raise InputError(f"focal: expected a positive scalar or (fx, fy) in pixels, got {focal!r}")
-        self.focal = (float(f[0]), float(f[1]))
-        if principal is None:
-            principal = (W / 2.0, H / 2.0)
-        p = torch.as_tensor(principal, dtype=torch.float32).reshape(-1)
-        if p.numel() != 2 or not bool(torch.isfinite(p).all()):
-            raise InputError(f"principal: expected (cx, cy) in pixels, got {principal!r}")
-        self.principal = (float(p[0]), float(p[1]))
         distance = float(distance)
         if not (distance > 0 and math.isfinite(distance)):
             raise InputError(f"distance: expected a positive number of mm, got {distance!r}")
         self.distance = distance
-        self.near = float(near) if near is not None else distance / 10.0
-        self.far = float(far) if far is not None else distance * 10.0
-        if not (0 < self.near < self.far):
-            raise InputError(f"near/far: need 0 < near < far, got near={self.near}, far={self.far}")
+        self.camera = Camera.pinhole(image_size, focal, principal,
+                                     near=float(near) if near is not None else distance / 10.0,
+                                     far=float(far) if far is not None else distance * 10.0)
         if not (visibility_tol >= 0):
             raise InputError(f"visibility_tol: expected >= 0 (pixel footprints), got {visibility_tol!r}")
         self.visibility_tol = float(visibility_tol)
@@ -128,26 +191,37 @@ class FaceDecoder(torch.nn.Module):
         c = torch.as_tensor(center, dtype=torch.float32).reshape(-1)
         if c.numel() != 3 or not bool(torch.isfinite(c).all()):
             raise InputError(f"center: expected (3,) mm, got {center!r}")
+        self.mesh = Mesh(model.triangles, model.n_vertices, name="model.triangles")
         self.register_buffer("center", c.clone())
         amb = ambient_sh(1, ambient).transpose(1, 2).reshape(1, 27)
         self.register_buffer("ambient_code", amb)
         self.register_buffer("default_translation", torch.tensor([0.0, 0.0, -distance]))
-        self.register_buffer("triangles", model.triangles.to(torch.int32).cpu().clone())
+        self.register_buffer("triangles", self.mesh.triangles.clone())
         lm = model.landmarks.to(torch.int64).cpu()
         self.register_buffer("landmark_index", lm.clone())
         self.register_buffer("landmark_valid", lm >= 0)
-        self.register_buffer("boundary", boundary_vertices(self.triangles, model.n_vertices))
+        self.register_buffer("boundary", self.mesh.boundary.clone())
 
-    # ------------------------------------------------------------------ helpers
+    # camera parameters, read from `self.camera`
+    image_size = property(lambda self: self.camera.image_size, doc="(H, W) pixels")
+    focal = property(lambda self: self.camera.focal, doc="(fx, fy) pixels")
+    principal = property(lambda self: self.camera.principal, doc="(cx, cy) pixels")
+    near = property(lambda self: self.camera.near, doc="near clipping depth, mm")
+    far = property(lambda self: self.camera.far, doc="far clipping depth, mm")
+
     def extra_repr(self) -> str:
         return (f"model={getattr(self.model, 'name', '?')!r}, image_size={self.image_size}, focal={self.focal}, "
                 f"distance={self.distance}, code={self.code}")
 
-    def _blocks(self, code) -> "OrderedDict[str, torch.Tensor]":
-        if isinstance(code, dict):
-            flat = self.code.join(code)
-        else:
-            flat = code
+    def blocks(self, code) -> "OrderedDict[str, torch.Tensor]":
+        """Checked code blocks.
+
+        Args:
+            code: (B, N) float flat code (layout `self.code`) or a dict of named blocks (`Code.join`).
+        Returns:
+            OrderedDict {block: (B, size) float32 view}. Raises InputError on a wrong layout, dtype or NaN/Inf.
+        """
+        flat = self.code.join(code) if isinstance(code, dict) else code
         if not isinstance(flat, torch.Tensor):
             flat = C.as_tensor("code", flat)
         blocks = self.code.split(flat)
@@ -157,40 +231,82 @@ class FaceDecoder(torch.nn.Module):
         return OrderedDict((k, v.float()) for k, v in blocks.items())
 
     def camera_transform(self, rotation: torch.Tensor, translation: torch.Tensor):
-        """(R (B, 3, 3), t (B, 3)) with verts_cam = R @ v + t for model-space v, i.e.
-        R = axis_angle_to_matrix(rotation), t = (0, 0, -distance) + translation - R @ center."""
-        R = axis_angle_to_matrix(rotation)
+        """The rigid transform of the pose blocks.
+
+        Args:
+            rotation: (B, 3) axis-angle, rad, or (B, 3, 3) rotation matrices.
+            translation: (B, 3) mm, offset from the default placement.
+        Returns:
+            (R (B, 3, 3), t (B, 3) mm) with verts_cam = R @ v + t for model-space v:
+            t = (0, 0, -distance) + translation - R @ center.
+        """
+        R = rotation if rotation.ndim == 3 else axis_angle_to_matrix(rotation)
         c = self.center.to(rotation.device)
         t = self.default_translation.to(rotation.device) + translation - R @ c
         return R, t
 
     def project_points(self, points_cam: torch.Tensor) -> torch.Tensor:
-        """Pinhole projection (B, P, 3) mm camera space -> (B, P, 2) pixels (u right, v down, centres at +0.5).
+        """(..., 3) mm camera space -> (..., 2) pixels: `self.camera.project` (depth clamped at near)."""
+        return self.camera.project(points_cam)
 
-        Same mapping as `mofa_tk.project`, in plain torch and with the depth clamped at `near` so that it
-        never raises or divides by zero while an optimiser moves the head (points behind the camera get
-        meaningless but finite pixels; they are never visible).
+    def landmarks(self, verts_2d: torch.Tensor) -> torch.Tensor:
+        """(B, 68, 2) pixels: the model's landmark vertices of `verts_2d` (B, V, 2); NaN where the model lacks one."""
+        lm = verts_2d[:, self.landmark_index.to(verts_2d.device).clamp(min=0)]
+        valid = self.landmark_valid.to(verts_2d.device)
+        return torch.where(valid[None, :, None], lm, torch.full_like(lm, float("nan")))
+
+    # ------------------------------------------------------------------ stages
+    def geometry(self, code, rotation: torch.Tensor | None = None) -> Geometry:
+        """Stage 1: shape, pose and projection.
+
+        Args:
+            code: (B, N) float32 flat code or a dict of blocks.
+            rotation: optional (B, 3, 3) rotation matrices used instead of the code's rotation block (a
+                fitter perturbs the rotation multiplicatively).
+        Returns:
+            `Geometry`. Gradients: w.r.t. the shape, expression, rotation and translation blocks (and `rotation`).
         """
-        depth = (-points_cam[..., 2]).clamp(min=self.near)
-        u = self.principal[0] + self.focal[0] * points_cam[..., 0] / depth
-        v = self.principal[1] - self.focal[1] * points_cam[..., 1] / depth
-        return torch.stack([u, v], -1)
+        bl = self.blocks(code)
+        verts = morph(self.model, bl["shape"], bl["expression"])
+        R, t = self.camera_transform(bl["rotation"] if rotation is None else rotation, bl["translation"])
+        verts_cam = rigid(verts, R, t)
+        normals = vertex_normals(verts_cam, self.mesh)
+        verts_2d = self.project_points(verts_cam)
+        return Geometry(bl, verts, R, t, verts_cam, normals, verts_2d, self.landmarks(verts_2d))
 
-    def _depth_from_ndc(self, z_ndc: torch.Tensor) -> torch.Tensor:
-        """Invert to_clip's depth mapping: z_ndc = -a + b / depth  ->  depth (mm)."""
-        n, f = self.near, self.far
-        a = -(f + n) / (f - n)
-        b = -2 * f * n / (f - n)
-        return b / (z_ndc + a)
+    def shading(self, geometry: Geometry) -> Shading:
+        """Stage 2: reflectance and SH lighting per vertex (MoFA shades vertices, not pixels).
+
+        Args:
+            geometry: `Geometry` of the same code.
+        Returns:
+            `Shading`. Gradients: w.r.t. the reflectance and illumination blocks, and through the normals.
+        """
+        bl, model = geometry.blocks, self.model
+        dev = geometry.verts_cam.device
+        if model.k_alb > 0:
+            alb = albedo_op(model, bl["reflectance"])
+        else:
+            alb = model.albedo_mean[None].to(dev).expand(geometry.verts_cam.shape[0], -1, -1)
+        sh = self.ambient_code.to(dev) + bl["illumination"]
+        return Shading(alb, sh, sh_shade(geometry.normals, alb, sh))
+
+    def to_clip(self, verts_cam: torch.Tensor) -> torch.Tensor:
+        """(B, V, 4) clip-space positions of camera-space vertices (B, V, 3) mm with this decoder's camera."""
+        cam = self.camera
+        return to_clip(verts_cam, cam.focal, cam.principal, cam.image_size, cam.near, cam.far)
 
     @torch.no_grad()
-    def visibility(self, verts_cam: torch.Tensor, normals: torch.Tensor, verts_2d: torch.Tensor,
-                   rast: torch.Tensor) -> torch.Tensor:
+    def visibility(self, geometry: Geometry, rast: torch.Tensor | None = None) -> torch.Tensor:
         """Per-vertex visibility (B, V) bool from the z-buffer.
 
-        A vertex is visible when (1) its projection lies inside the image and its depth exceeds `near`,
-        (2) it faces the camera: n . x < 0 for its camera-space normal n and position x (the camera is at
-        the origin), and (3) it is not occluded: the farthest rasterized depth among the 4 pixel centres
+        Args:
+            geometry: `Geometry`.
+            rast: (B, H, W, 4) `rasterize` output of the same geometry; rasterized here when None.
+
+        A vertex is visible when (1) its projection lies inside the image and its depth lies between `near`
+        and `far`, (2) it faces the camera: n . x < 0 for its camera-space normal n and position x (the camera
+        is at the origin), and (3) it is not occluded: the farthest rasterized depth among the 4 pixel centres
         around its projection (clamped to the image; a centre no triangle covers counts as infinitely far)
         is at least the vertex depth minus `visibility_tol * depth / fx` mm. Taking the farthest of the 4
         makes an unoccluded vertex pass even where the surface is steep (on a plane the depth at the vertex
@@ -199,6 +315,11 @@ class FaceDecoder(torch.nn.Module):
         1000 mm and f = 1015 px) are not detected; near an occluding contour the answer is decided at
         pixel resolution.
         """
+        verts_cam = geometry.verts_cam.detach()
+        normals = geometry.normals.detach()
+        verts_2d = geometry.verts_2d.detach()
+        if rast is None:
+            rast = rasterize(self.to_clip(verts_cam), self.mesh, self.image_size)
         B, V = verts_cam.shape[:2]
         H, W = self.image_size
         depth = -verts_cam[..., 2]
@@ -219,7 +340,7 @@ class FaceDecoder(torch.nn.Module):
                 flat = (ii * W + jj).to(zbuf.device)
                 z = torch.gather(zbuf, 1, flat).to(verts_cam.device)
                 cov = torch.gather(covered_map, 1, flat).to(verts_cam.device)
-                d = self._depth_from_ndc(z)
+                d = self.camera.depth_from_ndc(z)
                 # an uncovered pixel centre has nothing in front of it: depth +inf (the vertex lies on
                 # a silhouette, e.g. the open boundary of the mesh, and nothing there occludes it)
                 best = torch.maximum(best, torch.where(cov, d, torch.full_like(d, float("inf"))))
@@ -227,48 +348,28 @@ class FaceDecoder(torch.nn.Module):
         unoccluded = depth <= best + tol
         return inside & facing & unoccluded
 
-    # ------------------------------------------------------------------ forward
-    def forward(self, code, background=None) -> dict:
-        """Render a batch of codes.
+    def vertex_render(self, geometry: Geometry, shading: Shading, visibility: torch.Tensor | None = None) -> Render:
+        """A `Render` of the per-vertex stages only (image, mask, rast and pos_clip None), for losses that need no
+        pixels; `visibility` may be filled in later (`dataclasses.replace`)."""
+        return Render(geometry, shading, visibility, self.boundary.to(geometry.verts_cam.device))
 
-        code:       (B, N) float32 flat code (layout `self.code`) or a dict of named blocks (`Code.join`)
-        background: optional (B, H, W, 3) or (H, W, 3) float32 image behind the face (default black)
-        returns a dict of tensors:
-            image         (B, H, W, 3) float32, antialiased render composited over the background, linear RGB
-            mask          (B, H, W, 1) float32 coverage in [0, 1] (antialiased at the silhouette)
-            verts_cam     (B, V, 3) mm, OpenGL camera space (camera looks along -z)
-            verts_2d      (B, V, 2) pixels, projection of every vertex (u right, v down, centres at +0.5)
-            landmarks2d   (B, 68, 2) pixels; NaN for the landmarks the model lacks (index -1)
-            vertex_colors (B, V, 3) shaded vertex colours (linear, unclamped) = albedo * SH irradiance
-            albedo        (B, V, 3) per-vertex reflectance
-            normals       (B, V, 3) unit vertex normals, camera space
-            sh            (B, 27) the SH code used (ambient + illumination block), channel-major
-            visibility    (B, V) bool: in the image, facing the camera and not occluded (see `visibility`)
-            boundary      (V,) bool: vertices on the open boundary of the mesh (`boundary_vertices`)
-            rast          (B, H, W, 4) from `rasterize`; pos_clip (B, V, 4) from `to_clip` (for reuse)
-            blocks        the dict of code blocks (views of the input)
+    def render(self, geometry: Geometry, shading: Shading, background=None) -> Render:
+        """Stage 3: rasterize the shaded mesh into the image.
+
+        Args:
+            geometry, shading: the outputs of the first two stages.
+            background: optional (B, H, W, 3) or (H, W, 3) float32 image behind the face (default black).
+        Returns:
+            `Render`. Gradients: image and mask w.r.t. the vertex colours and, at the silhouette and through
+            the barycentrics, the camera-space positions.
         """
-        blocks = self._blocks(code)
-        B = blocks["rotation"].shape[0]
-        model = self.model
         H, W = self.image_size
-        tris = self.triangles
-
-        verts = morph(model, blocks["shape"], blocks["expression"])
-        R, t = self.camera_transform(blocks["rotation"], blocks["translation"])
-        verts_cam = rigid(verts, R, t)
-        normals = vertex_normals(verts_cam, tris)
-        if model.k_alb > 0:
-            alb = albedo_op(model, blocks["reflectance"])
-        else:
-            alb = model.albedo_mean[None].to(verts_cam.device).expand(B, -1, -1)
-        sh = self.ambient_code.to(verts_cam.device) + blocks["illumination"]
-        colors = sh_shade(normals, alb, sh)
-
-        pos_clip = to_clip(verts_cam, self.focal, self.principal, (H, W), self.near, self.far)
-        rast = rasterize(pos_clip, tris, (H, W))
+        B = geometry.verts_cam.shape[0]
+        pos_clip = self.to_clip(geometry.verts_cam)
+        rast = rasterize(pos_clip, self.mesh, (H, W))
+        colors = shading.vertex_colors
         attr = torch.cat([colors, torch.ones_like(colors[..., :1])], dim=-1)
-        px = interpolate(attr, rast, tris)
+        px = interpolate(attr, rast, self.mesh)
         covered = (rast[..., 3:4] > 0).to(px.dtype)
         color_px = px[..., :3]
         if background is not None:
@@ -280,20 +381,20 @@ class FaceDecoder(torch.nn.Module):
                 raise InputError(f"background: batch size {bg.shape[0]} must be 1 or B={B}")
             C.check_finite("background", bg)
             color_px = color_px * covered + bg * (1 - covered)
-        out = antialias(torch.cat([color_px, px[..., 3:4]], dim=-1), rast, pos_clip, tris)
-        image, mask = out[..., :3], out[..., 3:4]
+        out = antialias(torch.cat([color_px, px[..., 3:4]], dim=-1), rast, pos_clip, self.mesh)
+        vis = self.visibility(geometry, rast)
+        return Render(geometry, shading, vis, self.boundary.to(vis.device), out[..., :3], out[..., 3:4], rast,
+                      pos_clip)
 
-        verts_2d = self.project_points(verts_cam)
-        lm_idx = self.landmark_index.to(verts_cam.device)
-        valid = self.landmark_valid.to(verts_cam.device)
-        lm3 = verts_cam[:, lm_idx.clamp(min=0)]
-        landmarks2d = self.project_points(lm3)
-        landmarks2d = torch.where(valid[None, :, None], landmarks2d, torch.full_like(landmarks2d, float("nan")))
-        vis = self.visibility(verts_cam.detach(), normals.detach(), verts_2d.detach(), rast)
+    def forward(self, code, background=None) -> Render:
+        """Render a batch of codes: `render(g, shading(g), background)` with g = `geometry(code)`.
 
-        return {
-            "image": image, "mask": mask, "verts_cam": verts_cam, "verts_2d": verts_2d,
-            "landmarks2d": landmarks2d, "vertex_colors": colors, "albedo": alb, "normals": normals,
-            "sh": sh, "visibility": vis, "boundary": self.boundary.to(vis.device), "rast": rast,
-            "pos_clip": pos_clip, "blocks": blocks,
-        }
+        Args:
+            code: (B, N) float32 flat code (layout `self.code`) or a dict of named blocks (`Code.join`).
+            background: optional (B, H, W, 3) or (H, W, 3) float32 image behind the face (default black).
+        Returns:
+            `Render` (fields image, mask, visibility, boundary, rast, pos_clip, and the stages' fields:
+            verts, verts_cam, normals, verts_2d, landmarks2d, albedo, sh, vertex_colors, blocks).
+        """
+        g = self.geometry(code)
+        return self.render(g, self.shading(g), background)

@@ -31,7 +31,7 @@ from __future__ import annotations
 import math
 import time
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -40,11 +40,9 @@ from . import losses as L
 from .code import BLOCKS, Code
 from .decoder import FaceDecoder
 from .errors import InputError
-from .geometry import albedo as albedo_op
-from .geometry import axis_angle_to_matrix, morph, rigid, to_clip
+from .geometry import axis_angle_to_matrix, morph, skew
 from .landmarks import DEFAULT_CROP_SCALE, CropTransform, crop_face
-from .raster import rasterize
-from .shading import SH_BAND_FACTORS, SH_CONSTANTS, sh_basis, sh_shade, vertex_normals
+from .shading import SH_BAND_FACTORS, SH_CONSTANTS, sh_basis, sh_basis_jacobian
 
 __all__ = ["fit", "FitResult", "STAGES", "DEFAULT_ITERS", "OPTIMIZERS", "FIT_REG_WEIGHTS", "matrix_to_axis_angle"]
 
@@ -96,13 +94,6 @@ def matrix_to_axis_angle(R) -> torch.Tensor:
 def _label(name: str):
     """torch.profiler label (a no-op unless a profiler is recording); benchmarks/bench_fit.py uses them."""
     return torch.profiler.record_function(name)
-
-
-def _skew(v: torch.Tensor) -> torch.Tensor:
-    """(..., 3) -> (..., 3, 3) with skew(v) @ w = cross(v, w)."""
-    x, y, z = v.unbind(-1)
-    o = torch.zeros_like(x)
-    return torch.stack([o, -z, y, z, o, -x, -y, x, o], -1).reshape(*v.shape[:-1], 3, 3)
 
 
 # ============================================================================================ result
@@ -257,7 +248,6 @@ class _Problem:
         self.w["photo"] = 0.0                                     # the dense (vertex) term only
         self.reg_w = dict(FIT_REG_WEIGHTS if reg_weights is None else reg_weights)
         self.lm_w = landmark_weights
-        self.tris = dec.triangles
         lm = dec.landmark_index
         self.lm_ok = (dec.landmark_valid & torch.isfinite(target_lm).all(-1))
         self.lm_idx = lm.clamp(min=0)
@@ -279,27 +269,11 @@ class _Problem:
         """
         if getattr(self, "_gn", None) is not None:
             return self._gn
-        V = self.model.n_vertices
         cand = torch.nonzero(self.not_boundary)[:, 0]
         stride = max(1, math.ceil(len(cand) / _GN_SAMPLE))
         idx = cand[::stride]
-        tris = self.tris.long()
-        T = tris.shape[0]
-        inc = torch.cat([torch.stack([tris[:, k], torch.arange(T)], 1) for k in range(3)])
-        pos = torch.full((V,), -1, dtype=torch.long)
-        pos[idx] = torch.arange(len(idx))
-        inc = inc[pos[inc[:, 0]] >= 0]
-        inc = inc[torch.argsort(inc[:, 0] * (T + 1) + inc[:, 1])]
-        rows = pos[inc[:, 0]]
-        counts = torch.bincount(rows, minlength=len(idx))
-        d = max(int(counts.max()) if len(counts) else 0, 1)
-        start = torch.cumsum(counts, 0) - counts
-        col = torch.arange(len(inc)) - start[rows]
-        faces = torch.full((len(idx), d), -1, dtype=torch.long)
-        faces[rows, col] = inc[:, 1]
-        valid = faces >= 0
-        f = faces.clamp(min=0)
-        self._gn = {"idx": idx, "t0": tris[f, 0], "t1": tris[f, 1], "t2": tris[f, 2], "valid": valid}
+        t0, t1, t2, valid = self.dec.mesh.incident_faces(idx)
+        self._gn = {"idx": idx, "t0": t0, "t1": t1, "t2": t2, "valid": valid}
         return self._gn
 
     @torch.no_grad()
@@ -326,18 +300,13 @@ class _Problem:
         s = torch.linalg.cross(e1, e2).sum(1)                                       # (m, 3)
         m = e1.shape[0]
         # sum_d skew(e1_d) @ dE2_d  as one batched (3, 3d) @ (3d, K) product per vertex
-        S1 = _skew(e1).permute(0, 2, 1, 3).reshape(m, 3, -1)
-        S2 = _skew(e2).permute(0, 2, 1, 3).reshape(m, 3, -1)
+        S1 = skew(e1).permute(0, 2, 1, 3).reshape(m, 3, -1)
+        S2 = skew(e2).permute(0, 2, 1, 3).reshape(m, 3, -1)
         ds = torch.bmm(S1, gs["dE2"]) - torch.bmm(S2, gs["dE1"])                    # (m, 3, K)
         norm = s.norm(dim=-1).clamp(min=1e-12)
         n = s / norm[:, None]
         Pn = (torch.eye(3) - n[:, :, None] * n[:, None, :]) / norm[:, None, None]
         return torch.bmm(Pn, ds)
-
-    # ------------------------------------------------------------------ pose helpers
-    def camera_T(self, R: torch.Tensor, translation: torch.Tensor) -> torch.Tensor:
-        """t with x_cam = R v + t for model-space v (as FaceDecoder.camera_transform)."""
-        return self.dec.default_translation + translation - R @ self.dec.center
 
     # ------------------------------------------------------------------ landmark-only model
     def landmark_points(self, code: torch.Tensor, R: torch.Tensor | None = None):
@@ -346,7 +315,8 @@ class _Problem:
         v = self.lm_mean + self.lm_S @ bl["shape"][0] + self.lm_E @ bl["expression"][0]
         if R is None:
             R = axis_angle_to_matrix(bl["rotation"])[0]
-        x = v @ R.T + self.camera_T(R, bl["translation"][0])
+        _, t = self.dec.camera_transform(R[None], bl["translation"])
+        x = v @ R.T + t[0]
         return self.dec.project_points(x[None])[0], v
 
     def landmark_loss(self, code, R=None, reg_blocks=("shape", "expression")):
@@ -361,45 +331,22 @@ class _Problem:
         return sum(terms.values()), terms
 
     # ------------------------------------------------------------------ full model (dense stage)
-    def geometry(self, code: torch.Tensor, R: torch.Tensor | None = None) -> dict:
-        """The decoder's geometry and shading path with the mofa_tk ops, without the image rasterization
-        (the dense loss only needs per-vertex quantities). R: optional (3, 3) rotation used instead of the
-        code's rotation block (the LM path perturbs it multiplicatively)."""
-        bl = self.layout.split(code)
-        model, dec = self.model, self.dec
-        verts = morph(model, bl["shape"], bl["expression"])
-        if R is None:
-            R = axis_angle_to_matrix(bl["rotation"])[0]
-        t = self.camera_T(R, bl["translation"][0])
-        vc = rigid(verts, R[None], t[None])
-        normals = vertex_normals(vc, self.tris)
-        if model.k_alb > 0:
-            alb = albedo_op(model, bl["reflectance"])
-        else:
-            alb = model.albedo_mean[None]
-        sh = dec.ambient_code + bl["illumination"]
-        colors = sh_shade(normals, alb, sh)
-        v2 = dec.project_points(vc)
-        lm2 = v2[:, self.lm_idx]
-        lm2 = torch.where(dec.landmark_valid[None, :, None], lm2, torch.full_like(lm2, float("nan")))
-        return {"verts": verts, "verts_cam": vc, "normals": normals, "albedo": alb, "vertex_colors": colors,
-                "verts_2d": v2, "landmarks2d": lm2, "sh": sh, "blocks": bl, "R": R, "boundary": dec.boundary}
+    def geometry(self, code: torch.Tensor, R: torch.Tensor | None = None):
+        """The decoder's vertex stages (`FaceDecoder.geometry` and `shading`) as a vertex-only `Render` without
+        visibility (the dense loss needs no image). R: optional (3, 3) rotation used instead of the code's
+        rotation block (the LM path perturbs it multiplicatively)."""
+        g = self.dec.geometry(code, None if R is None else R[None])
+        return self.dec.vertex_render(g, self.dec.shading(g))
 
     @torch.no_grad()
-    def visibility(self, g: dict) -> torch.Tensor:
+    def visibility(self, g) -> torch.Tensor:
         """(1, V) bool, the decoder's visibility test (z-buffer from `rasterize`)."""
-        dec = self.dec
-        vc = g["verts_cam"].detach()
-        pc = to_clip(vc, dec.focal, dec.principal, dec.image_size, dec.near, dec.far)
-        rast = rasterize(pc, self.tris, dec.image_size)
-        return dec.visibility(vc, g["normals"].detach(), g["verts_2d"].detach(), rast)
+        return self.dec.visibility(g.geometry)
 
-    def dense_loss(self, g: dict, vis: torch.Tensor):
-        """MoFA's loss (`losses.mofa_loss`) on the geometry dict with a given visibility."""
-        out = dict(g)
-        out["visibility"] = vis
-        return L.mofa_loss(out, self.crop, self.target, weights=self.w, reg_weights=self.reg_w,
-                           landmark_weights=self.lm_w, robust=True)
+    def dense_loss(self, g, vis: torch.Tensor):
+        """MoFA's loss (`losses.mofa_loss`) on the vertex render `g` with a given visibility."""
+        return L.mofa_loss(replace(g, visibility=vis), self.crop, self.target, weights=self.w,
+                           reg_weights=self.reg_w, landmark_weights=self.lm_w, robust=True)
 
 
 # ============================================================================================ stage 1: pose
@@ -450,16 +397,11 @@ def _geometric_jacobian(prob: _Problem, R, y, x, idx, blocks):
 
     y = R (v - center) (n, 3) (rotated, before translation), x = camera-space positions (n, 3).
     """
-    dec = prob.dec
-    fx, fy = dec.focal
-    D = (-x[:, 2]).clamp(min=dec.near)
-    zero = torch.zeros_like(D)
-    Jp = torch.stack([torch.stack([fx / D, zero, fx * x[:, 0] / D ** 2], -1),
-                      torch.stack([zero, -fy / D, -fy * x[:, 1] / D ** 2], -1)], 1)   # (n, 2, 3)
+    Jp = prob.dec.camera.project_jacobian(x)                                   # (n, 2, 3)
     cols = []
     for b in blocks:
         if b == "rotation":
-            cols.append(-_skew(y))                                             # (n, 3, 3)
+            cols.append(-skew(y))                                             # (n, 3, 3)
         elif b == "translation":
             cols.append(torch.eye(3, dtype=x.dtype).expand(len(x), 3, 3))
         elif b == "shape":
@@ -470,15 +412,6 @@ def _geometric_jacobian(prob: _Problem, R, y, x, idx, blocks):
                                      * prob.model.expr_std.to(x.dtype)))
     dx = torch.cat(cols, -1)                                                   # (n, 3, P)
     return Jp @ dx, Jp
-
-
-def _sh_grad_poly(n: torch.Tensor) -> torch.Tensor:
-    """(n, 9, 3) gradient of the 9 SH polynomials (without constants) w.r.t. the normal."""
-    x, y, z = n.unbind(-1)
-    o, one = torch.zeros_like(x), torch.ones_like(x)
-    rows = [(o, o, o), (o, one, o), (o, o, one), (one, o, o), (y, x, o), (o, z, y), (o, o, 6 * z), (z, o, x),
-            (2 * x, -2 * y, o)]
-    return torch.stack([torch.stack(r, -1) for r in rows], 1)
 
 
 # ============================================================================================ optimisers
@@ -777,7 +710,7 @@ def _dense_jacobian(prob: _Problem, g: dict, R0: torch.Tensor, use: torch.Tensor
     Yp = sh_basis(nrm) * band                                                          # (n, 9)
     E = Yp @ Lsh.T                                                                     # (n, 3) irradiance
     consts = torch.tensor(SH_CONSTANTS, dtype=f32) * band
-    dpoly = _sh_grad_poly(nrm) * consts[None, :, None]                                 # (n, 9, 3)
+    dpoly = sh_basis_jacobian(nrm, consts)                                             # (n, 9, 3)
     adE = a[:, :, None] * torch.einsum("ck,nkj->ncj", Lsh, dpoly)                     # (n, 3, 3) dc/dn
     k_id = layout.sizes["shape"]
     dn = None
@@ -797,7 +730,7 @@ def _dense_jacobian(prob: _Problem, g: dict, R0: torch.Tensor, use: torch.Tensor
         else:
             Jp_parts.append(zeros2(nb))
         if b == "rotation":
-            Jc_parts.append(adE @ (-_skew(nrm)))
+            Jc_parts.append(adE @ (-skew(nrm)))
         elif b == "shape":
             Jc_parts.append(adE @ dn[:, :, :k_id] if dn is not None else zeros3(nb))
         elif b == "expression":

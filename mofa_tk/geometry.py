@@ -10,6 +10,7 @@ import torch
 from . import _checks as C
 from ._launch import launch
 from .backend import ensure_init
+from .camera import clip_matrix, intrinsics
 from .kernels import morph as kmorph
 from .kernels import pose as kpose
 
@@ -140,6 +141,13 @@ def _check_verts(name, verts):
     return verts
 
 
+def skew(v: torch.Tensor) -> torch.Tensor:
+    """Cross-product matrices: (..., 3) -> (..., 3, 3) with skew(v) @ w = cross(v, w)."""
+    x, y, z = v.unbind(-1)
+    o = torch.zeros_like(x)
+    return torch.stack([o, -z, y, z, o, -x, -y, x, o], -1).reshape(*v.shape[:-1], 3, 3)
+
+
 def axis_angle_to_matrix(rotation: torch.Tensor) -> torch.Tensor:
     """Rodrigues: axis-angle (B, 3) radians -> rotation matrices (B, 3, 3); smooth at zero angle."""
     r = rotation
@@ -149,9 +157,7 @@ def axis_angle_to_matrix(rotation: torch.Tensor) -> torch.Tensor:
     # sin(t)/t and (1-cos t)/t^2 with Taylor series near zero so gradients stay finite.
     a = torch.where(small, 1 - theta2 / 6, torch.sin(theta) / theta)
     b = torch.where(small, 0.5 - theta2 / 24, (1 - torch.cos(theta)) / (theta * theta))
-    x, y, z = r.unbind(-1)
-    zero = torch.zeros_like(x)
-    K = torch.stack([zero, -z, y, z, zero, -x, -y, x, zero], -1).reshape(*r.shape[:-1], 3, 3)
+    K = skew(r)
     eye = torch.eye(3, dtype=r.dtype, device=r.device).expand_as(K)
     return eye + a[..., None] * K + b[..., None] * (K @ K)
 
@@ -189,30 +195,6 @@ def rigid(verts, rotation, translation) -> torch.Tensor:
     return _Affine.apply(M, verts)
 
 
-def _intrinsics(focal, principal, B, device) -> torch.Tensor:
-    """(B, 4) = (fx, fy, cx, cy) from focal (scalar, (B,), (2,) or (B, 2)) and principal ((2,) or (B, 2))."""
-    f = C.as_tensor("focal", focal).to(device)
-    if f.ndim == 0:
-        f = f.reshape(1, 1).expand(B, 2)
-    elif f.ndim == 1:
-        f = f[:, None].expand(-1, 2) if f.shape[0] == B and B != 2 else f.reshape(1, -1)
-        if f.shape[-1] == 1:
-            f = f.expand(-1, 2)
-    if f.ndim != 2 or f.shape[-1] != 2:
-        raise C.InputError(f"focal: expected a scalar, (B,), (2,) or (B, 2), got shape {tuple(C.as_tensor('focal', focal).shape)}")
-    f = C.batch_of("focal", f, B)
-    if not bool((f > 0).all()):
-        raise C.InputError("focal: focal lengths must be > 0 pixels")
-    p = C.as_tensor("principal", principal).to(device)
-    if p.ndim == 1:
-        p = p[None]
-    C.check_shape("principal", p, "B,2")
-    p = C.batch_of("principal", p, B)
-    C.check_finite("focal", f)
-    C.check_finite("principal", p)
-    return torch.cat([f, p], dim=1)
-
-
 class _Project(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, intr):
@@ -246,44 +228,11 @@ def project(verts_cam, focal, principal, image_size=None):
     Differentiable w.r.t. verts_cam; the intrinsics are constants. Points with depth <= 0 raise InputError.
     """
     verts = _check_verts("verts_cam", verts_cam)
-    intr = _intrinsics(focal, principal, verts.shape[0], verts.device)
+    intr = intrinsics(focal, principal, verts.shape[0], verts.device)
     if verts.numel() and float(verts[..., 2].detach().max()) >= 0:
         raise C.InputError("verts_cam: some vertices have z >= 0 (at or behind the camera, which looks along -z); "
                            "use to_clip + rasterize, which clip them, or move the face in front of the camera")
     return _Project.apply(verts, intr)
-
-
-def clip_matrix(focal, principal, image_size, near: float = 10.0, far: float = 10000.0, *, batch: int = 1,
-                device=None) -> torch.Tensor:
-    """(B, 4, 4) projection matrix from OpenGL camera space (mm) to clip space for `to_clip`.
-
-    x_ndc = 2u/W - 1 and y_ndc = 2v/H - 1 for the pixel (u, v) of `project`; z_ndc runs from -1 at depth
-    `near` to +1 at depth `far` (mm); w = depth.
-    """
-    H, W = _image_size(image_size)
-    intr = _intrinsics(focal, principal, batch, device or torch.device("cpu"))
-    fx, fy, cx, cy = intr.unbind(1)
-    zero = torch.zeros_like(fx)
-    one = torch.ones_like(fx)
-    a = -(far + near) / (far - near)
-    b = -2 * far * near / (far - near)
-    rows = [
-        torch.stack([2 * fx / W, zero, 1 - 2 * cx / W, zero], -1),
-        torch.stack([zero, -2 * fy / H, 1 - 2 * cy / H, zero], -1),
-        torch.stack([zero, zero, a * one, b * one], -1),
-        torch.stack([zero, zero, -one, zero], -1),
-    ]
-    return torch.stack(rows, 1)
-
-
-def _image_size(image_size):
-    try:
-        H, W = (int(s) for s in image_size)
-    except Exception:
-        raise C.InputError(f"image_size: expected (H, W), got {image_size!r}") from None
-    if H <= 0 or W <= 0:
-        raise C.InputError(f"image_size: H and W must be positive, got {(H, W)}")
-    return H, W
 
 
 def to_clip(verts_cam, focal, principal, image_size, near: float = 10.0, far: float = 10000.0) -> torch.Tensor:

@@ -251,23 +251,38 @@ def coefficient_regularizer(blocks, weights=None, *, code=None, reduction: str =
     return _reduce(total, reduction)
 
 
-def mofa_loss(out: dict, image, landmarks=None, *, weights=None, reg_weights=None, landmark_weights=None,
+def _field(out, name):
+    """A field of a decoder output: attribute of a `Render`, or key of a dict with the same names."""
+    if isinstance(out, dict):
+        if name not in out:
+            raise InputError(f"out: the decoder output has no {name!r}")
+        return out[name]
+    value = getattr(out, name, None)
+    if value is None:
+        raise InputError(f"out: the decoder output has no {name!r} (a vertex-only Render has no image)")
+    return value
+
+
+def mofa_loss(out, image, landmarks=None, *, weights=None, reg_weights=None, landmark_weights=None,
               robust: bool = True, image_mask=None, exclude_boundary: bool = True) -> tuple[torch.Tensor, dict]:
     """MoFA's combined loss on a `FaceDecoder` output.
 
-    out:       dict returned by `FaceDecoder` (uses image, mask, verts_2d, vertex_colors, visibility,
-               landmarks2d, blocks)
-    image:     (B, H, W, 3) float32 input image in [0, 1]
-    landmarks: optional (B, 68, 2) detected landmarks in pixels (NaN = missing); the term is skipped if None
-    weights:   {"photo", "vertex_photo", "landmark", "reg"} term weights; missing keys take
-               `DEFAULT_WEIGHTS` (vertex_photo 1.92, photo 0, landmark 1.6e-3, reg 3e-4)
-    reg_weights: per-block regulariser weights (default `DEFAULT_REG_WEIGHTS`)
-    landmark_weights: (68,) per-landmark weights (default 1)
-    robust:    use the l2,1 norm in both photometric terms (as Deep3DFaceRecon, whose weights these are)
-    image_mask: optional (B, H, W, 1) extra mask multiplied into the render mask (e.g. a skin mask)
-    exclude_boundary: leave the mesh's open-boundary vertices (out["boundary"]) out of the dense term: their
-               bilinear sample straddles the face outline and mixes in the background
-    returns (total scalar, {term name: weighted scalar term}).
+    Args:
+        out: `Render` from `FaceDecoder` (or `FaceDecoder.vertex_render` when the pixel term is off), or a dict
+            with the same field names; uses image, mask (pixel term), verts_2d, vertex_colors, visibility,
+            boundary (dense term), landmarks2d and blocks.
+        image: (B, H, W, 3) float32 input image in [0, 1].
+        landmarks: optional (B, 68, 2) detected landmarks in pixels (NaN = missing); the term is skipped if None.
+        weights: {"photo", "vertex_photo", "landmark", "reg"} term weights; missing keys take
+            `DEFAULT_WEIGHTS` (vertex_photo 1.92, photo 0, landmark 1.6e-3, reg 3e-4).
+        reg_weights: per-block regulariser weights (default `DEFAULT_REG_WEIGHTS`).
+        landmark_weights: (68,) per-landmark weights (default 1).
+        robust: use the l2,1 norm in both photometric terms (as Deep3DFaceRecon, whose weights these are).
+        image_mask: optional (B, H, W, 1) extra mask multiplied into the render mask (e.g. a skin mask).
+        exclude_boundary: leave the mesh's open-boundary vertices (out.boundary) out of the dense term: their
+            bilinear sample straddles the face outline and mixes in the background.
+    Returns:
+        (total scalar, {term name: weighted scalar term}).
     """
     w = dict(DEFAULT_WEIGHTS)
     if weights:
@@ -277,18 +292,20 @@ def mofa_loss(out: dict, image, landmarks=None, *, weights=None, reg_weights=Non
         w.update(weights)
     terms = {}
     if w["photo"]:
-        mask = out["mask"] if image_mask is None else out["mask"] * image_mask
-        terms["photo"] = w["photo"] * image_photometric_loss(out["image"], image, mask, robust=robust)
+        mask = _field(out, "mask")
+        mask = mask if image_mask is None else mask * image_mask
+        terms["photo"] = w["photo"] * image_photometric_loss(_field(out, "image"), image, mask, robust=robust)
     if w["vertex_photo"]:
-        vis = out["visibility"]
-        if exclude_boundary and "boundary" in out:
-            vis = vis & ~out["boundary"].to(vis.device)[None]
+        vis = _field(out, "visibility")
+        boundary = out.get("boundary") if isinstance(out, dict) else out.boundary
+        if exclude_boundary and boundary is not None:
+            vis = vis & ~boundary.to(vis.device)[None]
         terms["vertex_photo"] = w["vertex_photo"] * vertex_photometric_loss(
-            image, out["verts_2d"], out["vertex_colors"], vis, robust=robust)
+            image, _field(out, "verts_2d"), _field(out, "vertex_colors"), vis, robust=robust)
     if landmarks is not None and w["landmark"]:
-        terms["landmark"] = w["landmark"] * landmark_loss(out["landmarks2d"], landmarks, landmark_weights)
+        terms["landmark"] = w["landmark"] * landmark_loss(_field(out, "landmarks2d"), landmarks, landmark_weights)
     if w["reg"]:
-        terms["reg"] = w["reg"] * coefficient_regularizer(out["blocks"], reg_weights)
+        terms["reg"] = w["reg"] * coefficient_regularizer(_field(out, "blocks"), reg_weights)
     if not terms:
         raise InputError("weights: every term has weight 0")
     total = sum(terms.values())

@@ -12,8 +12,8 @@ import numpy as np
 import torch
 
 from . import _checks as C
-from ._cache import TensorKeyedCache
 from ._launch import INT32_MAX, launch, torch_single_threaded
+from .mesh import as_mesh
 from .backend import cpu_threads, current_backend, ensure_init, generation, kernel_device
 from .kernels import antialias as kaa
 from .kernels import interpolate as kinterp
@@ -22,8 +22,6 @@ from .kernels import scatter as kscatter
 
 _KEY_CACHE: "OrderedDict[tuple, tuple]" = OrderedDict()
 _KEY_CACHE_SIZE = 2
-_TOPOLOGY_CACHE = TensorKeyedCache(8)
-_TRIS_CACHE = TensorKeyedCache(8)
 
 
 def _back(x, like):
@@ -165,57 +163,26 @@ def _check_pos(name, pos, finite=True):
     return pos
 
 
-def _convert_tris(tris):
-    """(tris as a (T, 3) int32 tensor, smallest index, largest index), the range taken before the conversion."""
-    t = C.as_tensor("tris", tris, dtype=torch.int32)
-    C.check_shape("tris", t, "T,3")
-    src = tris if isinstance(tris, torch.Tensor) and not tris.is_floating_point() else t
-    lo, hi = (int(src.min()), int(src.max())) if src.numel() else (0, -1)
-    return t, lo, hi
-
-
-def _check_tris(tris, n_vertices):
-    """`tris` as (T, 3) int32 with indices in [0, n_vertices). A mesh's triangles are usually passed to every op
-    of every step: their conversion and index range are computed once per tensor (and in-place version)."""
-    if isinstance(tris, torch.Tensor):
-        tris32, lo, hi = _TRIS_CACHE.get(tris, None, lambda: _convert_tris(tris))
-    else:
-        tris32, lo, hi = _convert_tris(tris)
-    C.check_index_range("tris", lo, hi, n_vertices)
-    return tris32
-
-
 def _check_rast(rast, B=None):
     rast = C.as_tensor("rast", rast)
     C.check_shape("rast", rast, "B,H,W,4", B=B)
     return rast
 
 
-def _resolution(resolution):
-    try:
-        H, W = (int(r) for r in resolution)
-    except Exception:
-        raise C.InputError(f"resolution: expected (H, W), got {resolution!r}") from None
-    if not (0 < H <= 16384 and 0 < W <= 16384):
-        raise C.InputError(f"resolution: H and W must be in [1, 16384], got {(H, W)}")
-    return H, W
-
-
 # --------------------------------------------------------------------------------------------- rasterize
-def _rasterize_on_kernel_device(pos, tris, H, W, cull_sign):
+def _rasterize_on_kernel_device(pos, mesh, H, W, cull_sign):
     """(pos and tris as the kernels read them, rast) for checked inputs."""
     ensure_init()
     posk = C.to_kernel(pos)
-    trisk = tris.to(posk.device).contiguous()
+    trisk = mesh.on(posk.device)
     return posk, trisk, _raster_forward(posk, trisk, H, W, cull_sign)
 
 
 class _Rasterize(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, pos, tris, H, W, cull_sign):
-        posk, trisk, rast = _rasterize_on_kernel_device(pos, tris, H, W, cull_sign)
+    def forward(ctx, pos, mesh, H, W, cull_sign):
+        posk, trisk, rast = _rasterize_on_kernel_device(pos, mesh, H, W, cull_sign)
         ctx.save_for_backward(posk, trisk, rast)
-        ctx.mark_non_differentiable(tris)
         return _back(rast, pos)
 
     @staticmethod
@@ -239,7 +206,7 @@ def rasterize(pos_clip, tris, resolution, cull_backfaces: bool = False) -> torch
     """Rasterize triangles with a z-buffer (nvdiffrast's `rasterize` contract).
 
     pos_clip:   (B, V, 4) float32 homogeneous clip-space positions (or (V, 4) for B = 1), e.g. from `to_clip`
-    tris:       (T, 3) int32 vertex indices (0-based), shared by the batch
+    tris:       (T, 3) integer vertex indices (0-based) or a `Mesh`, shared by the batch
     resolution: (H, W) output size in pixels
     cull_backfaces: drop triangles whose NDC signed area (x right, y along image rows) is positive, i.e. that
                 appear clockwise in the output image. With `to_clip` (rows = image rows), faces that wind
@@ -249,14 +216,14 @@ def rasterize(pos_clip, tris, resolution, cull_backfaces: bool = False) -> torch
     Exact depth ties go to the lowest triangle id. Differentiable: d rast[..., :3] / d pos_clip.
     """
     pos = _check_pos("pos_clip", pos_clip, finite=False)  # NaN / Inf: checked by the first kernel
-    tris = _check_tris(tris, pos.shape[1])
-    if tris.shape[0] > kraster.MAX_TRIANGLES:
-        raise C.InputError(f"tris: at most {kraster.MAX_TRIANGLES} triangles are supported, got {tris.shape[0]}")
-    H, W = _resolution(resolution)
+    mesh = as_mesh(tris, pos.shape[1])
+    if mesh.n_triangles > kraster.MAX_TRIANGLES:
+        raise C.InputError(f"tris: at most {kraster.MAX_TRIANGLES} triangles are supported, got {mesh.n_triangles}")
+    H, W = C.image_size("resolution", resolution, square=False, max_side=16384)
     cull_sign = 1 if cull_backfaces else 0
     if not (pos.requires_grad and torch.is_grad_enabled()):  # nothing to differentiate: no autograd bookkeeping
-        return _back(_rasterize_on_kernel_device(pos, tris, H, W, cull_sign)[2], pos)
-    return _Rasterize.apply(pos, tris, H, W, cull_sign)
+        return _back(_rasterize_on_kernel_device(pos, mesh, H, W, cull_sign)[2], pos)
+    return _Rasterize.apply(pos, mesh, H, W, cull_sign)
 
 
 # --------------------------------------------------------------------------------------------- interpolate
@@ -276,10 +243,10 @@ def _interp_dims(attr, rast, runs=False):
 
 class _Interpolate(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, attr, rast, tris):
+    def forward(ctx, attr, rast, mesh):
         ensure_init()
         attrk, rastk = C.to_kernel(attr), C.to_kernel(rast)
-        trisk = tris.to(rastk.device).contiguous()
+        trisk = mesh.on(rastk.device)
         B, H, W = rast.shape[:3]
         out = torch.empty(B, H, W, attr.shape[2], device=rastk.device)
         launch(kinterp.interpolate_fwd, attrk.view(-1), rastk.view(-1), trisk.view(-1), out.view(-1),
@@ -312,7 +279,7 @@ def interpolate(attr, rast, tris) -> torch.Tensor:
 
     attr: (B, V, C) or (V, C) float32 per-vertex attributes (any units)
     rast: (B, H, W, 4) float32 from `rasterize`
-    tris: (T, 3) int32, the triangles given to `rasterize`
+    tris: (T, 3) integer indices or `Mesh`, the triangles given to `rasterize`
     returns (B, H, W, C) float32; zeros at background pixels. Differentiable w.r.t. attr and, through the
     barycentrics in rast, w.r.t. the positions given to `rasterize`.
     """
@@ -324,47 +291,20 @@ def interpolate(attr, rast, tris) -> torch.Tensor:
     rast = _check_rast(rast)
     if attr.shape[0] not in (1, rast.shape[0]):
         raise C.InputError(f"attr: batch size {attr.shape[0]} must be 1 or match rast's B={rast.shape[0]}")
-    tris = _check_tris(tris, attr.shape[1])
+    mesh = as_mesh(tris, attr.shape[1])
     if attr.shape[2] == 0:
         return attr.new_zeros(*rast.shape[:3], 0)
-    return _Interpolate.apply(attr, rast, tris)
+    return _Interpolate.apply(attr, rast, mesh)
 
 
 # --------------------------------------------------------------------------------------------- antialias
-def triangle_neighbours(tris: torch.Tensor) -> torch.Tensor:
-    """(T, 3) int32: the triangle sharing edge (tris[t, k], tris[t, (k+1) % 3]) with t, or -1 on a boundary.
-
-    For edges shared by more than two triangles (non-manifold), one of the others is chosen.
-    """
-    t = tris.detach().cpu().numpy().astype(np.int64)
-    T = t.shape[0]
-    a = t.reshape(-1)
-    b = t[:, [1, 2, 0]].reshape(-1)
-    lo, hi = np.minimum(a, b), np.maximum(a, b)
-    key = lo * (int(t.max(initial=0)) + 1) + hi
-    order = np.argsort(key, kind="stable")
-    sk = key[order]
-    nbr = np.full(3 * T, -1, np.int64)
-    same_next = np.nonzero(sk[1:] == sk[:-1])[0]
-    e0, e1 = order[same_next], order[same_next + 1]
-    nbr[e0] = e1 // 3
-    nbr[e1] = e0 // 3
-    return torch.from_numpy(nbr.reshape(T, 3).astype(np.int32))
-
-
-def _neighbours_cached(tris: torch.Tensor, device, key_tensor: torch.Tensor | None = None) -> torch.Tensor:
-    """`triangle_neighbours(tris)` on `device`, cached by the identity of `key_tensor` (default `tris`): pass the
-    caller's own triangle tensor, so that a converted copy (e.g. int64 -> int32) does not miss the cache."""
-    kt = tris if key_tensor is None else key_tensor
-    return _TOPOLOGY_CACHE.get(kt, (str(device),), lambda: triangle_neighbours(tris).to(device))
-
-
 class _Antialias(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, color, rast, pos, tris, nbr):
+    def forward(ctx, color, rast, pos, mesh):
         ensure_init()
         colork, rastk, posk = C.to_kernel(color), C.to_kernel(rast), C.to_kernel(pos)
-        trisk = tris.to(rastk.device).contiguous()
+        trisk = mesh.on(rastk.device)
+        nbr = mesh.neighbours(rastk.device)
         B, H, W = colork.shape[:3]
         dev = colork.device
         V, T, Ch = posk.shape[1], trisk.shape[0], colork.shape[3]
@@ -390,7 +330,7 @@ class _Antialias(torch.autograd.Function):
         launch(kaa.antialias_bwd, colork.view(-1), rastk.view(-1), posk.view(-1), trisk.view(-1), pair_code,
                pair_alpha, g.view(-1), grad_color.view(-1), grad_pos.view(-1), B, posk.shape[1], H, W, Ch,
                *_pixel_runs(W))
-        return _back(grad_color, grad_out), None, _back(grad_pos, grad_out), None, None
+        return _back(grad_color, grad_out), None, _back(grad_pos, grad_out), None
 
 
 @torch_single_threaded
@@ -400,7 +340,7 @@ def antialias(color, rast, pos_clip, tris) -> torch.Tensor:
     color:    (B, H, W, C) float32 shaded image (e.g. from `interpolate`)
     rast:     (B, H, W, 4) float32 from `rasterize` with the same pos_clip and tris
     pos_clip: (B, V, 4) float32 clip-space positions given to `rasterize`
-    tris:     (T, 3) int32
+    tris:     (T, 3) integer indices or `Mesh`
     returns (B, H, W, C) float32. Differentiable w.r.t. color and pos_clip (see docs/rendering.md).
     """
     color = C.as_tensor("color", color)
@@ -413,11 +353,7 @@ def antialias(color, rast, pos_clip, tris) -> torch.Tensor:
     pos = _check_pos("pos_clip", pos_clip)
     if pos.shape[0] != B:
         raise C.InputError(f"pos_clip: batch size {pos.shape[0]} does not match color's B={B}")
-    tris_in = tris
-    tris = _check_tris(tris, pos.shape[1])
-    if tris.shape[0] == 0 or color.shape[3] == 0:
+    mesh = as_mesh(tris, pos.shape[1])
+    if mesh.n_triangles == 0 or color.shape[3] == 0:
         return color.clone()
-    ensure_init()
-    nbr = _neighbours_cached(tris, C.to_kernel(pos[:1, :1]).device,
-                             tris_in if isinstance(tris_in, torch.Tensor) else None)
-    return _Antialias.apply(color, rast, pos, tris, nbr)
+    return _Antialias.apply(color, rast, pos, mesh)

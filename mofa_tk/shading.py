@@ -22,13 +22,14 @@ import math
 import torch
 
 from . import _checks as C
-from ._cache import TensorKeyedCache
 from ._launch import launch
 from .backend import ensure_init
 from .errors import InputError
 from .kernels import lighting as kl
+from .mesh import as_mesh
 
-__all__ = ["vertex_normals", "vertex_face_adjacency", "sh_shade", "ambient_sh", "sh_basis", "SH_CONSTANTS", "SH_BAND_FACTORS"]
+__all__ = ["vertex_normals", "sh_shade", "ambient_sh", "sh_basis", "sh_basis_jacobian", "SH_CONSTANTS",
+           "SH_BAND_FACTORS"]
 
 #: Normalisation constants c_k of the 9 real SH basis functions (order as in the module docstring).
 SH_CONSTANTS = (kl.C0, kl.C1, kl.C1, kl.C1, kl.C2, kl.C2, kl.C20, kl.C2, kl.C22)
@@ -43,37 +44,14 @@ def _back(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 
 
 # --------------------------------------------------------------------------------------------- normals
-def vertex_face_adjacency(tris: torch.Tensor, n_verts: int):
-    """CSR vertex -> face-corner adjacency of a mesh: (vf_start (V + 1,) int32, vf_corner (3 T,) int32).
-
-    The corners of vertex v are vf_corner[vf_start[v]:vf_start[v + 1]], each coded 3 f + k (corner k of face
-    f), in increasing order: the fixed summation order of `vertex_normals` (no atomics, deterministic).
-    """
-    flat = tris.reshape(-1).to(torch.int64)
-    order = torch.argsort(flat, stable=True)
-    counts = torch.bincount(flat, minlength=n_verts)
-    start = torch.zeros(n_verts + 1, dtype=torch.int64, device=flat.device)
-    start[1:] = torch.cumsum(counts, 0)
-    return start.to(torch.int32), order.to(torch.int32)
-
-
-def _adjacency_cached(key_tensor: torch.Tensor, tris32: torch.Tensor, n_verts: int, device):
-    """`vertex_face_adjacency` of tris32 on `device`, cached by the identity of `key_tensor` (the caller's own
-    triangle tensor), so repeated calls with the same mesh build it once."""
-    return _ADJACENCY_CACHE.get(key_tensor, (n_verts, str(device)),
-                                lambda: tuple(a.to(device) for a in vertex_face_adjacency(tris32, n_verts)))
-
-
-_ADJACENCY_CACHE = TensorKeyedCache(8)
-
-
 class _VertexNormals(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, verts, tris, vf_start, vf_corner):
+    def forward(ctx, verts, mesh):
         ensure_init()
         vk = C.to_kernel(verts)
-        tk = C.to_kernel(tris, dtype=torch.int32)
         B, V = vk.shape[:2]
+        tk = mesh.on(vk.device)
+        vf_start, vf_corner = mesh.adjacency(vk.device, V)
         acc = torch.empty(B, V, 3, device=vk.device, dtype=torch.float32)
         out = torch.empty_like(acc)
         if B and V:
@@ -90,28 +68,7 @@ class _VertexNormals(torch.autograd.Function):
             gacc = torch.empty_like(acc)
             launch(kl.normalize_bwd, acc, g, gacc)
             launch(kl.face_normal_bwd, vk, tk, vf_start, vf_corner, gacc, gv)
-        return _back(gv, grad_out), None, None, None
-
-
-def _check_tris(name, tris, n_verts):
-    if isinstance(tris, torch.Tensor):
-        t = tris.detach()
-    else:
-        try:
-            t = torch.as_tensor(tris)
-        except Exception as exc:
-            raise InputError(f"{name}: expected an integer tensor or array, got {type(tris).__name__} ({exc})") from None
-    if t.is_complex() or t.dtype == torch.bool:
-        raise InputError(f"{name}: expected integer vertex indices, got dtype {t.dtype}")
-    if t.is_floating_point():
-        if t.numel() and not bool((torch.isfinite(t) & (t == torch.round(t))).all()):
-            raise InputError(f"{name}: expected integer vertex indices, got non-integer values (dtype {t.dtype})")
-    C.check_shape(name, t, "T,3")
-    if t.is_floating_point():
-        t = t.to(torch.int64)
-    C.check_indices(name, t, n_verts)
-    # an int32 tensor comes back as itself (no copy): its identity keys the cached vertex -> face adjacency
-    return t if t.dtype == torch.int32 else t.to(torch.int32)
+        return _back(gv, grad_out), None
 
 
 def vertex_normals(verts, tris) -> torch.Tensor:
@@ -119,7 +76,7 @@ def vertex_normals(verts, tris) -> torch.Tensor:
 
     verts: (B, V, 3) float32 (or (V, 3), treated as B = 1), millimetres (any length unit works: the
            result is unit length), in any frame -- the normals come out in the same frame.
-    tris:  (T, 3) int32 (any integer dtype accepted) vertex indices in [0, V), shared by the batch,
+    tris:  (T, 3) integer vertex indices in [0, V) (int32 or int64) or a `Mesh`, shared by the batch,
            wound counter-clockwise seen from the side the normal should point to.
     returns (B, V, 3) float32 unit normals: n_v = s_v / |s_v| with s_v = sum over the faces incident to v of
     cross(x1 - x0, x2 - x0) (twice the face area times the face's unit normal). Vertices with s_v = 0
@@ -131,11 +88,8 @@ def vertex_normals(verts, tris) -> torch.Tensor:
         verts = verts[None]
     C.check_shape("verts", verts, "B,V,3")
     C.check_finite("verts", verts)
-    t = _check_tris("tris", tris, verts.shape[1])
-    ensure_init()
-    dev = C.to_kernel(verts[:1, :1]).device
-    vf_start, vf_corner = _adjacency_cached(tris if isinstance(tris, torch.Tensor) else t, t, verts.shape[1], dev)
-    return _VertexNormals.apply(verts, t, vf_start, vf_corner)
+    mesh = as_mesh(tris, verts.shape[1])
+    return _VertexNormals.apply(verts, mesh)
 
 
 # --------------------------------------------------------------------------------------------- SH shading
@@ -168,6 +122,27 @@ def sh_basis(normals) -> torch.Tensor:
     one = torch.ones_like(x)
     poly = torch.stack([one, y, z, x, x * y, y * z, 3 * z * z - 1, x * z, x * x - y * y], -1)
     return poly * torch.tensor(SH_CONSTANTS, dtype=poly.dtype, device=poly.device)
+
+
+def sh_basis_jacobian(normals: torch.Tensor, weights=None) -> torch.Tensor:
+    """Derivative of the 9 SH basis functions with respect to the normal, in torch.
+
+    Args:
+        normals: (..., 3) float unit vectors.
+        weights: optional (9,) factor per basis function (default `SH_CONSTANTS`, i.e. d Y_k / d n; pass
+            A_l c_k for the irradiance).
+    Returns:
+        (..., 9, 3) float: [..., k, j] = weights[k] * d poly_k / d n_j, poly = (1, y, z, x, xy, yz, 3z^2 - 1,
+        xz, x^2 - y^2). The normal is treated as a free 3-vector (no projection onto the sphere).
+    """
+    x, y, z = normals.unbind(-1)
+    o, one = torch.zeros_like(x), torch.ones_like(x)
+    rows = [(o, o, o), (o, one, o), (o, o, one), (one, o, o), (y, x, o), (o, z, y), (o, o, 6 * z), (z, o, x),
+            (2 * x, -2 * y, o)]
+    grad = torch.stack([torch.stack(r, -1) for r in rows], -2)
+    if weights is None:
+        weights = torch.tensor(SH_CONSTANTS, dtype=grad.dtype, device=grad.device)
+    return grad * torch.as_tensor(weights, dtype=grad.dtype, device=grad.device)[:, None]
 
 
 class _SHShade(torch.autograd.Function):

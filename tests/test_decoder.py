@@ -12,7 +12,8 @@ import mofa_tk
 from mofa_tk import InputError
 from mofa_tk import losses as L
 from mofa_tk.code import Code
-from mofa_tk.decoder import FaceDecoder, boundary_vertices
+from mofa_tk.decoder import FaceDecoder
+from mofa_tk.mesh import boundary_vertices
 from mofa_tk.shading import sh_shade
 from helpers import np_rodrigues
 

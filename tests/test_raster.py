@@ -182,25 +182,56 @@ def test_antialias_leaves_interior_edges_alone_and_color_grad(backend):
         assert abs(float(c.grad[i]) - fd) < 1e-3
 
 
-def test_antialias_topology_cache_keys_on_the_callers_triangles(backend):
-    """The triangle-neighbour table is built once per triangle tensor (int64 input included, which antialias
-    converts to int32 on every call) and rebuilt after an in-place edit: the result always equals a fresh
-    copy's. The quad's shared edge is interior; after the edit the faces no longer share it (a silhouette)."""
-    from mofa_tk import raster as R
-
+def test_antialias_follows_in_place_edits_of_the_triangles(backend):
+    """The triangle-neighbour table of a triangle tensor is built once and rebuilt after an in-place edit: the
+    result always equals a fresh copy's (int64 input included). The quad's shared edge is interior; after the
+    edit the faces no longer share it (a silhouette)."""
     p = f32([[[-0.7, -0.7, 0, 1], [0.7, -0.7, 0, 1], [0.7, 0.7, 0, 1], [-0.7, 0.7, 0, 1], [0.0, 0.0, 0, 1]]])
     tris = torch.tensor([[0, 1, 2], [0, 2, 3]], dtype=torch.int64)
     rast = mofa_tk.rasterize(p, tris, (32, 32))
     color = torch.rand(1, 32, 32, 3) * (rast[..., 3:4] > 0)
-    R._TOPOLOGY_CACHE.clear()
     first = mofa_tk.antialias(color, rast, p, tris)
     for _ in range(3):
         assert torch.equal(mofa_tk.antialias(color, rast, p, tris), first)
-    assert len(R._TOPOLOGY_CACHE) == 1
+    assert torch.equal(mofa_tk.antialias(color, rast, p, mofa_tk.Mesh(tris)), first)
     tris[1] = torch.tensor([4, 2, 3])                  # in place: face 1 now spans the centre vertex instead
     rast2 = mofa_tk.rasterize(p, tris, (32, 32))
     color2 = torch.rand(1, 32, 32, 3) * (rast2[..., 3:4] > 0)
     assert torch.equal(mofa_tk.antialias(color2, rast2, p, tris), mofa_tk.antialias(color2, rast2, p, tris.clone()))
+
+
+def test_views_of_one_buffer_are_different_meshes(backend):
+    """Two views of one int32 buffer with the same data pointer, shape, dtype and version but different strides
+    (or a different offset) are different triangle lists: each op gives each view its own result, equal to that
+    of a contiguous copy, whatever the order of the calls."""
+    rng = np.random.default_rng(3)
+    pos, tris = random_soup(rng, B=1, T=12)
+    V = pos.shape[1]
+    big = torch.tensor(rng.integers(0, V, size=(12, 6)), dtype=torch.int32)
+    views = {"stride": big[:, 0::2], "first": big[:, :3], "offset": big[:, 3:]}
+    p = torch.tensor(pos, dtype=torch.float32)
+    attr = torch.tensor(rng.normal(size=(1, V, 2)), dtype=torch.float32)
+    for _ in range(2):
+        for name, view in views.items():
+            ref = view.contiguous()
+            rast = mofa_tk.rasterize(p, view, (24, 24))
+            assert torch.equal(rast, mofa_tk.rasterize(p, ref, (24, 24))), name
+            assert torch.equal(mofa_tk.interpolate(attr, rast, view), mofa_tk.interpolate(attr, rast, ref)), name
+            color = torch.rand(1, 24, 24, 2)
+            assert torch.equal(mofa_tk.antialias(color, rast, p, view), mofa_tk.antialias(color, rast, p, ref)), name
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_non_integer_triangles_are_rejected(backend, dtype):
+    """Float triangle lists are refused (not truncated), integer-valued or not, by every op taking triangles."""
+    p = f32([[[-0.5, -0.5, 0, 1], [0.5, -0.5, 0, 1], [0.0, 0.5, 0, 1]]])
+    for tris in (torch.tensor([[0, 1, 2]], dtype=dtype), torch.tensor([[0, 0.5, 2]], dtype=dtype)):
+        with pytest.raises(mofa_tk.InputError, match="tris: expected integer vertex indices"):
+            mofa_tk.rasterize(p, tris, (8, 8))
+        with pytest.raises(mofa_tk.InputError, match="tris: expected integer vertex indices"):
+            mofa_tk.vertex_normals(p[..., :3], tris)
+    with pytest.raises(mofa_tk.InputError, match="tris: expected integer vertex indices"):
+        mofa_tk.rasterize(p, np.array([[0, 1, 2]], np.float32), (8, 8))
 
 
 def test_rasterize_without_gradient_skips_autograd_with_the_same_output(backend):

@@ -25,10 +25,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import mofa_tk  # noqa: E402
 from mofa_tk import losses as L  # noqa: E402
-from mofa_tk.decoder import FaceDecoder  # noqa: E402
-from mofa_tk.geometry import clip_matrix  # noqa: E402
-from mofa_tk.raster import triangle_neighbours  # noqa: E402
-from mofa_tk.shading import SH_BAND_FACTORS, sh_basis  # noqa: E402
+from mofa_tk.face.decoder import FaceDecoder  # noqa: E402
+from mofa_tk.ops.geometry import clip_matrix  # noqa: E402
+from mofa_tk.ops.raster import triangle_neighbours  # noqa: E402
+from mofa_tk.ops.shading import SH_BAND_FACTORS, sh_basis  # noqa: E402
 from torch_reference import torch_antialias, torch_interpolate, torch_rasterize  # noqa: E402
 
 

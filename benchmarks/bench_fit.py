@@ -17,7 +17,7 @@ U(-10, 10), translation U(+-20, +-20, +-100) mm, shape / expression / reflectanc
 0.3-0.7 plus a random directional light (scaled so that 99.5 % of the shaded colours stay below 0.95),
 rendered at 288 x 256 with focal 1100 px and a principal point up to 15 px off centre, over a random grey
 level + N(0, 0.03) noise. The fit gets the true landmarks (+ N(0, sigma) px noise with --lm-noise) and, unless
---unknown-camera, the true focal length and principal point. Metrics (mofa_tk.metrics): vertex RMSE (mm)
+--unknown-camera, the true focal length and principal point. Metrics (mofa_tk.evaluation.metrics): vertex RMSE (mm)
 of the model-space mesh (shape + expression) after rigid and after similarity alignment, the same for the
 mean face (baseline), landmark NME (inter-ocular) of the fitted vs the true landmarks, rotation error (deg),
 Pearson correlation of the 20 semantic shape and expression coefficients with the truth, and the RMS error
@@ -37,9 +37,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))   # fit_scenes: the tests' synthetic photos
 import mofa_tk  # noqa: E402
-from mofa_tk import metrics  # noqa: E402
-from mofa_tk.decoder import FaceDecoder  # noqa: E402
-from mofa_tk.fit import fit  # noqa: E402
+from mofa_tk.evaluation import metrics  # noqa: E402
+from mofa_tk.face.decoder import FaceDecoder  # noqa: E402
+from mofa_tk.fitting.pipeline import fit  # noqa: E402
 from fit_scenes import random_code, rotation_error_deg, synthetic_scene  # noqa: E402
 
 

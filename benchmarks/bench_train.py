@@ -4,7 +4,7 @@
     python benchmarks/bench_train.py                       # B = 16 at 112 and 224 px, built-in model, cpu
     python benchmarks/bench_train.py --sizes 64 112 --batch 8 --repeats 7 --json bench_train.json
 
-For every image size S, one training step (the loop of `mofa_tk.train`: synthetic batch, encoder, decoder,
+For every image size S, one training step (the loop of `mofa_tk.training.train`: synthetic batch, encoder, decoder,
 MoFA loss, backward, gradient clipping, AdamW) is timed two ways, in the same process:
 
 * fused   -- the step exactly as `train` runs it (one backward through decoder and encoder); images/s =
@@ -32,8 +32,8 @@ import torch  # noqa: E402
 
 import mofa_tk  # noqa: E402
 from mofa_tk import losses as L  # noqa: E402
-from mofa_tk.autoencoder import MoFA  # noqa: E402
-from mofa_tk.data import SyntheticFaces  # noqa: E402
+from mofa_tk.training.autoencoder import MoFA  # noqa: E402
+from mofa_tk.training.data import SyntheticFaces  # noqa: E402
 
 
 def _sync(device):

@@ -11,7 +11,7 @@ The defaults need no data set and no download: random faces of the built-in mode
 decoder over random backgrounds. Writes OUT/checkpoint.pt (encoder, optimiser, step, RNG states, config),
 loss.png, grid.png and the curves as CSV/JSON; `python examples/train_autoencoder.py --help` lists every
 option and docs/training.md explains them. The trained encoder initialises a fit:
-`mofa_tk.autoencoder.load_encoder("OUT/checkpoint.pt")`.
+`mofa_tk.training.autoencoder.load_encoder("OUT/checkpoint.pt")`.
 """
 import os
 import sys

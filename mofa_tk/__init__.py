@@ -46,18 +46,25 @@ from .backend import init, current_backend, available_backends  # noqa: E402
 from .errors import MofaError, ModelFormatError, BackendUnavailableError, InputError  # noqa: E402
 from .camera import Camera  # noqa: E402
 from .mesh import Mesh  # noqa: E402
-from .model import FaceModel  # noqa: E402
-from .builtin import builtin_model  # noqa: E402
-from .loaders import load_model  # noqa: E402
-from .geometry import morph, rigid, project, to_clip, axis_angle_to_matrix  # noqa: E402
-from .raster import rasterize, interpolate, antialias  # noqa: E402
-from .shading import vertex_normals, sh_shade, ambient_sh, sh_basis  # noqa: E402
-from .code import Code  # noqa: E402
-from .decoder import FaceDecoder, Geometry, Shading, Render  # noqa: E402
-from . import losses, metrics, landmarks, data  # noqa: E402
-from .encoder import Encoder  # noqa: E402
-from .autoencoder import MoFA, load_encoder  # noqa: E402
-from .fit import fit, FitResult  # noqa: E402  (the name `mofa_tk.fit` is the function; import the module as mofa_tk.fit via `from mofa_tk.fit import ...`)
+from .ops import (morph, rigid, project, to_clip, rasterize, interpolate, antialias,  # noqa: E402
+                  vertex_normals, sh_shade, ambient_sh, sh_basis)
+from .rotation import axis_angle_to_matrix  # noqa: E402
+from .face import FaceModel, Code, FaceDecoder, Geometry, Shading, Render, builtin_model  # noqa: E402
+from .io import load_model  # noqa: E402
+from . import losses, landmarks  # noqa: E402
+from .evaluation import metrics  # noqa: E402
+from .training import data  # noqa: E402
+from .training import Encoder, MoFA, load_encoder  # noqa: E402
+from .fitting import fit, FitResult  # noqa: E402  (`mofa_tk.fit` is the function; the code is mofa_tk.fitting)
+
+# Module paths before the package was laid out by concern: `import mofa_tk.raster`, `from mofa_tk.decoder import
+# FaceDecoder` and `mofa_tk.data.SyntheticFaces` keep working as aliases of the modules' new homes.
+_MOVED = {"geometry": "ops.geometry", "raster": "ops.raster", "shading": "ops.shading", "model": "face.model",
+          "code": "face.code", "decoder": "face.decoder", "builtin": "face.builtin", "loaders": "io.models",
+          "data": "training.data", "encoder": "training.encoder", "autoencoder": "training.autoencoder",
+          "train": "training.train", "metrics": "evaluation.metrics"}
+for _old, _new in _MOVED.items():
+    _sys.modules[f"{__name__}.{_old}"] = globals()[_old] = _sys.modules[f"{__name__}.{_new}"]
 
 __version__ = "0.1.0"
 

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import InputError, MofaError
-from .io import to_rgb
+from .io.images import to_rgb
 
 __all__ = [
     "detect", "NoFaceFoundError", "LandmarkDetectorUnavailableError", "MEDIAPIPE_TO_IBUG68", "mesh_to_ibug68",

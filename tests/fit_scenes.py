@@ -5,9 +5,10 @@ import math
 import numpy as np
 import torch
 
-from mofa_tk.decoder import FaceDecoder
-from mofa_tk.geometry import axis_angle_to_matrix, morph
-from mofa_tk.shading import ambient_sh, sh_basis
+from mofa_tk.face.decoder import FaceDecoder
+from mofa_tk.ops.geometry import morph
+from mofa_tk.rotation import axis_angle_to_matrix
+from mofa_tk.ops.shading import ambient_sh, sh_basis
 
 
 def random_code(dec, rng, max_yaw=45.0):

@@ -1,4 +1,4 @@
-"""Tests of the procedural built-in face model (mofa_tk.builtin).
+"""Tests of the procedural built-in face model (mofa_tk.face.builtin).
 
 Every check recomputes what it asserts from the raw arrays with plain NumPy/SciPy (edge counting, triangle
 areas and normals, Gram matrices, nearest mirrored vertices), independently of how the model was built.
@@ -10,8 +10,8 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
 
-from mofa_tk.builtin import builtin_model
-from mofa_tk.model import FaceModel
+from mofa_tk.face.builtin import builtin_model
+from mofa_tk.face.model import FaceModel
 
 RESOLUTIONS = ("default", "bfm")
 
@@ -74,7 +74,7 @@ def test_sizes_and_dtypes(model):
 
 
 def test_deterministic_rebuild_and_fingerprint():
-    import mofa_tk.builtin as bi
+    import mofa_tk.face.builtin as bi
 
     a = bi._build.__wrapped__("default")          # fresh builds, bypassing the cache
     b = bi._build.__wrapped__("default")

@@ -14,7 +14,7 @@ import torch
 import mofa_tk
 from mofa_tk import InputError
 from mofa_tk import landmarks as LM
-from mofa_tk.data import CACHE_NAME, ImageFolderFaces, SyntheticFaces, framing
+from mofa_tk.training.data import CACHE_NAME, ImageFolderFaces, SyntheticFaces, framing
 from helpers import np_rodrigues
 
 S_PHOTO = 120

@@ -11,10 +11,10 @@ import torch
 import mofa_tk
 from mofa_tk import InputError
 from mofa_tk import losses as L
-from mofa_tk.code import Code
-from mofa_tk.decoder import FaceDecoder
+from mofa_tk.face.code import Code
+from mofa_tk.face.decoder import FaceDecoder
 from mofa_tk.mesh import boundary_vertices
-from mofa_tk.shading import sh_shade
+from mofa_tk.ops.shading import sh_shade
 from helpers import np_rodrigues
 
 SIZE = 128  # test image size (focal 580 px: a 150 mm face spans ~87 px)

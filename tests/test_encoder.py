@@ -9,8 +9,8 @@ import torch
 
 import mofa_tk
 from mofa_tk import InputError
-from mofa_tk.code import Code
-from mofa_tk.encoder import DEFAULT_OUTPUT_SCALE, Encoder
+from mofa_tk.face.code import Code
+from mofa_tk.training.encoder import DEFAULT_OUTPUT_SCALE, Encoder
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ files, so these tests run on the cpu backend only (CI time); on the other backen
 
 References: the decoder itself (the fit's geometry path must reproduce it), float64 finite differences (the
 closed-form Jacobians), scipy's rotation conversions, synthetic photos rendered from known codes (ground-truth
-mesh, landmarks and pose, scored with mofa_tk.metrics, and the mean face as a baseline), and the landmarks
+mesh, landmarks and pose, scored with mofa_tk.evaluation.metrics, and the mean face as a baseline), and the landmarks
 detected on a real photo. Bounds are set from measurements (docs/fitting.md gives them with margins).
 """
 import math
@@ -15,12 +15,12 @@ import pytest
 import torch
 
 import mofa_tk
-from mofa_tk import metrics
-from mofa_tk.decoder import FaceDecoder
+from mofa_tk.evaluation import metrics
+from mofa_tk.face.decoder import FaceDecoder
 from mofa_tk.errors import InputError
-from mofa_tk.fit import (FitResult, _apply_delta, _closed_form_pose, _dense_jacobian, _fit_landmarks,
+from mofa_tk.fitting.pipeline import (FitResult, _apply_delta, _closed_form_pose, _dense_jacobian, _fit_landmarks,
                          _init_appearance, _Problem, _Stage, fit, matrix_to_axis_angle)
-from mofa_tk.geometry import axis_angle_to_matrix
+from mofa_tk.rotation import axis_angle_to_matrix
 from fit_scenes import random_code, rotation_error_deg, synthetic_scene
 
 #: Synthetic faces fitted in CI (the issue's 20 are in `python benchmarks/bench_fit.py --eval 20`, whose numbers

@@ -1,4 +1,4 @@
-"""Tests of `mofa fit` / examples/fit_single_image.py and of mofa_tk.io (image checks, OBJ / PNG / JSON).
+"""Tests of `mofa fit` / examples/fit_single_image.py and of mofa_tk.io.images (image checks, OBJ / PNG / JSON).
 
 The command runs once as a subprocess with no argument (the astronaut photo, detected landmarks: skipped when
 scikit-image or MediaPipe is missing) and several times in-process on small synthetic photos with given
@@ -16,9 +16,9 @@ import pytest
 import torch
 
 import mofa_tk
-from mofa_tk import io as mio
+from mofa_tk.io import images as mio
 from mofa_tk.apps import fit_app
-from mofa_tk.decoder import FaceDecoder
+from mofa_tk.face.decoder import FaceDecoder
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "fit_single_image.py"
@@ -69,7 +69,7 @@ def _png_header_only(path, width, height):
                            + chunk(b"IEND", b""))
 
 
-# ============================================================================================ mofa_tk.io
+# ============================================================================================ mofa_tk.io.images
 def test_load_image_conversions(tmp_path):
     import imageio.v3 as iio
 
@@ -231,7 +231,7 @@ def test_command_on_grey_and_rgba_photos_and_replacing(cpu, face, tmp_path, caps
 def test_command_reg_option_changes_the_prior(cpu, face, tmp_path, capsys):
     """--reg expression=W replaces that block's prior weight (the others keep FIT_REG_WEIGHTS): a prior 1e4x
     stronger pins the expression coefficients near zero, which the default prior does not."""
-    from mofa_tk.fit import FIT_REG_WEIGHTS
+    from mofa_tk.fitting.pipeline import FIT_REG_WEIGHTS
 
     runs = {}
     for name, extra in (("default", []), ("strong", ["--reg", "expression=8000"])):

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import mofa_tk
-from mofa_tk.geometry import albedo as albedo_op
+from mofa_tk.ops.geometry import albedo as albedo_op
 from helpers import np_rodrigues, numeric_grad, rel_err
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from mofa_tk import landmarks as L
 from mofa_tk.errors import InputError, MofaError
-from mofa_tk.metrics import landmark_nme
+from mofa_tk.evaluation.metrics import landmark_nme
 
 # iBUG-68 left/right mirror permutation (point k of a mirrored face is point MIRROR[k] of the original)
 MIRROR = (list(range(16, -1, -1)) + list(range(26, 16, -1)) + [27, 28, 29, 30] + [35, 34, 33, 32, 31]

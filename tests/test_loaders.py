@@ -17,8 +17,8 @@ import scipy.sparse
 import torch
 
 from mofa_tk.errors import ModelFormatError
-from mofa_tk.loaders import load_model, read_landmark_mapping
-from mofa_tk.model import FaceModel
+from mofa_tk.io.models import load_model, read_landmark_mapping
+from mofa_tk.face.model import FaceModel
 
 RNG_SEED = 1234
 

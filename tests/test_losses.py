@@ -7,7 +7,7 @@ import torch
 from helpers import numeric_grad, rel_err
 from mofa_tk import InputError
 from mofa_tk import losses as L
-from mofa_tk.code import Code
+from mofa_tk.face.code import Code
 
 
 # ----------------------------------------------------------------------------------------- NumPy references

@@ -1,4 +1,4 @@
-"""mofa_tk.metrics against hand-computed values and independent references (scipy, numpy.corrcoef)."""
+"""mofa_tk.evaluation.metrics against hand-computed values and independent references (scipy, numpy.corrcoef)."""
 import math
 
 import numpy as np
@@ -7,7 +7,7 @@ import torch
 from scipy.spatial.transform import Rotation
 
 from mofa_tk.errors import InputError
-from mofa_tk.metrics import depth_correlation, landmark_nme, missing_mask, point_to_point_rmse, procrustes_align
+from mofa_tk.evaluation.metrics import depth_correlation, landmark_nme, missing_mask, point_to_point_rmse, procrustes_align
 
 
 def _random_rotation(rng):

@@ -424,7 +424,7 @@ def test_cpu_per_thread_gradient_copies_match_atomics():
     assert atomic.abs().max() > 0
     torch.testing.assert_close(copies.sum(0), atomic, rtol=1e-5, atol=1e-6)
     # the ops sum the copies with _sum_copies (whole-copy adds), for any number of threads
-    from mofa_tk.raster import _sum_copies
+    from mofa_tk.ops.raster import _sum_copies
     for n in (1, 2, 5):
         x = torch.tensor(rng.normal(size=(n, 3, 7)), dtype=torch.float32)
         torch.testing.assert_close(_sum_copies(x), x.double().sum(0).float(), rtol=1e-6, atol=1e-6)
@@ -445,7 +445,7 @@ def test_cpu_per_thread_gradient_copies_match_atomics():
 def test_backward_falls_back_to_atomics_when_copies_would_be_large(backend, monkeypatch):
     """Per-thread gradient copies are capped (many CPU threads x a large batch); above the cap the CPU backward
     uses atomics, with the same gradients."""
-    import mofa_tk.raster as R
+    import mofa_tk.ops.raster as R
 
     rng = np.random.default_rng(11)
     pos, tris = random_soup(rng, B=2, T=40)

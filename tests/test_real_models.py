@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from mofa_tk.errors import ModelFormatError
-from mofa_tk.loaders import load_model
+from mofa_tk.io.models import load_model
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 MODELS = DATA / "models"

@@ -12,7 +12,7 @@ import torch
 from scipy.special import lpmv
 
 import mofa_tk
-from mofa_tk.shading import ambient_sh, sh_shade, vertex_normals
+from mofa_tk.ops.shading import ambient_sh, sh_shade, vertex_normals
 from helpers import numeric_grad, rel_err
 
 
@@ -153,8 +153,8 @@ def test_reference_basis_is_orthonormal_and_matches_polynomials():
         sh[0, k, :] = 1
         got = np_sh_shade(n[None], np.ones((1, 50, 3)), sh)[0, :, 0] / A_BAND[BAND_OF[k]]
         np.testing.assert_allclose(got, real_sh_legendre(n)[:, k], atol=1e-12)
-    # mofa_tk.shading.sh_basis (plain torch helper) agrees too
-    from mofa_tk.shading import sh_basis
+    # mofa_tk.ops.shading.sh_basis (plain torch helper) agrees too
+    from mofa_tk.ops.shading import sh_basis
     np.testing.assert_allclose(sh_basis(torch.tensor(n)).numpy(), real_sh_legendre(n), atol=1e-6)
 
 

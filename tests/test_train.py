@@ -19,8 +19,8 @@ import torch
 import mofa_tk
 from mofa_tk import InputError
 from mofa_tk.apps.train_app import main as train_main
-from mofa_tk.autoencoder import MoFA, load_encoder, scaled_weights
-from mofa_tk.train import CheckpointExistsError, TrainConfig, evaluate, train
+from mofa_tk.training.autoencoder import MoFA, load_encoder, scaled_weights
+from mofa_tk.training.train import CheckpointExistsError, TrainConfig, evaluate, train
 
 ROOT = Path(__file__).resolve().parents[1]
 #: Small, fast configuration: the built-in model cut to its semantic components, 48 px, batch 8.
@@ -102,7 +102,7 @@ TRAIN_RATIO = 0.6
 # ============================================================================================ resume
 _RESUME_SCRIPT = textwrap.dedent("""
     import json, sys, torch, mofa_tk
-    from mofa_tk.train import TrainConfig, train
+    from mofa_tk.training.train import TrainConfig, train
     mofa_tk.init("cpu")
     out = sys.argv[1]
     cfg = TrainConfig(steps=6, **json.loads(sys.argv[2]))
@@ -192,7 +192,7 @@ def test_cli_trains_on_a_photo_folder_and_skips_corrupt_files(backend, tmp_path,
     """Faces rendered at 96 px and saved as PNG with .npy landmarks, plus corrupt files, through --data."""
     _cpu_only(backend)
     dec = mofa_tk.FaceDecoder(mofa_tk.builtin_model(), 96)
-    from mofa_tk.data import SyntheticFaces
+    from mofa_tk.training.data import SyntheticFaces
 
     b = SyntheticFaces(dec, 10, seed=5).batch(range(6))
     root = tmp_path / "photos"
@@ -251,7 +251,7 @@ def test_landmark_weight_scales_with_resolution():
 
 def test_loss_plot_without_matplotlib(tmp_path, monkeypatch):
     """plot_history falls back to a plain NumPy chart when matplotlib is missing; the curve is drawn."""
-    from mofa_tk.train import plot_history
+    from mofa_tk.training.train import plot_history
 
     steps = list(range(1, 101))
     hist = {"step": steps, "loss": [1.0 / s for s in steps], "terms": {}, "eval": [{"step": 0, "photo": 0.3},
@@ -273,7 +273,7 @@ def test_fit_command_with_encoder_initialisation(backend, tmp_path):
     encoder and which initialisation won each stage; a model whose code does not fit is refused."""
     _cpu_only(backend)
     from mofa_tk.apps.fit_app import main as fit_main
-    from mofa_tk.data import SyntheticFaces
+    from mofa_tk.training.data import SyntheticFaces
 
     res = train(TrainConfig(steps=2, **TINY), tmp_path / "run", progress=False)
     dec = mofa_tk.FaceDecoder(mofa_tk.builtin_model(), 128)

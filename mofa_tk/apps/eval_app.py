@@ -6,7 +6,7 @@
 For each photo (recursive search; .jpg .jpeg .png .ppm .pgm .bmp .tif .tiff .webp) and each model (repeat
 --model to evaluate several; landmarks are detected once per photo), the fit's 2D landmarks are compared
 with the annotation beside the photo (68-point .pts, AFLW2000-3D .mat pt3d_68, 300W-LP .mat pt2d, menpo
-.ljson, 5-point .txt; see `mofa_tk.evaluation`), AFLW2000-3D photos also get the 3D landmark error against
+.ljson, 5-point .txt; see `mofa_tk.evaluation.evaluate`), AFLW2000-3D photos also get the 3D landmark error against
 pt3d_68, and the fit time is recorded. A photo that cannot be read, has no detectable face or makes the fit
 fail is listed with its reason; the run goes on. `--synthetic N` adds N synthetic faces per model (3D
 point-to-point RMSE against the true mesh). Writes to --out (default ./mofa_eval_out): report.md,
@@ -95,7 +95,7 @@ def _progress(quiet):
 def _print_summary(run, console):
     from rich.table import Table
 
-    from mofa_tk.evaluation import _pct, _sec
+    from mofa_tk.evaluation.evaluate import _pct, _sec
 
     if run["models"]:
         t = Table(title="mofa eval: 2D landmarks (NME in %)")
@@ -124,11 +124,11 @@ def run(args, argv) -> int:
     from rich.console import Console
 
     import mofa_tk
-    from mofa_tk import evaluation as ev
-    from mofa_tk import io as mio
+    from mofa_tk.evaluation import evaluate as ev
+    from mofa_tk.io import images as mio
     from mofa_tk import landmarks as mlm
     from mofa_tk.errors import InputError
-    from mofa_tk.fit import fit
+    from mofa_tk.fitting.pipeline import fit
 
     console = Console(stderr=True, quiet=args.quiet)
     if not args.folder and not args.synthetic:

@@ -167,10 +167,10 @@ def run(args) -> int:
     import torch
 
     import mofa_tk
-    from mofa_tk import io as mio
+    from mofa_tk.io import images as mio
     from mofa_tk import landmarks as mlm
-    from mofa_tk import metrics
-    from mofa_tk.fit import fit
+    from mofa_tk.evaluation import metrics
+    from mofa_tk.fitting.pipeline import fit
 
     t_all = time.perf_counter()
     t_detect = None
@@ -199,7 +199,7 @@ def run(args) -> int:
     # ---- model (and the encoder that initialises the fit)
     encoder = enc_config = None
     if args.encoder is not None:
-        from mofa_tk.autoencoder import load_encoder
+        from mofa_tk.training.autoencoder import load_encoder
 
         encoder, enc_config = load_encoder(args.encoder)
     if args.model is None and encoder is not None:

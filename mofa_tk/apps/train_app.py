@@ -24,7 +24,7 @@ _FIELDS = {  # command-line option -> TrainConfig field
 
 
 def _parser() -> argparse.ArgumentParser:
-    from mofa_tk.train import TrainConfig
+    from mofa_tk.training.train import TrainConfig
 
     d = TrainConfig()
     p = argparse.ArgumentParser(
@@ -65,7 +65,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _config(args, console):
-    from mofa_tk.train import TrainConfig, _read_checkpoint
+    from mofa_tk.training.train import TrainConfig, _read_checkpoint
 
     given = {field: getattr(args, opt) for opt, field in _FIELDS.items() if hasattr(args, opt)}
     if "components" in given:
@@ -94,7 +94,7 @@ def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     console = Console(highlight=False, soft_wrap=True)
     from mofa_tk.errors import MofaError
-    from mofa_tk.train import train
+    from mofa_tk.training.train import train
 
     try:
         cfg = _config(args, console)

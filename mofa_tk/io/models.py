@@ -39,8 +39,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import ModelFormatError
-from .model import FaceModel
+from ..errors import ModelFormatError
+from ..face.model import FaceModel
 
 __all__ = ["load_model", "read_landmark_mapping", "OptionalDependencyError", "DEFAULT_ALBEDO"]
 

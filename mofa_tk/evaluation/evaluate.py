@@ -50,7 +50,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import InputError
+from ..errors import InputError
 
 __all__ = [
     "IMAGE_EXTENSIONS", "ANNOTATION_FORMATS", "INNER49", "FACE_RADIUS_MM", "Annotation", "scan_images",
@@ -150,7 +150,7 @@ def read_pts68(path) -> Annotation:
     Returns an Annotation with points (68, 2) float64. Raises FileNotFoundError / InputError (naming the
     file: malformed, or another point count such as menpo's 19-point tongue markup).
     """
-    from .landmarks import read_landmarks
+    from ..landmarks import read_landmarks
 
     pts = read_landmarks(path, n_points=None)
     if pts.shape[0] != 68:
@@ -426,10 +426,10 @@ def load_eval_model(spec: str):
     """'builtin' -> `builtin_model()`, else `load_model(spec)` (a model file or ICT FaceXModel folder).
     Returns (tag, FaceModel) with tag = 'builtin' or the file's stem / folder name (used in file names)."""
     if spec == "builtin":
-        from .builtin import builtin_model
+        from ..face.builtin import builtin_model
 
         return "builtin", builtin_model()
-    from .loaders import load_model
+    from ..io.models import load_model
 
     p = Path(os.fspath(spec))
     model = load_model(p)
@@ -459,7 +459,7 @@ def evaluate_image(fit_fn, image, model, points, *, annotation=None, landmarks=N
                    scale: float = 1.0, fit_kwargs=None) -> dict:
     """Fit one photo with one model and measure it; never raises (except KeyboardInterrupt).
 
-    fit_fn:     `mofa_tk.fit.fit` (passed in so that a caller can time / replace it)
+    fit_fn:     `mofa_tk.fitting.pipeline.fit` (passed in so that a caller can time / replace it)
     image:      (H, W, 3) float32 working image in [0, 1] (`io.load_image(...).rgb`)
     model:      FaceModel; points = `model_landmark_points(model)`
     annotation: Annotation or None (file pixels)
@@ -717,7 +717,7 @@ def write_report(run: dict, out_dir) -> dict:
     NME values are fractions in the JSON and percentages in the Markdown. Returns {"report": Path,
     "json": Path}.
     """
-    from .io import write_json
+    from ..io.images import write_json
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -830,7 +830,7 @@ def face_region(model, radius_mm: float = FACE_RADIUS_MM, image_size: int = 512)
     mouth interior and eyeball backs of full-head models (ICT-FaceKit)."""
     import torch
 
-    from .decoder import FaceDecoder
+    from ..face.decoder import FaceDecoder
 
     dec = FaceDecoder(model, image_size=image_size)
     with torch.no_grad():
@@ -879,7 +879,7 @@ def synthetic_face(model, rng: np.random.Generator, *, image_size: int = 320, la
     from scipy import ndimage
     from scipy.spatial.transform import Rotation
 
-    from .decoder import FaceDecoder
+    from ..face.decoder import FaceDecoder
 
     S = int(image_size)
     dec = FaceDecoder(model, image_size=S)
@@ -921,7 +921,7 @@ def synthetic_face(model, rng: np.random.Generator, *, image_size: int = 320, la
     img = np.clip(img + rng.normal(0, image_noise, img.shape), 0, 1).astype(np.float32)
     lm = out["landmarks2d"][0].cpu().numpy().astype(np.float64)
     lm = (lm + rng.normal(0, landmark_noise_px, lm.shape)).astype(np.float32)
-    from .geometry import morph
+    from ..ops.geometry import morph
 
     with torch.no_grad():
         verts = morph(model, blocks["shape"], blocks["expression"])[0].cpu().numpy()
@@ -942,7 +942,7 @@ def evaluate_synthetic(model, n: int, *, seed: int = 0, fit_fn=None, fit_kwargs=
     sample when given. Returns a list of per-sample dicts (rmse, rmse_all, rmse_mean_face, rmse_all_mean_face,
     rmse_landmarks_only, fit_time, status, reason, pose).
     """
-    from .fit import fit as _fit
+    from ..fitting.pipeline import fit as _fit
     from .metrics import point_to_point_rmse
 
     fit_fn = fit_fn or _fit

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .errors import InputError
+from ..errors import InputError
 
 __all__ = ["landmark_nme", "procrustes_align", "point_to_point_rmse", "depth_correlation", "missing_mask"]
 

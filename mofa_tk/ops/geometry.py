@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import torch
 
-from . import _checks as C
-from ._launch import launch
-from .backend import ensure_init
-from .camera import clip_matrix, intrinsics
-from .kernels import morph as kmorph
-from .kernels import pose as kpose
+from .. import _checks as C
+from .._launch import launch
+from ..backend import ensure_init
+from ..camera import clip_matrix, intrinsics
+from ..rotation import axis_angle_to_matrix
+from ..kernels import morph as kmorph
+from ..kernels import pose as kpose
 
 
 def _back(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -139,27 +140,6 @@ def _check_verts(name, verts):
     C.check_shape(name, verts, "B,V,3")
     C.check_finite(name, verts)
     return verts
-
-
-def skew(v: torch.Tensor) -> torch.Tensor:
-    """Cross-product matrices: (..., 3) -> (..., 3, 3) with skew(v) @ w = cross(v, w)."""
-    x, y, z = v.unbind(-1)
-    o = torch.zeros_like(x)
-    return torch.stack([o, -z, y, z, o, -x, -y, x, o], -1).reshape(*v.shape[:-1], 3, 3)
-
-
-def axis_angle_to_matrix(rotation: torch.Tensor) -> torch.Tensor:
-    """Rodrigues: axis-angle (B, 3) radians -> rotation matrices (B, 3, 3); smooth at zero angle."""
-    r = rotation
-    theta2 = (r * r).sum(-1, keepdim=True)
-    small = theta2 < 1e-8
-    theta = torch.sqrt(torch.where(small, torch.ones_like(theta2), theta2))
-    # sin(t)/t and (1-cos t)/t^2 with Taylor series near zero so gradients stay finite.
-    a = torch.where(small, 1 - theta2 / 6, torch.sin(theta) / theta)
-    b = torch.where(small, 0.5 - theta2 / 24, (1 - torch.cos(theta)) / (theta * theta))
-    K = skew(r)
-    eye = torch.eye(3, dtype=r.dtype, device=r.device).expand_as(K)
-    return eye + a[..., None] * K + b[..., None] * (K @ K)
 
 
 def rigid(verts, rotation, translation) -> torch.Tensor:

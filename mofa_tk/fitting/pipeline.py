@@ -36,13 +36,14 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import torch
 
-from . import losses as L
-from .code import BLOCKS, Code
-from .decoder import FaceDecoder
-from .errors import InputError
-from .geometry import axis_angle_to_matrix, morph, skew
-from .landmarks import DEFAULT_CROP_SCALE, CropTransform, crop_face
-from .shading import SH_BAND_FACTORS, SH_CONSTANTS, sh_basis, sh_basis_jacobian
+from .. import losses as L
+from ..face.code import BLOCKS, Code
+from ..face.decoder import FaceDecoder
+from ..errors import InputError
+from ..ops.geometry import morph
+from ..rotation import axis_angle_to_matrix, matrix_to_axis_angle, skew
+from ..landmarks import DEFAULT_CROP_SCALE, CropTransform, crop_face
+from ..ops.shading import SH_BAND_FACTORS, SH_CONSTANTS, sh_basis, sh_basis_jacobian
 
 __all__ = ["fit", "FitResult", "STAGES", "DEFAULT_ITERS", "OPTIMIZERS", "FIT_REG_WEIGHTS", "matrix_to_axis_angle"]
 
@@ -75,22 +76,6 @@ _GN_NORMALS_EVERY = 5
 
 
 # ============================================================================================ rotations
-def matrix_to_axis_angle(R) -> torch.Tensor:
-    """Axis-angle (B, 3) float32 radians of rotation matrices R (B, 3, 3) (or (3, 3) -> (3,)).
-
-    Inverse of `axis_angle_to_matrix` for angles in [0, pi]; computed in float64 via scipy (no gradient).
-    """
-    from scipy.spatial.transform import Rotation
-
-    Rt = torch.as_tensor(R).detach().cpu().double()
-    single = Rt.ndim == 2
-    if single:
-        Rt = Rt[None]
-    rv = Rotation.from_matrix(Rt.numpy()).as_rotvec()
-    out = torch.as_tensor(rv, dtype=torch.float32)
-    return out[0] if single else out
-
-
 def _label(name: str):
     """torch.profiler label (a no-op unless a profiler is recording); benchmarks/bench_fit.py uses them."""
     return torch.profiler.record_function(name)
@@ -846,7 +831,7 @@ def _fit_dense(prob: _Problem, code, stage: _Stage, optimizer: str, tol: float):
 # ============================================================================================ entry point
 def _as_landmarks(landmarks, name="landmarks"):
     if isinstance(landmarks, (str, bytes)) or hasattr(landmarks, "__fspath__"):
-        from .landmarks import read_landmarks
+        from ..landmarks import read_landmarks
         return read_landmarks(landmarks)
     a = np.asarray(landmarks.detach().cpu() if isinstance(landmarks, torch.Tensor) else landmarks, np.float64)
     if a.shape != (68, 2):
@@ -873,7 +858,7 @@ def fit(image, model=None, landmarks=None, *, size: int = 224, optimizer: str = 
     """Fit the semantic code of `model` to one photo by analysis by synthesis (coarse to fine).
 
     image:      (H, W, 3) RGB, (H, W) grey or (H, W, 4) RGBA (alpha dropped); uint8, uint16 or float in
-                [0, 1]; a NumPy array, a CPU tensor or a path (see `mofa_tk.io.load_image` for file checks)
+                [0, 1]; a NumPy array, a CPU tensor or a path (see `mofa_tk.io.images.load_image` for file checks)
     model:      FaceModel (default `builtin_model()`); needs iBUG-68 landmark vertices for the pose
     landmarks:  (68, 2) pixel coordinates in `image` (u right, v down, centres at +0.5; NaN = missing), a
                 .pts/.json/.npy path, or None to detect them with `landmarks.detect` (MediaPipe)
@@ -902,7 +887,7 @@ def fit(image, model=None, landmarks=None, *, size: int = 224, optimizer: str = 
     Returns a `FitResult`. Raises InputError on bad arguments, landmarks.NoFaceFoundError when detection
     finds no face.
     """
-    from .landmarks import _to_rgb_float, detect
+    from ..landmarks import _to_rgb_float, detect
 
     t_start = time.perf_counter()
     timings = OrderedDict()
@@ -934,7 +919,7 @@ def fit(image, model=None, landmarks=None, *, size: int = 224, optimizer: str = 
         if unknown:
             raise InputError(f"reg_weights: unknown block(s) {sorted(unknown)}")
     if model is None:
-        from .builtin import builtin_model
+        from ..face.builtin import builtin_model
         model = builtin_model()
     if int((model.landmarks >= 0).sum()) < 6:
         raise InputError(f"model {getattr(model, 'name', '?')!r}: has {int((model.landmarks >= 0).sum())} iBUG "

@@ -1,13 +1,13 @@
 """Training loop of the MoFA autoencoder: data, optimiser, held-out evaluation, checkpoints with exact resume.
 
-    from mofa_tk.train import TrainConfig, train
+    from mofa_tk.training.train import TrainConfig, train
     result = train(TrainConfig(steps=600), "runs/synthetic")       # synthetic faces, 64 px, built-in model
     result = train(TrainConfig(data="photos/", steps=5000), "runs/photos")
 
 `train` writes into its output folder (docs/training.md):
 
     checkpoint.pt   encoder weights, optimiser state, step, RNG states, config, history (atomic rewrite every
-                    `ckpt_every` steps, at the end and on Ctrl-C); `mofa_tk.autoencoder.load_encoder` reads it
+                    `ckpt_every` steps, at the end and on Ctrl-C); `mofa_tk.training.autoencoder.load_encoder` reads it
     config.json     the configuration; history.json / history.csv / eval.csv the loss curves
     loss.png        training loss (and terms) and held-out photometric loss against the step
     grid.png        held-out inputs, reconstructions (render over the input) and landmarks
@@ -36,11 +36,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import losses as L
+from .. import losses as L
 from .autoencoder import CHECKPOINT_FORMAT, MoFA
-from .backend import current_backend, kernel_device
-from .backend import init as backend_init
-from .errors import BackendUnavailableError, InputError, MofaError
+from ..backend import current_backend, kernel_device
+from ..backend import init as backend_init
+from ..errors import BackendUnavailableError, InputError, MofaError
 
 __all__ = ["TrainConfig", "TrainResult", "train", "evaluate", "build", "save_grid", "plot_history",
            "CheckpointExistsError", "RESUME_MUST_MATCH"]
@@ -175,8 +175,8 @@ class TrainResult:
 
 # ============================================================================================ building blocks
 def _load_face_model(spec: str):
-    from .builtin import builtin_model
-    from .loaders import load_model
+    from ..face.builtin import builtin_model
+    from ..io.models import load_model
 
     if spec in ("builtin", "builtin:default"):
         return builtin_model()

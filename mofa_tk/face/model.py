@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, fields, replace
 import numpy as np
 import torch
 
-from .errors import ModelFormatError
+from ..errors import ModelFormatError
 
 _TENSOR_FIELDS = (
     "mean_shape", "shape_basis", "shape_std", "expr_basis", "expr_std",

@@ -10,7 +10,7 @@ reg 3e-4 times the per-block weights shape 1.0 / expression 0.8 / reflectance 0.
 landmark weight is given for 224 px images and multiplied by (224 / S)^2 for an S-pixel training resolution,
 so that the balance between the landmark term (squared pixels) and the photometric term (resolution
 independent) does not depend on S. `load_encoder(path)` reads a trained encoder back from a checkpoint
-written by `mofa_tk.train`.
+written by `mofa_tk.training.train`.
 """
 from __future__ import annotations
 
@@ -19,14 +19,14 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from . import losses as L
-from .decoder import FaceDecoder
+from .. import losses as L
+from ..face.decoder import FaceDecoder
 from .encoder import Encoder
-from .errors import InputError
+from ..errors import InputError
 
 __all__ = ["MoFA", "load_encoder", "scaled_weights", "CHECKPOINT_FORMAT"]
 
-#: `format` entry of the checkpoints written by mofa_tk.train.
+#: `format` entry of the checkpoints written by mofa_tk.training.train.
 CHECKPOINT_FORMAT = "mofa_tk.train/1"
 #: Resolution at which the landmark weight of `losses.DEFAULT_WEIGHTS` is defined (pixels).
 LANDMARK_WEIGHT_SIZE = 224
@@ -116,9 +116,9 @@ class MoFA(nn.Module):
 
 
 def load_encoder(ckpt_path, map_location="cpu"):
-    """Load the encoder of a `mofa_tk.train` checkpoint.
+    """Load the encoder of a `mofa_tk.training.train` checkpoint.
 
-    ckpt_path:    a checkpoint file written by `mofa_tk.train` / `mofa train` (``OUT/checkpoint.pt``), or the
+    ckpt_path:    a checkpoint file written by `mofa_tk.training.train` / `mofa train` (``OUT/checkpoint.pt``), or the
                   training output folder that holds it
     map_location: device for the weights (default "cpu"; e.g. "cuda")
     returns (encoder, config):

@@ -25,15 +25,16 @@ from dataclasses import dataclass, fields
 
 import torch
 
-from . import _checks as C
-from .camera import FOCAL_224, Camera
+from .. import _checks as C
+from ..camera import FOCAL_224, Camera
 from .code import Code
-from .errors import InputError
-from .geometry import axis_angle_to_matrix, morph, rigid, to_clip
-from .geometry import albedo as albedo_op
-from .mesh import Mesh
-from .raster import antialias, interpolate, rasterize
-from .shading import ambient_sh, sh_shade, vertex_normals
+from ..errors import InputError
+from ..ops.geometry import morph, rigid, to_clip
+from ..rotation import axis_angle_to_matrix
+from ..ops.geometry import albedo as albedo_op
+from ..mesh import Mesh
+from ..ops.raster import antialias, interpolate, rasterize
+from ..ops.shading import ambient_sh, sh_shade, vertex_normals
 
 __all__ = ["FaceDecoder", "Geometry", "Shading", "Render", "DEFAULT_DISTANCE", "FOCAL_224"]
 

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import InputError
+from ..errors import InputError
 
 __all__ = ["ImageFileError", "LoadedImage", "load_image", "to_rgb", "write_obj", "write_png", "write_json",
            "MIN_SIDE", "MAX_PIXELS", "WORK_MAX_SIDE"]

@@ -33,8 +33,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .errors import InputError, MofaError
-from .shading import SH_BAND_FACTORS, SH_CONSTANTS
+from ..errors import InputError, MofaError
+from ..ops.shading import SH_BAND_FACTORS, SH_CONSTANTS
 
 __all__ = ["ImageFolderFaces", "SyntheticFaces", "framing", "IMAGE_EXTENSIONS", "LANDMARK_EXTENSIONS",
            "CACHE_NAME", "SYNTHETIC_DEFAULTS"]
@@ -123,7 +123,7 @@ class ImageFolderFaces(torch.utils.data.Dataset):
     root:        folder of images (searched recursively unless recursive=False; IMAGE_EXTENSIONS)
     image_size:  crop side S in pixels (default 64)
     crop_scale:  `crop_face` scale (crop side / RMS radius of the 5 alignment points); default
-                 `landmarks.DEFAULT_CROP_SCALE` (6.0). `mofa_tk.train` passes `framing(decoder)["crop_scale"]`
+                 `landmarks.DEFAULT_CROP_SCALE` (6.0). `mofa_tk.training.train` passes `framing(decoder)["crop_scale"]`
                  so that faces have the size of the decoder's mean face.
     cache_dir:   where detected landmarks are cached. None (default): the file `root/.mofa_tk_landmarks.json`
                  (CACHE_NAME) in the image folder itself; a folder: `cache_dir/landmarks_<hash of root>.json`
@@ -150,7 +150,7 @@ class ImageFolderFaces(torch.utils.data.Dataset):
 
     def __init__(self, root, image_size: int = 64, *, crop_scale: float | None = None, cache_dir=None,
                  detect: bool = True, recursive: bool = True, progress: bool = True, rotate: bool = False):
-        from . import landmarks as L
+        from .. import landmarks as L
 
         root = Path(root).expanduser()
         if not root.exists():

@@ -825,7 +825,7 @@ def _build(resolution: str) -> FaceModel:
     meta = {
         "shape_names": snames, "expr_names": enames, "albedo_names": anames,
         "shape_peak_mm": sp.tolist(), "expr_peak_mm": ep.tolist(), "albedo_peak": ap.tolist(),
-        "grid_step_mm": m["h"], "generator": "mofa_tk.builtin",
+        "grid_step_mm": m["h"], "generator": "mofa_tk.face.builtin",
     }
     return FaceModel(
         mean_shape=P.astype(np.float32), shape_basis=sb.astype(np.float32), shape_std=ss.astype(np.float32),

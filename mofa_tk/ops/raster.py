@@ -11,14 +11,14 @@ from collections import OrderedDict
 import numpy as np
 import torch
 
-from . import _checks as C
-from ._launch import INT32_MAX, launch, torch_single_threaded
-from .mesh import as_mesh
-from .backend import cpu_threads, current_backend, ensure_init, generation, kernel_device
-from .kernels import antialias as kaa
-from .kernels import interpolate as kinterp
-from .kernels import raster as kraster
-from .kernels import scatter as kscatter
+from .. import _checks as C
+from .._launch import INT32_MAX, launch, torch_single_threaded
+from ..mesh import as_mesh
+from ..backend import cpu_threads, current_backend, ensure_init, generation, kernel_device
+from ..kernels import antialias as kaa
+from ..kernels import interpolate as kinterp
+from ..kernels import raster as kraster
+from ..kernels import scatter as kscatter
 
 _KEY_CACHE: "OrderedDict[tuple, tuple]" = OrderedDict()
 _KEY_CACHE_SIZE = 2

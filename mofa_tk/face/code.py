@@ -22,7 +22,7 @@ from collections import OrderedDict
 
 import torch
 
-from .errors import InputError
+from ..errors import InputError
 
 #: Block names in code order.
 BLOCKS = ("rotation", "translation", "shape", "expression", "reflectance", "illumination")

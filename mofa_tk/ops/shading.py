@@ -21,12 +21,12 @@ import math
 
 import torch
 
-from . import _checks as C
-from ._launch import launch
-from .backend import ensure_init
-from .errors import InputError
-from .kernels import lighting as kl
-from .mesh import as_mesh
+from .. import _checks as C
+from .._launch import launch
+from ..backend import ensure_init
+from ..errors import InputError
+from ..kernels import lighting as kl
+from ..mesh import as_mesh
 
 __all__ = ["vertex_normals", "sh_shade", "ambient_sh", "sh_basis", "sh_basis_jacobian", "SH_CONSTANTS",
            "SH_BAND_FACTORS"]

@@ -34,8 +34,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .code import Code
-from .errors import InputError
+from ..face.code import Code
+from ..errors import InputError
 
 __all__ = ["Encoder", "DEFAULT_OUTPUT_SCALE"]
 
@@ -214,7 +214,7 @@ class Encoder(nn.Module):
         """Code of face crops, for initialising a fit.
 
         image_crop: (B, H, W, 3) or (H, W, 3) float RGB in [0, 1] (NHWC, as `crop_face` returns; a NumPy
-            array or tensor), framed like the training data (see `mofa_tk.data.ImageFolderFaces`: crops from
+            array or tensor), framed like the training data (see `mofa_tk.training.data.ImageFolderFaces`: crops from
             `crop_face(image, landmarks, scale=config["crop_scale"])`). Any H, W: resized to `image_size`.
         returns (B, N) float32 on the encoder's device, for a `FaceDecoder` with the training camera
             (default focal 1015 * min(H, W) / 224, distance 1000 mm), at ANY output resolution: the default

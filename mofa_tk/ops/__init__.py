@@ -1,0 +1,14 @@
+"""Differentiable ops: Taichi kernels (`mofa_tk.kernels`, one file per stage) behind `torch.autograd.Function`s.
+
+| module     | ops                                                   | kernels                        |
+|------------|-------------------------------------------------------|--------------------------------|
+| geometry   | morph, albedo, rigid, project, to_clip                | morph, pose                    |
+| raster     | rasterize, interpolate, antialias                     | raster, interpolate, antialias |
+| shading    | vertex_normals, sh_shade (+ torch sh_basis helpers)   | lighting                       |
+"""
+from .geometry import albedo, morph, project, rigid, to_clip
+from .raster import antialias, interpolate, rasterize
+from .shading import ambient_sh, sh_basis, sh_basis_jacobian, sh_shade, vertex_normals
+
+__all__ = ["morph", "albedo", "rigid", "project", "to_clip", "rasterize", "interpolate", "antialias",
+           "vertex_normals", "sh_shade", "ambient_sh", "sh_basis", "sh_basis_jacobian"]

@@ -102,7 +102,7 @@ def _as_array(image, arg: str):
         raise InputError(f"{arg}: expected an image array, got {type(image).__name__} ({exc})") from None
 
 
-def _to_rgb_float(image, arg: str = "image") -> np.ndarray:
+def to_rgb_float(image, arg: str = "image") -> np.ndarray:
     """(H, W, 3) float32 RGB in [0, 1] from an image array, tensor or file path: uint8 / uint16 / float [0, 1],
     grey (H, W), (H, W, 1), grey + alpha, RGB (H, W, 3) or RGBA (H, W, 4); alpha is dropped (not composited).
     The conversion is `io.to_rgb`'s; InputError names `arg`, and points out channel-first arrays."""
@@ -306,7 +306,7 @@ def detect(image, *, name=None, min_confidence: float = 0.5, max_side: int = 102
         raise InputError(f"min_confidence: expected a value in [0, 1], got {min_confidence}")
     if int(min_side) < 1 or int(max_side) < int(min_side):
         raise InputError(f"max_side/min_side: need 1 <= min_side <= max_side, got {min_side}, {max_side}")
-    rgb = _to_rgb_float(image, arg="image" if name is None else f"image {what}")
+    rgb = to_rgb_float(image, arg="image" if name is None else f"image {what}")
     _graphs()
     H, W = rgb.shape[:2]
 
@@ -527,7 +527,7 @@ def crop_face(image, landmarks, size: int = 224, scale: float = DEFAULT_CROP_SCA
     (crop (size, size, 3) float32 in [0, 1], landmarks_in_crop (68, 2) float32, CropTransform); use
     `transform.to_original(p)` / `transform.from_original(p)` to map points between the two images.
     """
-    rgb = _to_rgb_float(image)
+    rgb = to_rgb_float(image)
     lm = np.asarray(landmarks, np.float64)
     if lm.shape != (N_LANDMARKS, 2):
         raise InputError(f"landmarks: expected shape (68, 2), got {lm.shape}")

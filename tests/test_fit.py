@@ -18,9 +18,14 @@ import mofa_tk
 from mofa_tk.evaluation import metrics
 from mofa_tk.face.decoder import FaceDecoder
 from mofa_tk.errors import InputError
-from mofa_tk.fitting.pipeline import (FitResult, _apply_delta, _closed_form_pose, _dense_jacobian, _fit_landmarks,
-                         _init_appearance, _Problem, _Stage, fit, matrix_to_axis_angle)
-from mofa_tk.rotation import axis_angle_to_matrix
+from mofa_tk.fitting import FitResult, fit
+from mofa_tk.fitting.inits import closed_form_pose, init_appearance
+from mofa_tk.fitting.jacobians import dense_jacobian
+from mofa_tk.fitting.problem import Problem, apply_delta
+from mofa_tk.fitting.solvers import StageLog
+from mofa_tk.fitting.stages import fit_landmarks
+from mofa_tk.ops.shading import SH_BAND_FACTORS, SH_CONSTANTS
+from mofa_tk.rotation import axis_angle_to_matrix, matrix_to_axis_angle
 from fit_scenes import random_code, rotation_error_deg, synthetic_scene
 
 #: Synthetic faces fitted in CI (the issue's 20 are in `python benchmarks/bench_fit.py --eval 20`, whose numbers
@@ -59,7 +64,7 @@ def _problem(model, code, size=224):
     dec = FaceDecoder(model, image_size=size)
     with torch.no_grad():
         out = dec(code)
-    prob = _Problem(model, dec, out["image"][0].clamp(0, 1), out["landmarks2d"][0], {}, None, None)
+    prob = Problem(model, dec, out["image"][0].clamp(0, 1), out["landmarks2d"][0], {}, None, None)
     return dec, prob, out
 
 
@@ -77,26 +82,41 @@ def test_matrix_to_axis_angle_round_trip(cpu):
     assert matrix_to_axis_angle(R[0]).shape == (3,)
 
 
-def test_geometry_path_matches_decoder(cpu, model):
-    """The fit's per-vertex path (no image rasterization) reproduces FaceDecoder's outputs exactly."""
-    torch.manual_seed(0)
+def test_landmark_only_path_matches_decoder(cpu, model):
+    """The landmark stages morph only the 68 landmark rows of the model, in torch: their projected landmarks
+    equal the decoder's."""
     dec = FaceDecoder(model)
     code, _ = random_code(dec, np.random.default_rng(5))
+    dec, prob, out = _problem(model, code)
     with torch.no_grad():
-        out = dec(code)
-        prob = _Problem(model, dec, out["image"][0].clamp(0, 1), out["landmarks2d"][0], {}, None, None)
-        g = prob.geometry(code)
-        vis = prob.visibility(g)
-    for k in ("verts_cam", "verts_2d", "normals", "albedo"):
-        assert torch.allclose(g[k], out[k], atol=1e-4, rtol=1e-5), k
-    assert torch.allclose(g["vertex_colors"], out["vertex_colors"], atol=1e-5)
-    assert torch.equal(torch.isnan(g["landmarks2d"]), torch.isnan(out["landmarks2d"]))
-    assert torch.allclose(torch.nan_to_num(g["landmarks2d"]), torch.nan_to_num(out["landmarks2d"]), atol=1e-3)
-    assert torch.equal(vis, out["visibility"])
-    # the landmark-only path (68 rows of the model, pure torch) agrees too
-    p, _ = prob.landmark_points(code)
+        p, _ = prob.landmark_points(code)
     ok = ~torch.isnan(out["landmarks2d"][0, :, 0])
+    assert int(ok.sum()) >= 60
     assert torch.allclose(p[ok], out["landmarks2d"][0][ok], atol=1e-3)
+
+
+def _vertex_colours64(model, dec, code, idx):
+    """Shaded colours (n, 3) of vertices `idx` in float64 NumPy, independent of the ops: morph, area-weighted
+    normals rotated into the camera, albedo and SH irradiance (docs/lighting.md)."""
+    bl = {k: v[0].double().numpy() for k, v in dec.code.split(code).items()}
+    v = (model.mean_shape.double().numpy() + (model.shape_basis.double() * model.shape_std.double()).numpy() @ bl["shape"]
+         + (model.expr_basis.double() * model.expr_std.double()).numpy() @ bl["expression"])
+    tris = model.triangles.long().numpy()
+    f = v[tris]
+    fn = np.cross(f[:, 1] - f[:, 0], f[:, 2] - f[:, 0])
+    acc = np.zeros_like(v)
+    for k in range(3):
+        np.add.at(acc, tris[:, k], fn)
+    R = axis_angle_to_matrix(torch.tensor(bl["rotation"])[None])[0].numpy()
+    n = (acc[idx] / np.linalg.norm(acc[idx], axis=1, keepdims=True)) @ R.T
+    x, y, z = n[:, 0], n[:, 1], n[:, 2]
+    poly = np.stack([np.ones_like(x), y, z, x, x * y, y * z, 3 * z * z - 1, x * z, x * x - y * y], -1)
+    band = np.array([SH_BAND_FACTORS[0]] + [SH_BAND_FACTORS[1]] * 3 + [SH_BAND_FACTORS[2]] * 5)
+    Y = poly * np.array(SH_CONSTANTS) * band
+    Lsh = (dec.ambient_code[0].double().numpy() + bl["illumination"]).reshape(3, 9)
+    alb = (model.albedo_mean.double().numpy()[idx]
+           + (model.albedo_basis.double() * model.albedo_std.double()).numpy()[idx] @ bl["reflectance"])
+    return alb * (Y @ Lsh.T)
 
 
 def test_dense_jacobian_matches_finite_differences(cpu, model):
@@ -110,7 +130,7 @@ def test_dense_jacobian_matches_finite_differences(cpu, model):
         g = prob.geometry(code)
         use = (prob.visibility(g) & prob.not_boundary[None])[0]
     R0 = axis_angle_to_matrix(code[:, :3].double())[0]
-    idx, Jp, Jc, _ = _dense_jacobian(prob, g, R0, use, blocks)
+    idx, Jp, Jc, _ = dense_jacobian(prob, g, R0, use, blocks)
     assert len(idx) > 500 and Jp.shape == (len(idx), 2, dec.code.size) and Jc.shape == (len(idx), 3, dec.code.size)
 
     def f(c):
@@ -126,17 +146,24 @@ def test_dense_jacobian_matches_finite_differences(cpu, model):
             eps = {"rotation": 1e-3, "translation": 0.05}.get(b, 1e-2)
             d = torch.zeros(dec.code.size, dtype=torch.float64)
             d[off + k] = eps
-            (pp, cp), (pm, cm) = f(_apply_delta(prob, code, d, blocks)), f(_apply_delta(prob, code, -d, blocks))
+            (pp, cp), (pm, cm) = f(apply_delta(prob, code, d, blocks)), f(apply_delta(prob, code, -d, blocks))
             fdp, fdc = (pp - pm) / (2 * eps), (cp - cm) / (2 * eps)
             if float(fdp.norm()) > 1e-3:
                 assert float((fdp - Jp[:, :, off + k]).norm() / fdp.norm()) < 0.02, (b, k)
             else:
                 assert float(Jp[:, :, off + k].norm()) < 1e-3, (b, k)
+            if b in ("shape", "expression"):
+                # these act on colours through the normals only: float32 differences of float32 normals are
+                # noise-dominated (up to 12 % seen), so this reference is float64 NumPy (errors measured <= 1.1e-5:
+                # the bound 1e-3 leaves a margin of about 90x)
+                step = d[None].float()
+                fdc = torch.from_numpy((_vertex_colours64(model, dec, code + step, idx.numpy())
+                                        - _vertex_colours64(model, dec, code - step, idx.numpy()))
+                                       / (2 * float(step[0, off + k])))
             if float(fdc.norm()) > 1e-2:
-                # shape / expression act on colours through the normals only (float32 camera-space normals
-                # make their finite differences noisy: a few %)
-                tol = 0.12 if b in ("shape", "expression") else 0.02
-                assert float((fdc - Jc[:, :, off + k]).norm() / fdc.norm()) < tol, (b, k)
+                err = float((fdc - Jc[:, :, off + k]).norm() / fdc.norm())
+                # other blocks: float32 differences through the ops, errors measured <= 4.7e-3 (margin about 4x)
+                assert err < (1e-3 if b in ("shape", "expression") else 0.02), (b, k, err)
                 checked += 1
         off += nb
     assert checked >= 15
@@ -145,7 +172,7 @@ def test_dense_jacobian_matches_finite_differences(cpu, model):
 def test_normal_jacobian_matches_float64_differences(cpu, model):
     """d(unit normal)/d(shape, expression) vs central differences of area-weighted normals in float64 NumPy."""
     dec = FaceDecoder(model)
-    prob = _Problem(model, dec, torch.zeros(224, 224, 3), torch.zeros(68, 2), {}, None, None)
+    prob = Problem(model, dec, torch.zeros(224, 224, 3), torch.zeros(68, 2), {}, None, None)
     idx = prob.gn_sample()["idx"].numpy()
     rng = np.random.default_rng(2)
     a0, d0 = rng.uniform(-1, 1, model.k_id), rng.uniform(-1, 1, model.k_exp)
@@ -189,10 +216,10 @@ def test_pose_stage_recovers_a_known_pose(cpu, model):
                                         dtype=torch.float32)
         b["translation"][0] = torch.tensor([12.0, -8.0, 60.0])
         _, prob, _ = _problem(model, code)
-        c0 = _closed_form_pose(prob, dec.code.zeros(1))
+        c0 = closed_form_pose(prob, dec.code.zeros(1))
         assert rotation_error_deg(dec.code.split(c0)["rotation"][0], b["rotation"][0]) < 4.0
-        st = _Stage("pose", 20, None)
-        c1, _ = _fit_landmarks(prob, c0, st, ["rotation", "translation"], "lm", 1e-6)
+        st = StageLog("pose", 20, None)
+        c1, _ = fit_landmarks(prob, c0, st, ["rotation", "translation"], "lm", 1e-6)
         b1 = dec.code.split(c1)
         assert rotation_error_deg(b1["rotation"][0], b["rotation"][0]) < 0.05
         assert float((b1["translation"][0] - b["translation"][0]).norm()) < 1.0
@@ -209,7 +236,7 @@ def test_appearance_init_recovers_the_light(cpu, model):
     bl = dec.code.split(start)
     bl["illumination"].zero_()
     bl["reflectance"].zero_()
-    est = _init_appearance(prob, start)
+    est = init_appearance(prob, start)
     with torch.no_grad():
         vis = out["visibility"][0] & ~dec.boundary
         truth = out["vertex_colors"][0][vis]

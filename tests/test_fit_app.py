@@ -132,10 +132,10 @@ def test_load_image_errors(tmp_path):
     with pytest.raises(mofa_tk.InputError, match="empty image"):
         mio.to_rgb(np.zeros((0, 4, 3), np.uint8))
     # arrays given to the landmark detector and the fit go through the same converter, alpha dropped
-    from mofa_tk.landmarks import _to_rgb_float
+    from mofa_tk.landmarks import to_rgb_float
     ga = np.stack([np.full((3, 4), 200, np.uint8), np.full((3, 4), 51, np.uint8)], -1)  # grey + alpha 0.2
     np.testing.assert_allclose(mio.to_rgb(ga), np.full((3, 4, 3), 200 / 255 * 0.2), rtol=1e-6)
-    np.testing.assert_allclose(_to_rgb_float(ga), np.full((3, 4, 3), 200 / 255), rtol=1e-6)
+    np.testing.assert_allclose(to_rgb_float(ga), np.full((3, 4, 3), 200 / 255), rtol=1e-6)
 
 
 def test_writers(tmp_path):

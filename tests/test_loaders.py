@@ -4,7 +4,6 @@ Every expected number is computed here from the arrays written, with the format'
 (e.g. BFM2009: shapeMU + shapePC @ (alpha * shapeEV) in micrometres), never by calling the loader's helpers.
 """
 import json
-import os
 import pickle
 import struct
 import sys

@@ -5,7 +5,7 @@ import torch
 
 import mofa_tk
 from helpers import numeric_grad, rel_err
-from raster_reference import random_soup, rasterize_ref, rast_values_for_ids, pixel_centres_ndc
+from raster_reference import random_soup, rasterize_ref, rast_values_for_ids
 
 
 def f32(a):

@@ -19,8 +19,8 @@ import torch
 import mofa_tk
 from mofa_tk import InputError
 from mofa_tk.apps.train_app import main as train_main
-from mofa_tk.training.autoencoder import MoFA, load_encoder, scaled_weights
-from mofa_tk.training.train import CheckpointExistsError, TrainConfig, evaluate, train
+from mofa_tk.training.autoencoder import load_encoder, scaled_weights
+from mofa_tk.training.train import CheckpointExistsError, TrainConfig, train
 
 ROOT = Path(__file__).resolve().parents[1]
 #: Small, fast configuration: the built-in model cut to its semantic components, 48 px, batch 8.

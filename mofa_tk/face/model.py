@@ -10,7 +10,7 @@ so alpha, delta, beta ~ N(0, I) under the model's prior.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch

@@ -1,0 +1,174 @@
+"""`Problem`: the decoder, the target crop and landmarks, and the loss evaluations every fitting stage shares;
+the code update of a step (`apply_delta`) and the prior's Gauss-Newton matrix (`prior_hessian`)."""
+from __future__ import annotations
+
+import math
+
+import torch
+from dataclasses import replace
+
+from .. import losses as L
+from ..face.decoder import FaceDecoder
+from ..ops.shading import SH_BAND_FACTORS
+from ..rotation import axis_angle_to_matrix, matrix_to_axis_angle, skew
+
+__all__ = ["Problem", "apply_delta", "prior_hessian", "FIT_REG_WEIGHTS", "GN_SAMPLE"]
+
+#: Prior weights of the fit (`losses.coefficient_regularizer`, times the "reg" term weight 3e-4):
+#: Deep3DFaceRecon's shape / expression / reflectance weights plus a weak prior on the illumination offset.
+#: Without it the albedo-light scale ambiguity is resolved by the reflectance prior alone, which prefers a
+#: globally darker albedo under a brighter light (on 8 synthetic faces the albedo error doubled, to twice
+#: that of the mean albedo); with it the fit is also better conditioned (docs/fitting.md).
+FIT_REG_WEIGHTS = dict(L.DEFAULT_REG_WEIGHTS, illumination=3.0)
+#: About this many vertices (a fixed regular sample of the mesh, of which the visible ones are used) enter
+#: the Gauss-Newton matrix; the gradient always uses every visible vertex.
+GN_SAMPLE = 2000
+
+
+class Problem:
+    """Decoder, target crop and landmarks, and the loss evaluations every stage shares."""
+
+    def __init__(self, model, dec: FaceDecoder, crop: torch.Tensor, target_lm: torch.Tensor, weights: dict,
+                 reg_weights: dict, landmark_weights: torch.Tensor | None):
+        self.model = model
+        self.dec = dec
+        self.layout = dec.code
+        self.crop = crop[None]                                    # (1, S, S, 3)
+        self.target = target_lm[None]                             # (1, 68, 2)
+        self.w = dict(L.DEFAULT_WEIGHTS)
+        self.w.update(weights)
+        self.w["photo"] = 0.0                                     # the dense (vertex) term only
+        self.reg_w = dict(FIT_REG_WEIGHTS if reg_weights is None else reg_weights)
+        self.lm_w = landmark_weights
+        lm = dec.landmark_index
+        self.lm_ok = (dec.landmark_valid & torch.isfinite(target_lm).all(-1))
+        self.lm_idx = lm.clamp(min=0)
+        # model rows at the landmark vertices (pure torch: the landmark stages never touch the full mesh)
+        self.lm_mean = model.mean_shape[self.lm_idx]
+        self.lm_S = model.shape_basis[self.lm_idx] * model.shape_std
+        self.lm_E = model.expr_basis[self.lm_idx] * model.expr_std
+        self.not_boundary = ~dec.boundary
+        Aband = SH_BAND_FACTORS
+        self.band = torch.tensor([Aband[0]] + [Aband[1]] * 3 + [Aband[2]] * 5)
+
+    # ------------------------------------------------------------------ Gauss-Newton sample
+    def gn_sample(self):
+        """A fixed, regular sample of non-boundary vertices for the Gauss-Newton matrix, with their incident
+        faces (so the Jacobian of the vertex normals w.r.t. shape / expression can be assembled).
+
+        Returns dict: idx (n,) vertex indices; t0, t1, t2 (n, d) corner indices of the incident faces
+        (padded with face 0) and valid (n, d) bool.
+        """
+        if getattr(self, "_gn", None) is not None:
+            return self._gn
+        cand = torch.nonzero(self.not_boundary)[:, 0]
+        stride = max(1, math.ceil(len(cand) / GN_SAMPLE))
+        idx = cand[::stride]
+        t0, t1, t2, valid = self.dec.mesh.incident_faces(idx)
+        self._gn = {"idx": idx, "t0": t0, "t1": t1, "t2": t2, "valid": valid}
+        return self._gn
+
+    @torch.no_grad()
+    def normal_jacobian(self, verts_model: torch.Tensor) -> torch.Tensor:
+        """d(unit model-space normal)/d(shape, expression) (n, 3, K_id + K_exp) float32 at every vertex of
+        `gn_sample()`, for the area-weighted normals of `vertex_normals`: n = s / |s| with s the sum over the
+        incident faces of cross(x1 - x0, x2 - x0), so ds = sum cross(e1, dx2 - dx0) - cross(e2, dx1 - dx0)
+        (e1 = x1 - x0, e2 = x2 - x0; the basis differences dx are constant and cached)."""
+        gs = self.gn_sample()
+        if "dE1" not in gs:
+            model = self.model
+            basis = torch.cat([model.shape_basis * model.shape_std, model.expr_basis * model.expr_std], -1)
+            m, d = gs["t0"].shape
+            valid = gs["valid"].float()[..., None, None]
+            b0 = basis[gs["t0"]]
+            # (m, d * 3, K): rows (face, coordinate) of the basis differences along the two edges
+            gs["dE1"] = ((basis[gs["t1"]] - b0) * valid).reshape(m, 3 * d, -1)
+            gs["dE2"] = ((basis[gs["t2"]] - b0) * valid).reshape(m, 3 * d, -1)
+        v = verts_model.float()
+        valid = gs["valid"].float()[..., None]
+        x0 = v[gs["t0"]]
+        e1 = (v[gs["t1"]] - x0) * valid                                             # (m, d, 3)
+        e2 = (v[gs["t2"]] - x0) * valid
+        s = torch.linalg.cross(e1, e2).sum(1)                                       # (m, 3)
+        m = e1.shape[0]
+        # sum_d skew(e1_d) @ dE2_d  as one batched (3, 3d) @ (3d, K) product per vertex
+        S1 = skew(e1).permute(0, 2, 1, 3).reshape(m, 3, -1)
+        S2 = skew(e2).permute(0, 2, 1, 3).reshape(m, 3, -1)
+        ds = torch.bmm(S1, gs["dE2"]) - torch.bmm(S2, gs["dE1"])                    # (m, 3, K)
+        norm = s.norm(dim=-1).clamp(min=1e-12)
+        n = s / norm[:, None]
+        Pn = (torch.eye(3) - n[:, :, None] * n[:, None, :]) / norm[:, None, None]
+        return torch.bmm(Pn, ds)
+
+    # ------------------------------------------------------------------ landmark-only model
+    def landmark_points(self, code: torch.Tensor, R: torch.Tensor | None = None):
+        """(68, 2) projected landmarks and (68, 3) model-space landmark vertices (pure torch)."""
+        bl = self.layout.split(code)
+        v = self.lm_mean + self.lm_S @ bl["shape"][0] + self.lm_E @ bl["expression"][0]
+        if R is None:
+            R = axis_angle_to_matrix(bl["rotation"])[0]
+        _, t = self.dec.camera_transform(R[None], bl["translation"])
+        x = v @ R.T + t[0]
+        return self.dec.project_points(x[None])[0], v
+
+    def landmark_loss(self, code, R=None, reg_blocks=("shape", "expression")):
+        """Landmark term + prior on `reg_blocks` (the loss of the pose and landmark stages), with terms."""
+        p, _ = self.landmark_points(code, R)
+        terms = {"landmark": self.w["landmark"] * L.landmark_loss(p[None], self.target, self.lm_w,
+                                                                  valid=self.lm_ok)}
+        bl = self.layout.split(code)
+        rw = {k: v for k, v in self.reg_w.items() if k in reg_blocks}
+        if rw and self.w["reg"]:
+            terms["reg"] = self.w["reg"] * L.coefficient_regularizer(bl, rw)
+        return sum(terms.values()), terms
+
+    # ------------------------------------------------------------------ full model (dense stage)
+    def geometry(self, code: torch.Tensor, R: torch.Tensor | None = None):
+        """The decoder's vertex stages (`FaceDecoder.geometry` and `shading`) as a vertex-only `Render` without
+        visibility (the dense loss needs no image). R: optional (3, 3) rotation used instead of the code's
+        rotation block (the LM path perturbs it multiplicatively)."""
+        g = self.dec.geometry(code, None if R is None else R[None])
+        return self.dec.vertex_render(g, self.dec.shading(g))
+
+    @torch.no_grad()
+    def visibility(self, g) -> torch.Tensor:
+        """(1, V) bool, the decoder's visibility test (z-buffer from `rasterize`)."""
+        return self.dec.visibility(g.geometry)
+
+    @torch.no_grad()
+    def dense_eval(self, code: torch.Tensor):
+        """(loss, terms) of MoFA's loss at `code` with the visibility of that code (no gradient)."""
+        g = self.geometry(code)
+        return self.dense_loss(g, self.visibility(g))
+
+    def dense_loss(self, g, vis: torch.Tensor):
+        """MoFA's loss (`losses.mofa_loss`) on the vertex render `g` with a given visibility."""
+        return L.mofa_loss(replace(g, visibility=vis), self.crop, self.target, weights=self.w,
+                           reg_weights=self.reg_w, landmark_weights=self.lm_w, robust=True)
+
+
+def prior_hessian(prob, blocks, reg_blocks):
+    sizes = prob.layout.sizes
+    diag = []
+    for b in blocks:
+        w = 2.0 * prob.w["reg"] * prob.reg_w.get(b, 0.0) if b in reg_blocks else 0.0
+        diag.append(torch.full((sizes[b],), w, dtype=torch.float64))
+    return torch.diag(torch.cat(diag))
+
+
+def apply_delta(prob, code, delta, blocks):
+    """New flat code: rotation by left increment exp([dw]x) R, the other blocks additively."""
+    layout = prob.layout
+    out = code.detach().clone()
+    off = 0
+    for b in blocks:
+        n = layout.sizes[b]
+        d = delta[off:off + n]
+        if b == "rotation":
+            R = axis_angle_to_matrix(out[:, layout.slices["rotation"]].double())[0]
+            Rn = axis_angle_to_matrix(d[None])[0] @ R
+            out[0, layout.slices["rotation"]] = matrix_to_axis_angle(Rn)
+        else:
+            out[0, layout.slices[b]] += d.float()
+        off += n
+    return out

@@ -1,4 +1,4 @@
-"""mofa_tk.evaluation.evaluate and `mofa eval`: annotation readers on files written here (scipy.io.savemat .mat, .pts,
+"""mofa_tk.evaluation, mofa_tk.io.annotations and `mofa eval`: annotation readers on files written here (scipy.io.savemat .mat, .pts,
 .ljson, 5-point .txt), metrics against hand values and `metrics.landmark_nme`, the report writer, and the
 command end to end (a temporary folder with the public-domain astronaut photo + a .pts written here; a
 small subset of ../shared/data/images when present). Fits run with 1 photometric iteration to stay fast."""
@@ -9,7 +9,7 @@ import os
 import numpy as np
 import pytest
 
-from mofa_tk.evaluation import evaluate as ev
+from mofa_tk import evaluation as ev
 from mofa_tk.errors import InputError
 from mofa_tk.evaluation.metrics import landmark_nme
 

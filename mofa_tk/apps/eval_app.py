@@ -6,7 +6,7 @@
 For each photo (recursive search; .jpg .jpeg .png .ppm .pgm .bmp .tif .tiff .webp) and each model (repeat
 --model to evaluate several; landmarks are detected once per photo), the fit's 2D landmarks are compared
 with the annotation beside the photo (68-point .pts, AFLW2000-3D .mat pt3d_68, 300W-LP .mat pt2d, menpo
-.ljson, 5-point .txt; see `mofa_tk.evaluation.evaluate`), AFLW2000-3D photos also get the 3D landmark error against
+.ljson, 5-point .txt; see `mofa_tk.io.annotations`), AFLW2000-3D photos also get the 3D landmark error against
 pt3d_68, and the fit time is recorded. A photo that cannot be read, has no detectable face or makes the fit
 fail is listed with its reason; the run goes on. `--synthetic N` adds N synthetic faces per model (3D
 point-to-point RMSE against the true mesh). Writes to --out (default ./mofa_eval_out): report.md,
@@ -95,7 +95,7 @@ def _progress(quiet):
 def _print_summary(run, console):
     from rich.table import Table
 
-    from mofa_tk.evaluation.evaluate import _pct, _sec
+    from mofa_tk.evaluation.report import fmt_pct, fmt_sec
 
     if run["models"]:
         t = Table(title="mofa eval: 2D landmarks (NME in %)")
@@ -105,8 +105,8 @@ def _print_summary(run, console):
         for m in run["models"]:
             s = m["summary"]
             t.add_row(m["tag"], str(s["images"]), str(s["fitted"]), str(s["failed"] + s["skipped"]),
-                      _pct(s["nme"]["mean"]), _pct(s["nme"]["median"]), _pct(s["nme_detector"]["mean"]),
-                      _pct(s["nme5"]["mean"]), _sec(s["fit_time"]["mean"]))
+                      fmt_pct(s["nme"]["mean"]), fmt_pct(s["nme"]["median"]), fmt_pct(s["nme_detector"]["mean"]),
+                      fmt_pct(s["nme5"]["mean"]), fmt_sec(s["fit_time"]["mean"]))
         console.print(t)
     syn = run.get("synthetic")
     if syn:
@@ -124,7 +124,8 @@ def run(args, argv) -> int:
     from rich.console import Console
 
     import mofa_tk
-    from mofa_tk.evaluation import evaluate as ev
+    from mofa_tk import evaluation as ev
+    from mofa_tk.evaluation.report import fmt_pct
     from mofa_tk.io import images as mio
     from mofa_tk import landmarks as mlm
     from mofa_tk.errors import InputError
@@ -192,7 +193,7 @@ def run(args, argv) -> int:
     command = f"{prefix} {shlex.join(argv)}"
     import torch
 
-    meta = {"command": command, "date": ev._now(), "mofa_tk": mofa_tk.__version__, "backend": backend,
+    meta = {"command": command, "date": ev.timestamp(), "mofa_tk": mofa_tk.__version__, "backend": backend,
             "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
             "landmarks_mode": args.landmarks,
             "fit_options": {k: v for k, v in fit_kwargs.items()} | ({} if args.iters is not None
@@ -202,7 +203,7 @@ def run(args, argv) -> int:
         meta.update(folder=" ".join(str(f) for f in args.folder), images_found=n_found, limit=args.limit)
     run_ = {"meta": meta, "models": [], "synthetic": None}
     per_model = {tag: {"tag": tag, "name": m.name, "source": str(m.source),
-                       "points": list(ev.model_landmark_points(m)), "albedo": ev._albedo_note(m), "rows": [],
+                       "points": list(ev.model_landmark_points(m)), "albedo": ev.albedo_note(m), "rows": [],
                        "tiles": [], "captions": []} for tag, m in models}
     status = 0
 
@@ -273,9 +274,9 @@ def run(args, argv) -> int:
                         try:
                             if res is not None:
                                 tile = ev.overlay_tile(res, img.rgb, size=args.tile)
-                                cap = f"{i} {ev._pct(row.get('nme'), 1, '')}"
+                                cap = f"{i} {fmt_pct(row.get('nme'), 1, '')}"
                                 if np.isfinite(row.get("nme5", np.nan)) and not np.isfinite(row.get("nme", np.nan)):
-                                    cap = f"{i} 5pt {ev._pct(row.get('nme5'), 1, '')}"
+                                    cap = f"{i} 5pt {fmt_pct(row.get('nme5'), 1, '')}"
                             else:
                                 tile = ev.failure_tile(img.rgb if img is not None else None, size=args.tile)
                                 cap = f"{i} failed"

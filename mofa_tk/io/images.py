@@ -27,7 +27,7 @@ import numpy as np
 
 from ..errors import InputError
 
-__all__ = ["ImageFileError", "LoadedImage", "load_image", "to_rgb", "write_obj", "write_png", "write_json",
+__all__ = ["IMAGE_EXTENSIONS", "scan_images", "ImageFileError", "LoadedImage", "load_image", "to_rgb", "write_obj", "write_png", "write_json",
            "MIN_SIDE", "MAX_PIXELS", "WORK_MAX_SIDE"]
 
 #: Smallest accepted image side in pixels (a face needs more than this to be fitted).
@@ -273,3 +273,32 @@ def _jsonable(x):
 def write_json(path, obj) -> None:
     """Write `obj` (dicts / lists / numbers / arrays / tensors; NaN -> null) as indented JSON."""
     Path(path).write_text(json.dumps(_jsonable(obj), indent=2) + "\n", encoding="utf-8")
+
+
+#: File extensions (lower case) that `scan_images` treats as photos.
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pnm")
+
+
+def scan_images(root, recursive: bool = True) -> list:
+    """Photos under `root` (a folder, searched recursively unless `recursive` is False, or one image file).
+
+    Returns a list of `Path`s sorted by their path relative to `root`, whose suffix (case-insensitive) is in `IMAGE_EXTENSIONS`; hidden files
+    and folders (names starting with '.') are skipped. Raises FileNotFoundError when `root` does not exist
+    and InputError when it is a file with another extension.
+    """
+    p = Path(os.fspath(root))
+    if not p.exists():
+        raise FileNotFoundError(f"image folder not found: {p}")
+    if p.is_file():
+        if p.suffix.lower() not in IMAGE_EXTENSIONS:
+            raise InputError(f"{p}: not a folder and not an image file (extensions {', '.join(IMAGE_EXTENSIONS)})")
+        return [p]
+    it = p.rglob("*") if recursive else p.glob("*")
+    out = []
+    for q in it:
+        rel = q.relative_to(p).parts
+        if any(part.startswith(".") for part in rel):
+            continue
+        if q.is_file() and q.suffix.lower() in IMAGE_EXTENSIONS:
+            out.append(q)
+    return sorted(out, key=lambda q: q.relative_to(p).as_posix())

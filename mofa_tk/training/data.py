@@ -34,13 +34,13 @@ import numpy as np
 import torch
 
 from ..errors import InputError, MofaError
+from ..io.images import IMAGE_EXTENSIONS, scan_images
 from ..ops.shading import SH_BAND_FACTORS, SH_CONSTANTS
 
 __all__ = ["ImageFolderFaces", "SyntheticFaces", "framing", "IMAGE_EXTENSIONS", "LANDMARK_EXTENSIONS",
            "CACHE_NAME", "SYNTHETIC_DEFAULTS"]
 
 #: File name endings taken as images (case-insensitive).
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pnm")
 #: Landmark files looked for beside an image ``dir/name.ext``: ``dir/name`` + one of these, in this order.
 LANDMARK_EXTENSIONS = (".pts", ".json", ".npy")
 #: Name of the landmark cache written into the image folder when no cache_dir is given.
@@ -165,10 +165,7 @@ class ImageFolderFaces(torch.utils.data.Dataset):
         if not (math.isfinite(self.crop_scale) and self.crop_scale > 0):
             raise InputError(f"crop_scale: expected a positive number, got {crop_scale!r}")
         self.rotate = bool(rotate)
-        pattern = "**/*" if recursive else "*"
-        files = sorted((p for p in root.glob(pattern) if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
-                        and not any(part.startswith(".") for part in p.relative_to(root).parts)),
-                       key=lambda p: p.relative_to(root).as_posix())
+        files = scan_images(root, recursive=recursive)
         if not files:
             raise InputError(f"data folder {root} holds no image files ({', '.join(IMAGE_EXTENSIONS)}"
                              f"{', searched recursively' if recursive else ''})")

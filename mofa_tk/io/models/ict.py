@@ -1,0 +1,170 @@
+"""ICT-FaceKit: the FaceXModel folder of OBJ meshes and its light .npz."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from ...errors import ModelFormatError
+from .common import fail, index_vector, model_parts, numeric, progress_items, triangle_array, unit_columns
+
+
+# ===================================================================================== ICT-FaceKit
+# Units: the ICT meshes are in centimetres. The neutral mesh's jaw-contour landmarks 0 and 16 lie 14.7 units
+# apart and the outer eye corners 8.9 units apart (a face ~147 mm wide, eyes ~89 mm), so we multiply by 10.
+# Identity: ICT's randomize_identity() draws the identity weights from N(0, 1) and adds weight * (mesh -
+# neutral) (ict_face_model.py, face_model_io.py), so the modes are already scaled by their std: we normalise
+# each mode and keep its norm (mm) as the std. Expressions are ARKit-style blendshapes with weights in [0, 1]:
+# normalised likewise with std = norm, so coefficient 1 is the full expression.
+_ICT_CM_TO_MM = 10.0
+
+
+def _ict_parts(p, neutral, tri, id_modes, ex_modes, landmarks, name, meta) -> dict:
+    V = neutral.shape[0]
+    ib, istd = unit_columns(np.moveaxis(id_modes, 0, -1) * _ICT_CM_TO_MM)
+    eb, estd = unit_columns(np.moveaxis(ex_modes, 0, -1) * _ICT_CM_TO_MM)
+    return model_parts(neutral * _ICT_CM_TO_MM, ib.reshape(V, 3, -1), istd, tri, expr_basis=eb.reshape(V, 3, -1),
+                  expr_std=estd, landmarks=landmarks, name=name, meta=meta)
+
+
+def _split_polygons(p, faces: np.ndarray, V: int, what: str) -> np.ndarray:
+    """(F, 4) polygons with -1 padding (triangles) -> (T, 3) triangles, quads (a, b, c, d) -> (a, b, c), (a, c, d)."""
+    f = np.asarray(faces)
+    if f.ndim != 2 or f.shape[1] not in (3, 4) or f.shape[0] == 0:
+        fail(p, f"{what} must be (F, 3) or (F, 4) vertex indices, got shape {f.shape}")
+    if not np.issubdtype(f.dtype, np.integer):
+        fail(p, f"{what} must be integers, got dtype {f.dtype}")
+    f = f.astype(np.int64)
+    if f.shape[1] == 3:
+        tri = f
+    else:
+        quad = f[:, 3] >= 0
+        if np.any(f[:, 3] < -1):
+            fail(p, f"{what}: 4th index must be a vertex index or -1 (triangle)")
+        tri = np.concatenate([f[:, :3], f[quad][:, [0, 2, 3]]])
+        order = np.concatenate([np.arange(len(f)), np.nonzero(quad)[0]])
+        tri = tri[np.argsort(order, kind="stable")]  # keep each polygon's triangles together, in face order
+    return triangle_array(p, tri, V, what, base=0)
+
+
+def read_ict_npz(p: Path) -> dict:
+    """ICT-FaceKit light .npz (built from FaceXModel): see the ICT note above for units and std."""
+    with np.load(p, allow_pickle=False) as z:
+        need = ("neutral_vertices", "faces_quad", "identity_modes", "expression_modes")
+        missing = [k for k in need if k not in z.files]
+        if missing:
+            fail(p, f"ICT-FaceKit npz is missing {missing} (keys: {sorted(z.files)})")
+        neutral = numeric(p, z["neutral_vertices"], "neutral_vertices", ndim=2)
+        faces = np.asarray(z["faces_quad"])
+        idm = numeric(p, z["identity_modes"], "identity_modes", ndim=3)
+        exm = numeric(p, z["expression_modes"], "expression_modes", ndim=3)
+        lm = np.asarray(z["landmarks_multipie68"]) if "landmarks_multipie68" in z.files else None
+        meta = {"format": "ict_npz"}
+        for k in ("identity_names", "expression_names"):
+            if k in z.files:
+                meta[k] = [str(s) for s in z[k]]
+    if neutral.shape[1] != 3:
+        fail(p, f"neutral_vertices must be (V, 3), got {neutral.shape}")
+    V = neutral.shape[0]
+    for arr, what in ((idm, "identity_modes"), (exm, "expression_modes")):
+        if arr.shape[1:] != (V, 3):
+            fail(p, f"{what} must be (K, V={V}, 3), got {arr.shape}")
+    tri = _split_polygons(p, faces, V, "faces_quad")
+    landmarks = None if lm is None else index_vector(p, lm, V, "landmarks_multipie68", base=0, n=68)
+    return _ict_parts(p, neutral, tri, idm, exm, landmarks, "ICT-FaceKit (light npz)", meta)
+
+
+def parse_obj(path: Path, want_faces: bool = True):
+    """Minimal OBJ reader: 'v x y z' lines -> (V, 3) float64, 'f' lines (v, v/vt, v//vn, v/vt/vn; negative =
+    relative) -> list of 0-based polygons, fan-triangulated to (T, 3). Other lines are ignored."""
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError as e:
+        raise ModelFormatError(f"{path}: cannot read OBJ: {e}") from e
+    verts, tris = [], []
+    nv = 0
+    for lineno, line in enumerate(text.splitlines(), 1):
+        if line.startswith("v "):
+            parts = line.split()
+            if len(parts) < 4:
+                fail(path, f"line {lineno}: vertex needs 3 coordinates: {line.strip()!r}")
+            try:
+                verts.append((float(parts[1]), float(parts[2]), float(parts[3])))
+            except ValueError:
+                fail(path, f"line {lineno}: bad vertex coordinates: {line.strip()!r}")
+            nv += 1
+        elif want_faces and line.startswith("f "):
+            toks = line.split()[1:]
+            if len(toks) < 3:
+                fail(path, f"line {lineno}: a face needs at least 3 vertices: {line.strip()!r}")
+            idx = []
+            for t in toks:
+                s = t.split("/", 1)[0]
+                try:
+                    i = int(s)
+                except ValueError:
+                    fail(path, f"line {lineno}: bad face index {t!r}")
+                if i == 0:
+                    fail(path, f"line {lineno}: OBJ indices are 1-based; 0 is invalid")
+                idx.append(i - 1 if i > 0 else nv + i)
+            for k in range(1, len(idx) - 1):  # quads (a, b, c, d) -> (a, b, c), (a, c, d)
+                tris.append((idx[0], idx[k], idx[k + 1]))
+    if not verts:
+        fail(path, "OBJ file has no vertices")
+    v = np.asarray(verts, np.float64)
+    if not np.all(np.isfinite(v)):
+        fail(path, "OBJ vertices contain NaN or Inf")
+    t = np.asarray(tris, np.int64).reshape(-1, 3)
+    if want_faces:
+        if t.shape[0] == 0:
+            fail(path, "OBJ file has no faces")
+        if int(t.min()) < 0 or int(t.max()) >= len(v):
+            fail(path, f"face indices out of range [1, {len(v)}]")
+    return v, t
+
+
+def read_ict_folder(p: Path) -> dict:
+    """ICT-FaceKit FaceXModel folder (generic_neutral_mesh.obj, identityNNN.obj, <expression>.obj,
+    vertex_indices.json). Like ICT's face_model_io.py: identity OBJs are read as identity000, identity001, ...
+    up to the first missing one; expressions in the order of vertex_indices.json's "expressions" list (the
+    ones present; missing ones are listed in meta["missing_expressions"]); modes = mesh - neutral.
+    Landmarks: vertex_indices.json "idx_to_landmark_verts" (Multi-PIE 68, 0-based). Units/std: see above."""
+    folder = p.parent if p.is_file() else p
+    neutral, tri = parse_obj(folder / "generic_neutral_mesh.obj")
+    V = neutral.shape[0]
+    meta = {"format": "ict_folder"}
+    cfg_path = folder / "vertex_indices.json"
+    cfg = {}
+    if cfg_path.is_file():
+        try:
+            cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as e:
+            raise ModelFormatError(f"{cfg_path}: cannot parse JSON: {e}") from e
+        if not isinstance(cfg, dict):
+            fail(cfg_path, "expected a JSON object")
+    names = cfg.get("expressions", [])
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        fail(cfg_path, "'expressions' must be a list of names")
+    id_files = []
+    while (folder / f"identity{len(id_files):03d}.obj").is_file():
+        id_files.append(folder / f"identity{len(id_files):03d}.obj")
+    ex_files = [(n, folder / f"{n}.obj") for n in names if (folder / f"{n}.obj").is_file()]
+    meta["missing_expressions"] = [n for n in names if not (folder / f"{n}.obj").is_file()]
+    meta["identity_names"] = [f.stem for f in id_files]
+    meta["expression_names"] = [n for n, _ in ex_files]
+
+    files = id_files + [f for _, f in ex_files]
+    modes = np.zeros((len(files), V, 3))
+    for i, f in enumerate(progress_items(files, "Reading ICT-FaceKit OBJs")):
+        v, _ = parse_obj(f, want_faces=False)
+        if v.shape[0] != V:
+            fail(f, f"has {v.shape[0]} vertices, generic_neutral_mesh.obj has {V}")
+        modes[i] = v - neutral
+    landmarks = None
+    for key in ("idx_to_landmark_verts", "landmark_verts", "landmarks"):
+        if key in cfg:
+            landmarks = index_vector(cfg_path, cfg[key], V, key, base=0, n=68)
+            break
+    return _ict_parts(p, neutral, tri, modes[:len(id_files)], modes[len(id_files):], landmarks,
+                      "ICT-FaceKit (FaceXModel)", meta)

@@ -251,7 +251,7 @@ def test_landmark_weight_scales_with_resolution():
 
 def test_loss_plot_without_matplotlib(tmp_path, monkeypatch):
     """plot_history falls back to a plain NumPy chart when matplotlib is missing; the curve is drawn."""
-    from mofa_tk.training.train import plot_history
+    from mofa_tk.training.plots import plot_history
 
     steps = list(range(1, 101))
     hist = {"step": steps, "loss": [1.0 / s for s in steps], "terms": {}, "eval": [{"step": 0, "photo": 0.3},

@@ -65,7 +65,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _config(args, console):
-    from mofa_tk.training.train import TrainConfig, _read_checkpoint
+    from mofa_tk.training.checkpoint import read_checkpoint
+    from mofa_tk.training.train import TrainConfig
 
     given = {field: getattr(args, opt) for opt, field in _FIELDS.items() if hasattr(args, opt)}
     if "components" in given:
@@ -80,7 +81,7 @@ def _config(args, console):
         ckpt_path = Path(args.out).expanduser() / "checkpoint.pt"
         if not ckpt_path.is_file():
             raise FileNotFoundError(f"--resume: no checkpoint at {ckpt_path} (train without --resume first)")
-        base = dict(_read_checkpoint(ckpt_path)["config"])
+        base = dict(read_checkpoint(ckpt_path)["config"])
         base.update(given)
         return TrainConfig.from_dict(base)
     return TrainConfig(**given)

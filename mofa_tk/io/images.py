@@ -23,9 +23,11 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import imageio.v3 as iio
 import numpy as np
 
 from ..errors import InputError
+from .files import atomic_write, write_text
 
 __all__ = ["IMAGE_EXTENSIONS", "scan_images", "ImageFileError", "LoadedImage", "load_image", "to_rgb", "write_obj", "write_png", "write_json",
            "MIN_SIDE", "MAX_PIXELS", "WORK_MAX_SIDE"]
@@ -161,8 +163,6 @@ def load_image(path, *, min_side: int = MIN_SIDE, max_pixels: int = MAX_PIXELS,
     if hdr is not None and hdr[0] * hdr[1] > max_pixels:
         _bad(p, f"image too large: {hdr[0]} x {hdr[1]} = {hdr[0] * hdr[1] / 1e6:.0f} megapixels "
                 f"(limit {max_pixels / 1e6:.0f}); downscale it first")
-    import imageio.v3 as iio
-
     try:
         try:
             a = iio.imread(p, index=0)
@@ -207,13 +207,11 @@ def _u8(image) -> np.ndarray:
 
 
 def write_png(path, image) -> None:
-    """Write an (H, W, 3) / (H, W) image, float in [0, 1] (clipped) or uint8, as PNG."""
-    import imageio.v3 as iio
-
+    """Write an (H, W, 3) / (H, W) image, float in [0, 1] (clipped) or uint8, as PNG (atomically)."""
     a = _u8(image)
     if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[2] not in (1, 3, 4)):
         raise InputError(f"image: expected (H, W), (H, W, 3) or (H, W, 4), got {a.shape}")
-    iio.imwrite(Path(path), a, extension=".png")
+    atomic_write(path, lambda tmp: iio.imwrite(tmp, a, extension=".png"))
 
 
 def write_obj(path, verts, triangles, colors=None, *, header: str | None = None) -> None:
@@ -224,6 +222,7 @@ def write_obj(path, verts, triangles, colors=None, *, header: str | None = None)
     colors:    optional (V, 3) RGB in [0, 1] (clipped), written on the vertex lines as `v x y z r g b`
                (the de-facto extension read by MeshLab, Blender and trimesh)
     header:    optional comment lines (without '#')
+    The file is written atomically (`io.files.atomic_write`).
     """
     v = np.asarray(verts.detach().cpu().numpy() if hasattr(verts, "detach") else verts, np.float64)
     t = np.asarray(triangles.detach().cpu().numpy() if hasattr(triangles, "detach") else triangles, np.int64)
@@ -248,7 +247,7 @@ def write_obj(path, verts, triangles, colors=None, *, header: str | None = None)
         vl = ["v %.5f %.5f %.5f" % tuple(row) for row in v]
     lines += vl
     lines += ["f %d %d %d" % tuple(row) for row in (t + 1)]
-    Path(path).write_text("\n".join(lines) + "\n", encoding="ascii")
+    write_text(path, "\n".join(lines) + "\n", encoding="ascii")
 
 
 def _jsonable(x):
@@ -271,8 +270,8 @@ def _jsonable(x):
 
 
 def write_json(path, obj) -> None:
-    """Write `obj` (dicts / lists / numbers / arrays / tensors; NaN -> null) as indented JSON."""
-    Path(path).write_text(json.dumps(_jsonable(obj), indent=2) + "\n", encoding="utf-8")
+    """Write `obj` (dicts / lists / numbers / arrays / tensors; NaN -> null) as indented JSON (atomically)."""
+    write_text(path, json.dumps(_jsonable(obj), indent=2) + "\n")
 
 
 #: File extensions (lower case) that `scan_images` treats as photos.

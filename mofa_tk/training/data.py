@@ -25,8 +25,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -34,6 +32,7 @@ import numpy as np
 import torch
 
 from ..errors import InputError, MofaError
+from ..io.files import write_text
 from ..io.images import IMAGE_EXTENSIONS, scan_images
 from ..ops.shading import SH_BAND_FACTORS, SH_CONSTANTS
 
@@ -325,14 +324,7 @@ class ImageFolderFaces(torch.utils.data.Dataset):
         p = self.cache_path
         data = {"format": _CACHE_FORMAT, "root": str(self.root.resolve()), "entries": self._cache}
         try:
-            p.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=p.name, suffix=".tmp")
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(data, f)
-            mask = os.umask(0)
-            os.umask(mask)
-            os.chmod(tmp, 0o666 & ~mask)      # mkstemp creates 0600
-            os.replace(tmp, p)
+            write_text(p, json.dumps(data))
             self._cache_dirty = 0
         except OSError as exc:
             if final:

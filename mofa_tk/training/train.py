@@ -23,10 +23,7 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
-import random
 import signal
-import tempfile
 import threading
 import time
 import warnings
@@ -37,7 +34,10 @@ import numpy as np
 import torch
 
 from .. import losses as L
+from ..io.files import write_text
 from .autoencoder import CHECKPOINT_FORMAT, MoFA
+from .checkpoint import atomic_save, optimizer_to, read_checkpoint, rng_state, set_rng_state
+from .plots import plot_history, save_grid
 from ..backend import current_backend, kernel_device
 from ..backend import init as backend_init
 from ..errors import BackendUnavailableError, InputError, MofaError
@@ -350,226 +350,6 @@ def evaluate(mofa: MoFA, batch: dict, chunk: int = 16) -> dict:
     return res
 
 
-# ============================================================================================ pictures
-def _to_u8(img: torch.Tensor) -> np.ndarray:
-    return (img.detach().float().clamp(0, 1).cpu().numpy() * 255 + 0.5).astype(np.uint8)
-
-
-def _dots(img: np.ndarray, pts, colour, scale: int) -> None:
-    H, W = img.shape[:2]
-    for u, v in np.asarray(pts, np.float64):
-        if not (np.isfinite(u) and np.isfinite(v)):
-            continue
-        j, i = int(u * scale), int(v * scale)
-        r = max(1, scale // 2)
-        img[max(i - r, 0):min(i + r, H), max(j - r, 0):min(j + r, W)] = colour
-
-
-@torch.no_grad()
-def save_grid(mofa: MoFA, batch: dict, path, n: int = 8) -> Path:
-    """PNG grid of `n` samples: row 1 the input with its landmarks (green), row 2 the reconstruction (render
-    composited over the input with the render's mask) with the predicted landmarks (red), row 3 the render
-    alone on black. Tiles are upscaled (nearest) to at least 128 px."""
-    import imageio.v3 as iio
-
-    was = mofa.training
-    mofa.eval()
-    n = min(n, batch["image"].shape[0])
-    img = batch["image"][:n]
-    _, out = mofa(img)
-    mofa.train(was)
-    mask = out["mask"].clamp(0, 1)
-    recon = out["image"].clamp(0, 1) * mask + img * (1 - mask)
-    S = img.shape[1]
-    k = max(1, int(math.ceil(128 / S)))
-    rows = []
-    for r, (tiles, pts, col) in enumerate(((img, batch.get("landmarks"), (0, 255, 0)),
-                                           (recon, out["landmarks2d"], (255, 40, 40)),
-                                           (out["image"] * mask, None, None))):
-        row = []
-        for b in range(n):
-            t = _to_u8(tiles[b]).repeat(k, 0).repeat(k, 1)
-            if pts is not None:
-                _dots(t, pts[b].cpu().numpy(), col, k)
-            row.append(t)
-            row.append(np.full((t.shape[0], 2, 3), 255, np.uint8))
-        rows.append(np.concatenate(row[:-1], 1))
-        rows.append(np.full((2, rows[-1].shape[1], 3), 255, np.uint8))
-    grid = np.concatenate(rows[:-1], 0)
-    path = Path(path)
-    iio.imwrite(path, grid)
-    return path
-
-
-def plot_history(history: dict, path, title: str = "MoFA training") -> Path:
-    """Loss-curve PNG: training loss (raw and smoothed) and its terms, and the held-out photometric loss, on a
-    log scale against the step. Uses matplotlib when installed, else draws a plain chart with NumPy (no text)."""
-    path = Path(path)
-    steps = np.asarray(history.get("step", []), np.float64)
-    loss = np.asarray(history.get("loss", []), np.float64)
-    ev = history.get("eval", [])
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return _plot_numpy(steps, loss, ev, path)
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4), dpi=100)
-    ax = axes[0]
-    if len(loss):
-        ax.plot(steps, loss, color="0.75", lw=0.8, label="total (per step)")
-        ax.plot(steps, _smooth(loss), color="k", lw=1.6, label="total (smoothed)")
-        colours = {"vertex_photo": "tab:blue", "landmark": "tab:orange", "reg": "tab:green", "photo": "tab:purple"}
-        for name, vals in history.get("terms", {}).items():
-            if len(vals) == len(steps):
-                ax.plot(steps, _smooth(np.asarray(vals, np.float64)), lw=1.0, color=colours.get(name),
-                        label=f"{name} (weighted, smoothed)")
-    ax.set_yscale("log")
-    ax.set_xlabel("step")
-    ax.set_ylabel("training loss")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
-    ax.set_title(title)
-    ax = axes[1]
-    handles = []
-    if ev:
-        es = [e["step"] for e in ev]
-        handles += ax.plot(es, [e["photo"] for e in ev], "o-", color="tab:blue", label="photometric (l2,1), left axis")
-        if all("landmark_px" in e for e in ev):
-            ax2 = ax.twinx()
-            handles += ax2.plot(es, [e["landmark_px"] for e in ev], "s--", color="tab:orange",
-                                label="landmark RMSE (px), right axis")
-            ax2.set_ylabel("landmark RMSE (px)")
-        ax.legend(handles=handles, fontsize=8, loc="upper right")
-    ax.set_yscale("log")
-    ax.set_xlabel("step")
-    ax.set_ylabel("photometric loss")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.set_title("held-out evaluation")
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
-
-
-def _smooth(x: np.ndarray, frac: float = 0.05) -> np.ndarray:
-    """Centred moving average over ~5 % of the points (edges use the available neighbours)."""
-    k = max(1, int(len(x) * frac)) | 1
-    if k <= 1 or len(x) < 3:
-        return x
-    c = np.cumsum(np.r_[0.0, x])
-    h = k // 2
-    idx = np.arange(len(x))
-    lo, hi = np.maximum(idx - h, 0), np.minimum(idx + h + 1, len(x))
-    return (c[hi] - c[lo]) / (hi - lo)
-
-
-def _plot_numpy(steps, loss, ev, path) -> Path:
-    import imageio.v3 as iio
-
-    H, W, m = 300, 600, 20
-    img = np.full((H, W, 3), 255, np.uint8)
-    for i in range(m, H - m, 35):
-        img[i, m:W - m] = 225
-    series = [(steps, _smooth(loss), (0, 0, 0)), (np.asarray([e["step"] for e in ev], float),
-                                                  np.asarray([e["photo"] for e in ev], float), (30, 90, 200))]
-    vals = np.concatenate([s[1] for s in series if len(s[1])]) if len(loss) else np.ones(1)
-    vals = vals[np.isfinite(vals) & (vals > 0)]
-    lo, hi = (np.log10(vals.min()), np.log10(vals.max())) if len(vals) else (0.0, 1.0)
-    hi = hi if hi > lo else lo + 1
-    smax = max(float(steps.max()) if len(steps) else 1.0, 1.0)
-    def to_px(x, y):
-        ly = np.log10(np.maximum(y, 1e-30))
-        return m + (W - 2 * m - 1) * x / smax, H - m - 1 - (H - 2 * m - 1) * (ly - lo) / (hi - lo)
-
-    for xs, ys, col in series:
-        if not len(xs):
-            continue
-        ju, iv = to_px(np.asarray(xs, float), np.asarray(ys, float))
-        for j0, i0, j1, i1 in zip(ju[:-1], iv[:-1], ju[1:], iv[1:]):
-            n = int(max(abs(j1 - j0), abs(i1 - i0))) + 2
-            for t in np.linspace(0, 1, n):
-                i, j = int(i0 + (i1 - i0) * t), int(j0 + (j1 - j0) * t)
-                img[max(i - 1, 0):i + 1, max(j - 1, 0):j + 1] = col
-    iio.imwrite(path, img)
-    return path
-
-
-# ============================================================================================ checkpoints
-def _file_mode() -> int:
-    """Permissions of a new file under the current umask (mkstemp would leave 0600)."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o666 & ~mask
-
-
-def _atomic_write(path: Path, write) -> None:
-    """Write a file through `write(tmp_path)` into a temporary file beside `path`, then rename it over `path`:
-    a crash never leaves a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, _file_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def _atomic_save(obj, path: Path) -> None:
-    """torch.save, atomically (see `_atomic_write`)."""
-    _atomic_write(path, lambda tmp: torch.save(obj, tmp))
-
-
-def _write_text(path: Path, text: str) -> None:
-    """A UTF-8 text file, atomically (see `_atomic_write`)."""
-    _atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
-
-
-def _rng_state(device) -> dict:
-    np_state = np.random.get_state()
-    st = {"torch": torch.get_rng_state(), "python": random.getstate(),
-          "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), int(np_state[2]), int(np_state[3]),
-                    float(np_state[4])]}
-    if device.type == "cuda":
-        st["cuda"] = torch.cuda.get_rng_state_all()
-    return st
-
-
-def _set_rng_state(st: dict, device) -> None:
-    torch.set_rng_state(st["torch"])
-    random.setstate(_tuplify(st["python"]))
-    n = st["numpy"]
-    np.random.set_state((n[0], n[1].numpy().astype(np.uint32), int(n[2]), int(n[3]), float(n[4])))
-    if device.type == "cuda" and "cuda" in st:
-        torch.cuda.set_rng_state_all(st["cuda"])
-
-
-def _tuplify(x):
-    return tuple(_tuplify(v) for v in x) if isinstance(x, (list, tuple)) else x
-
-
-def _read_checkpoint(path: Path) -> dict:
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise InputError(f"checkpoint {path}: cannot be read ({type(exc).__name__}: {exc})") from None
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise InputError(f"checkpoint {path}: not a {CHECKPOINT_FORMAT} checkpoint")
-    return ckpt
-
-
-def _optimizer_to(opt, device) -> None:
-    for st in opt.state.values():
-        for k, v in st.items():
-            if isinstance(v, torch.Tensor) and k != "step":
-                st[k] = v.to(device)
-
-
 # ============================================================================================ the loop
 def train(config: TrainConfig, out_dir, *, resume: bool = False, progress: bool = True, stop_at: int | None = None,
           callback=None) -> TrainResult:
@@ -594,7 +374,7 @@ def train(config: TrainConfig, out_dir, *, resume: bool = False, progress: bool 
     if resume:
         if not ckpt_path.is_file():
             raise InputError(f"resume: no checkpoint to resume at {ckpt_path}")
-        ckpt = _read_checkpoint(ckpt_path)
+        ckpt = read_checkpoint(ckpt_path)
         old = ckpt["config"]
         diff = {k: (old.get(k), getattr(cfg, k)) for k in RESUME_MUST_MATCH if old.get(k) != getattr(cfg, k)}
         if diff:
@@ -606,7 +386,7 @@ def train(config: TrainConfig, out_dir, *, resume: bool = False, progress: bool 
                           f"(raise --steps to continue)", UserWarning)
     elif ckpt_path.exists():
         try:
-            at = f" at step {int(_read_checkpoint(ckpt_path)['step'])}"
+            at = f" at step {int(read_checkpoint(ckpt_path)['step'])}"
         except InputError:
             at = ""
         raise CheckpointExistsError(f"{out} already holds a training checkpoint{at}; pass --resume (resume=True) "
@@ -621,11 +401,11 @@ def train(config: TrainConfig, out_dir, *, resume: bool = False, progress: bool 
     if ckpt is not None:
         enc.load_state_dict(ckpt["encoder"])
         opt.load_state_dict(ckpt["optimizer"])
-        _optimizer_to(opt, device)
+        optimizer_to(opt, device)
         history = ckpt["history"]
         step = int(ckpt["step"])
-        _set_rng_state(ckpt["rng"], device)
-    _write_text(out / "config.json", json.dumps(cfg.to_dict(), indent=2))
+        set_rng_state(ckpt["rng"], device)
+    write_text(out / "config.json", json.dumps(cfg.to_dict(), indent=2))
     derived = {"crop_scale": info["crop_scale"], "framing": info["framing"], "data_summary": info["data"],
                "skipped": info.get("skipped", {})}
 
@@ -634,8 +414,8 @@ def train(config: TrainConfig, out_dir, *, resume: bool = False, progress: bool 
     n_train = len(pool) if pool is not None else len(train_set)
 
     def save_checkpoint():
-        _atomic_save({"format": CHECKPOINT_FORMAT, "step": step, "encoder": enc.state_dict(),
-                      "optimizer": opt.state_dict(), "encoder_config": enc.config(), "rng": _rng_state(device),
+        atomic_save({"format": CHECKPOINT_FORMAT, "step": step, "encoder": enc.state_dict(),
+                      "optimizer": opt.state_dict(), "encoder_config": enc.config(), "rng": rng_state(device),
                       "config": cfg.to_dict(), "derived": derived, "history": history}, ckpt_path)
 
     def run_eval():
@@ -715,7 +495,7 @@ def train(config: TrainConfig, out_dir, *, resume: bool = False, progress: bool 
 
 def _write_outputs(out: Path, history: dict, mofa: MoFA, held) -> dict:
     files = {}
-    _write_text(out / "history.json", json.dumps(history))
+    write_text(out / "history.json", json.dumps(history))
     files["history"] = out / "history.json"
     names = sorted(history["terms"])
     rows = ["step,loss," + ",".join(names) + ",lr,images_per_s"]
@@ -723,7 +503,7 @@ def _write_outputs(out: Path, history: dict, mofa: MoFA, held) -> dict:
         vals = [history["terms"][k][i] if i < len(history["terms"][k]) else float("nan") for k in names]
         rows.append(",".join([str(s), repr(history["loss"][i])] + [repr(v) for v in vals]
                              + [repr(history["lr"][i]), f"{history['images_per_s'][i]:.3f}"]))
-    _write_text(out / "history.csv", "\n".join(rows) + "\n")
+    write_text(out / "history.csv", "\n".join(rows) + "\n")
     files["history_csv"] = out / "history.csv"
     if history["eval"]:
         keys = [k for k in history["eval"][-1] if k != "step"]

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import sys
 
+from mofa_tk.errors import MofaError
+
 
 def one_line(msg) -> str:
     """The message with all whitespace runs (newlines included) collapsed to single spaces."""
@@ -17,8 +19,6 @@ def run_reporting_errors(run, *expected) -> int:
     `MofaError`s (bad model files, bad arguments, no face found, ...) and OSErrors (missing file, permission
     denied, a folder where a file was expected), which are reported with the file name they concern.
     """
-    from mofa_tk.errors import MofaError
-
     try:
         return run()
     except (MofaError, *expected) as exc:

@@ -25,9 +25,21 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
+from rich.console import Console
+from rich.table import Table
 
+import mofa_tk
+from mofa_tk import evaluation as ev
+from mofa_tk import landmarks as mlm
 from mofa_tk.apps.errors import one_line as _one_line
+from mofa_tk.apps.errors import run_reporting_errors
 from mofa_tk.apps.options import REG_HELP, parse_reg
+from mofa_tk.errors import InputError
+from mofa_tk.evaluation.report import fmt_pct, fmt_sec
+from mofa_tk.fitting.pipeline import fit
+from mofa_tk.io import images as mio
+from mofa_tk.progress import progress_bar
 
 DEFAULT_OUT = "mofa_eval_out"
 
@@ -84,18 +96,7 @@ def _unique_tags(tags):
     return out
 
 
-def _progress(quiet):
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
-        TimeRemainingColumn
-
-    return Progress(TextColumn("[bold]eval[/] {task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), disable=quiet)
-
-
 def _print_summary(run, console):
-    from rich.table import Table
-
-    from mofa_tk.evaluation.report import fmt_pct, fmt_sec
 
     if run["models"]:
         t = Table(title="mofa eval: 2D landmarks (NME in %)")
@@ -121,15 +122,6 @@ def _print_summary(run, console):
 
 
 def run(args, argv) -> int:
-    from rich.console import Console
-
-    import mofa_tk
-    from mofa_tk import evaluation as ev
-    from mofa_tk.evaluation.report import fmt_pct
-    from mofa_tk.io import images as mio
-    from mofa_tk import landmarks as mlm
-    from mofa_tk.errors import InputError
-    from mofa_tk.fitting.pipeline import fit
 
     console = Console(stderr=True, quiet=args.quiet)
     if not args.folder and not args.synthetic:
@@ -167,8 +159,6 @@ def run(args, argv) -> int:
     if args.threads is not None:
         if args.threads < 1:
             raise _Fail(f"--threads: expected an integer >= 1, got {args.threads}")
-        import torch
-
         torch.set_num_threads(args.threads)
     backend = mofa_tk.init(args.backend)
     specs = args.model or ["builtin"]
@@ -191,8 +181,6 @@ def run(args, argv) -> int:
     prefix = "mofa eval" if prog == "mofa" else (f"python {os.path.relpath(sys.argv[0])}" if prog.endswith(".py")
                                                  else "mofa eval")
     command = f"{prefix} {shlex.join(argv)}"
-    import torch
-
     meta = {"command": command, "date": ev.timestamp(), "mofa_tk": mofa_tk.__version__, "backend": backend,
             "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
             "landmarks_mode": args.landmarks,
@@ -223,7 +211,7 @@ def run(args, argv) -> int:
             run_["models"].append(entry)
         ev.write_report(run_, out_dir)
 
-    progress = _progress(args.quiet)
+    progress = progress_bar("[bold]eval[/] {task.description}", enabled=not args.quiet, remaining=True)
     try:
         with progress:
             if images:
@@ -331,8 +319,6 @@ def main(argv=None) -> int:
     """Entry point of `mofa eval` (returns the exit status: 0 ok, 2 bad input, 130 interrupted)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
-    from mofa_tk.apps.errors import run_reporting_errors
-
     return run_reporting_errors(lambda: run(args, argv), _Fail)
 
 

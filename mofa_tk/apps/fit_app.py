@@ -17,8 +17,17 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
+from scipy import ndimage
 
+import mofa_tk
+from mofa_tk import landmarks as mlm
+from mofa_tk.apps.errors import run_reporting_errors
 from mofa_tk.apps.options import REG_HELP, parse_reg
+from mofa_tk.evaluation import metrics
+from mofa_tk.fitting.pipeline import fit
+from mofa_tk.io import images as mio
+from mofa_tk.training.autoencoder import load_encoder
 
 OUTPUT_FILES = ("mesh.obj", "params.json", "overlay.png", "landmarks.png")
 DEFAULT_OUT = "mofa_fit_out"
@@ -85,8 +94,6 @@ def face_region(photo: np.ndarray, points: np.ndarray, margin: float = 0.45, min
 
     Returns (region (h, w, 3) float32, (u0, v0, k)) with region pixel = k * (photo pixel - (u0, v0)).
     """
-    from scipy import ndimage
-
     H, W = photo.shape[:2]
     p = points[np.isfinite(points).all(1)]
     if not len(p):
@@ -146,8 +153,6 @@ def _astronaut():
 
 def _encoder_model(config: dict, ckpt):
     """The face model an encoder checkpoint was trained for (its "model" spec and "components")."""
-    import mofa_tk
-
     spec = config.get("model", "builtin")
     if spec in ("builtin", "builtin:default"):
         model = mofa_tk.builtin_model()
@@ -164,13 +169,6 @@ def _encoder_model(config: dict, ckpt):
 
 
 def run(args) -> int:
-    import torch
-
-    import mofa_tk
-    from mofa_tk.io import images as mio
-    from mofa_tk import landmarks as mlm
-    from mofa_tk.evaluation import metrics
-    from mofa_tk.fitting.pipeline import fit
 
     t_all = time.perf_counter()
     t_detect = None
@@ -199,8 +197,6 @@ def run(args) -> int:
     # ---- model (and the encoder that initialises the fit)
     encoder = enc_config = None
     if args.encoder is not None:
-        from mofa_tk.training.autoencoder import load_encoder
-
         encoder, enc_config = load_encoder(args.encoder)
     if args.model is None and encoder is not None:
         model = _encoder_model(enc_config, args.encoder)
@@ -307,8 +303,6 @@ def run(args) -> int:
 
 def main(argv=None) -> int:
     """Entry point of `mofa fit` (returns the exit status: 0 ok, 2 bad input)."""
-    from mofa_tk.apps.errors import run_reporting_errors
-
     args = build_parser().parse_args(argv)
     return run_reporting_errors(lambda: run(args), _Fail)
 

@@ -3,6 +3,10 @@ from __future__ import annotations
 
 import math
 
+from mofa_tk.errors import InputError
+from mofa_tk.face.code import BLOCKS
+from mofa_tk.fitting.pipeline import FIT_REG_WEIGHTS
+
 REG_HELP = ("prior weight of one code block, BLOCK=WEIGHT (repeatable; blocks: rotation, translation, shape, "
             "expression, reflectance, illumination); it replaces that block's default weight "
             "(mofa_tk.fitting.pipeline.FIT_REG_WEIGHTS), e.g. --reg expression=80 for ICT-FaceKit (docs/evaluation.md)")
@@ -11,10 +15,6 @@ REG_HELP = ("prior weight of one code block, BLOCK=WEIGHT (repeatable; blocks: r
 def parse_reg(values) -> dict | None:
     """['expression=80', ...] -> reg_weights for `mofa_tk.fit` (FIT_REG_WEIGHTS with those blocks replaced),
     or None when no --reg was given. Raises InputError naming the bad entry."""
-    from mofa_tk.face.code import BLOCKS
-    from mofa_tk.errors import InputError
-    from mofa_tk.fitting.pipeline import FIT_REG_WEIGHTS
-
     if not values:
         return None
     out = dict(FIT_REG_WEIGHTS)

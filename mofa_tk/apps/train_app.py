@@ -15,6 +15,12 @@ import argparse
 import sys
 from pathlib import Path
 
+from rich.console import Console
+
+from mofa_tk.errors import MofaError
+from mofa_tk.training.checkpoint import read_checkpoint
+from mofa_tk.training.train import TrainConfig, train
+
 _FIELDS = {  # command-line option -> TrainConfig field
     "data": "data", "steps": "steps", "batch_size": "batch_size", "image_size": "image_size", "lr": "lr",
     "seed": "seed", "model": "model", "components": "components", "cache": "cache_dir", "crop_scale": "crop_scale",
@@ -24,8 +30,6 @@ _FIELDS = {  # command-line option -> TrainConfig field
 
 
 def _parser() -> argparse.ArgumentParser:
-    from mofa_tk.training.train import TrainConfig
-
     d = TrainConfig()
     p = argparse.ArgumentParser(
         prog="mofa train", description="Train the MoFA autoencoder (Tewari et al. 2017): a CNN encoder regresses "
@@ -65,9 +69,6 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _config(args, console):
-    from mofa_tk.training.checkpoint import read_checkpoint
-    from mofa_tk.training.train import TrainConfig
-
     given = {field: getattr(args, opt) for opt, field in _FIELDS.items() if hasattr(args, opt)}
     if "components" in given:
         given["components"] = list(given["components"])
@@ -89,14 +90,9 @@ def _config(args, console):
 
 def main(argv=None) -> int:
     """Entry point of `mofa train` and examples/train_autoencoder.py; returns the exit status."""
-    from rich.console import Console
-
     argv = list(sys.argv[1:] if argv is None else argv)
     args = _parser().parse_args(argv)
     console = Console(highlight=False, soft_wrap=True)
-    from mofa_tk.errors import MofaError
-    from mofa_tk.training.train import train
-
     try:
         cfg = _config(args, console)
         cfg.validate()

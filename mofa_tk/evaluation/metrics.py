@@ -10,6 +10,7 @@ reward a detector for failing.
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 from ..errors import InputError
 
@@ -20,8 +21,6 @@ _NORMALIZATIONS = ("inter_ocular", "bbox", "inter_pupil")
 
 def _np(name, x) -> np.ndarray:
     try:
-        import torch
-
         if isinstance(x, torch.Tensor):
             x = x.detach().cpu().numpy()
     except ImportError:  # pragma: no cover

@@ -23,7 +23,6 @@ from collections import OrderedDict
 
 import numpy as np
 import torch
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from .. import losses as L
 from ..errors import InputError
@@ -32,6 +31,7 @@ from ..face.code import BLOCKS
 from ..face.decoder import FaceDecoder
 from ..landmarks import DEFAULT_CROP_SCALE, crop_face, detect, read_landmarks, to_rgb_float
 from ..ops.geometry import morph
+from ..progress import progress_bar
 from .problem import FIT_REG_WEIGHTS, Problem
 from .result import FitResult
 from .stages import STAGE_TABLE, STAGES, FitRun
@@ -53,13 +53,6 @@ def _as_landmarks(landmarks, name="landmarks"):
     if np.isinf(a).any():
         raise InputError(f"{name}: contains Inf")
     return a.astype(np.float32)
-
-
-def _progress(enabled):
-    if not enabled:
-        return None
-    return Progress(TextColumn("[bold]fit[/] {task.description:<12}"), BarColumn(), MofNCompleteColumn(),
-                    TextColumn("loss {task.fields[loss]:.5g}"), TimeElapsedColumn(), transient=False)
 
 
 def fit(image, model=None, landmarks=None, *, size: int = 224, optimizer: str = "lm", iters=None,
@@ -178,7 +171,8 @@ def fit(image, model=None, landmarks=None, *, size: int = 224, optimizer: str = 
 
     code = dec.code.zeros(1)
     enc_code = _as_init_code(init_code, dec.code.size) if init_code is not None else None
-    run = FitRun(prob, optimizer, tol, max_iters, _progress(progress), enc_code)
+    bar = progress_bar("[bold]fit[/] {task.description:<12}", ["loss {task.fields[loss]:.5g}"], enabled=progress)
+    run = FitRun(prob, optimizer, tol, max_iters, bar, enc_code)
     losses_out, iterations, converged = OrderedDict(), OrderedDict(), OrderedDict()
     if run.bar is not None:
         run.bar.start()

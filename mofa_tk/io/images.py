@@ -25,6 +25,7 @@ from pathlib import Path
 
 import imageio.v3 as iio
 import numpy as np
+from PIL import Image
 
 from ..errors import InputError
 from .files import atomic_write, write_text
@@ -74,8 +75,6 @@ def _bad(path, msg):
 def _header_size(path: Path):
     """(W, H) from the file header without decoding the pixels (Pillow, lazily), or None if unknown."""
     try:
-        from PIL import Image
-
         Image.MAX_IMAGE_PIXELS = None  # we apply our own limit below, with a clear message
         with Image.open(path) as im:
             return im.size

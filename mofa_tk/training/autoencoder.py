@@ -20,9 +20,9 @@ import torch
 from torch import nn
 
 from .. import losses as L
+from ..errors import InputError
 from ..face.decoder import FaceDecoder
 from .encoder import Encoder
-from ..errors import InputError
 
 __all__ = ["MoFA", "load_encoder", "scaled_weights", "CHECKPOINT_FORMAT"]
 

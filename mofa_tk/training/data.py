@@ -28,13 +28,16 @@ import math
 import warnings
 from pathlib import Path
 
+import imageio.v3 as iio
 import numpy as np
 import torch
 
+from .. import landmarks as L
 from ..errors import InputError, MofaError
 from ..io.files import write_text
 from ..io.images import IMAGE_EXTENSIONS, scan_images
 from ..ops.shading import SH_BAND_FACTORS, SH_CONSTANTS
+from ..progress import progress_bar
 
 __all__ = ["ImageFolderFaces", "SyntheticFaces", "framing", "IMAGE_EXTENSIONS", "LANDMARK_EXTENSIONS",
            "CACHE_NAME", "SYNTHETIC_DEFAULTS"]
@@ -90,8 +93,6 @@ def _warn(msg: str) -> None:
 
 def _read_image(path: Path) -> np.ndarray:
     """(H, W, 3) uint8/uint16/float RGB array of an image file, or raise ValueError saying why not."""
-    import imageio.v3 as iio
-
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)   # imageio's legacy plugins, tried on bad files
@@ -149,8 +150,6 @@ class ImageFolderFaces(torch.utils.data.Dataset):
 
     def __init__(self, root, image_size: int = 64, *, crop_scale: float | None = None, cache_dir=None,
                  detect: bool = True, recursive: bool = True, progress: bool = True, rotate: bool = False):
-        from .. import landmarks as L
-
         root = Path(root).expanduser()
         if not root.exists():
             raise FileNotFoundError(f"data folder not found: {root}")
@@ -183,7 +182,8 @@ class ImageFolderFaces(torch.utils.data.Dataset):
         self._detector_error = None
 
         crops, lms, paths = [], [], []
-        bar = _progress(progress)
+        bar = progress_bar(fields=["kept {task.fields[kept]}, skipped {task.fields[skipped]}"], enabled=progress,
+                           elapsed=False, remaining=True)
         try:
             with bar:
                 task = bar.add_task(f"scanning {root.name or root}", total=len(files), kept=0, skipped=0)
@@ -502,12 +502,3 @@ class SyntheticFaces(torch.utils.data.Dataset):
         if device is not None:
             res = {k: v.to(device) for k, v in res.items()}
         return res
-
-
-def _progress(enabled: bool):
-    """A rich Progress (or a silent stand-in) with a `kept`/`skipped` field."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TextColumn("kept {task.fields[kept]}, skipped {task.fields[skipped]}"), TimeRemainingColumn(),
-                    disable=not enabled, transient=False)

@@ -34,8 +34,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..face.code import Code
 from ..errors import InputError
+from ..face.code import Code
 
 __all__ = ["Encoder", "DEFAULT_OUTPUT_SCALE"]
 

@@ -34,13 +34,23 @@ import numpy as np
 import torch
 
 from .. import losses as L
-from ..io.files import write_text
-from .autoencoder import CHECKPOINT_FORMAT, MoFA
-from .checkpoint import atomic_save, optimizer_to, read_checkpoint, rng_state, set_rng_state
-from .plots import plot_history, save_grid
 from ..backend import current_backend, kernel_device
 from ..backend import init as backend_init
 from ..errors import BackendUnavailableError, InputError, MofaError
+from ..face.builtin import builtin_model
+from ..io.files import write_text
+from ..io.models import load_model
+from ..progress import progress_bar
+from .autoencoder import CHECKPOINT_FORMAT, MoFA
+from .checkpoint import (
+    atomic_save,
+    optimizer_to,
+    read_checkpoint,
+    rng_state,
+    set_rng_state,
+)
+from .data import ImageFolderFaces, SyntheticFaces, framing
+from .plots import plot_history, save_grid
 
 __all__ = ["TrainConfig", "TrainResult", "train", "evaluate", "build", "save_grid", "plot_history",
            "CheckpointExistsError", "RESUME_MUST_MATCH"]
@@ -175,9 +185,6 @@ class TrainResult:
 
 # ============================================================================================ building blocks
 def _load_face_model(spec: str):
-    from ..face.builtin import builtin_model
-    from ..io.models import load_model
-
     if spec in ("builtin", "builtin:default"):
         return builtin_model()
     if spec == "builtin:bfm":
@@ -222,8 +229,6 @@ def _resolve_device(cfg: TrainConfig) -> torch.device:
 
 def build(cfg: TrainConfig, *, progress: bool = True):
     """Construct (mofa, train_set, heldout_set, heldout_indices, device, info) for a config (no training)."""
-    from .data import ImageFolderFaces, SyntheticFaces, framing
-
     cfg.validate()
     device = _resolve_device(cfg)
     if cfg.threads:
@@ -442,7 +447,8 @@ def train(config: TrainConfig, out_dir, *, resume: bool = False, progress: bool 
     previous_handler = None
     if threading.current_thread() is threading.main_thread():
         previous_handler = signal.signal(signal.SIGINT, on_sigint)
-    bar = _train_progress(progress)
+    bar = progress_bar(fields=["loss {task.fields[loss]:.4g}", "{task.fields[ips]:.1f} img/s",
+                               "held-out photo {task.fields[held]:.4g}"], enabled=progress, remaining=True)
     try:
         with bar:
             task = bar.add_task("training", total=cfg.steps, completed=step, loss=float("nan"), ips=float("nan"),
@@ -517,12 +523,3 @@ def _write_outputs(out: Path, history: dict, mofa: MoFA, held) -> dict:
     if held is not None:
         files["grid_png"] = save_grid(mofa, held, out / "grid.png")
     return files
-
-
-def _train_progress(enabled: bool):
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TextColumn("loss {task.fields[loss]:.4g}"), TextColumn("{task.fields[ips]:.1f} img/s"),
-                    TextColumn("held-out photo {task.fields[held]:.4g}"), TimeElapsedColumn(), TimeRemainingColumn(),
-                    disable=not enabled)

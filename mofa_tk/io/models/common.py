@@ -9,14 +9,13 @@ import re
 from pathlib import Path
 
 import numpy as np
-from rich.progress import track
 
 from ...errors import ModelFormatError
 
 
 __all__ = ["OptionalDependencyError", "DEFAULT_ALBEDO", "read_landmark_mapping", "fail", "guarded", "import_h5py",
            "model_parts", "unit_columns", "numeric", "vec3", "basis_matrix", "std_vector", "triangle_array",
-           "index_vector", "outward_flux", "progress_items", "HDF5_MAGIC", "ZIP_MAGIC", "MOFA_NPZ_FORMAT"]
+           "index_vector", "outward_flux", "HDF5_MAGIC", "ZIP_MAGIC", "MOFA_NPZ_FORMAT"]
 
 #: Constant albedo (linear RGB, all channels) given to models without a colour model (FLAME, SFM, ICT).
 DEFAULT_ALBEDO = 0.6
@@ -208,10 +207,3 @@ def outward_flux(verts: np.ndarray, tri: np.ndarray) -> float:
     a, b, c = v[tri[:, 0]], v[tri[:, 1]], v[tri[:, 2]]
     n = np.cross(b - a, c - a)
     return float(np.sum(n * ((a + b + c) / 3.0 - v.mean(0))))
-
-
-def progress_items(items, label):
-    """A rich progress bar over `items` when there are many (slow) files to read, else the plain list."""
-    if len(items) < 20:
-        return items
-    return track(items, description=label)

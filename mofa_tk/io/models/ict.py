@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 
 from ...errors import ModelFormatError
-from .common import fail, index_vector, model_parts, numeric, progress_items, triangle_array, unit_columns
+from ...progress import track_items
+from .common import fail, index_vector, model_parts, numeric, triangle_array, unit_columns
 
 
 # ===================================================================================== ICT-FaceKit
@@ -156,7 +157,7 @@ def read_ict_folder(p: Path) -> dict:
 
     files = id_files + [f for _, f in ex_files]
     modes = np.zeros((len(files), V, 3))
-    for i, f in enumerate(progress_items(files, "Reading ICT-FaceKit OBJs")):
+    for i, f in enumerate(track_items(files, "Reading ICT-FaceKit OBJs")):
         v, _ = parse_obj(f, want_faces=False)
         if v.shape[0] != V:
             fail(f, f"has {v.shape[0]} vertices, generic_neutral_mesh.obj has {V}")

@@ -86,13 +86,14 @@ def _try_init(name: str) -> str | None:
     return None
 
 
-def init(backend: str | None = None) -> str:
+def init(backend: str | None = None, *, force: bool = False) -> str:
     """Initialise the Taichi backend used by every mofa_tk op.
 
     backend: "auto" | "cpu" | "cuda" | "vulkan", or None to read `MOFA_TK_BACKEND` (default "auto").
     "auto" tries CUDA, then Vulkan, then CPU, and logs one line saying what it got and why.
-    Calling again with the backend already active is a no-op. Switching backends re-initialises
-    Taichi (previously compiled kernels are recompiled on first use).
+    Calling again with the backend already active is a no-op unless `force` (re-initialise it, e.g. after
+    other code called `ti.init` itself). Switching backends re-initialises Taichi (previously compiled kernels
+    are recompiled on first use).
     Returns the name of the active backend ("cpu", "cuda" or "vulkan").
     Raises BackendUnavailableError when an explicitly requested backend cannot start.
     """
@@ -101,6 +102,8 @@ def init(backend: str | None = None) -> str:
     backend = str(backend).strip().lower()
     if backend not in BACKENDS:
         raise ValueError(f"mofa_tk.init: backend must be one of {BACKENDS}, got {backend!r}")
+    if force:
+        _state["backend"] = None
     current = _state["backend"]
     if backend == "auto":
         if current is not None:

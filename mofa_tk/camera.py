@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import torch
 
-from . import _checks as C
+from . import checks as C
 from .errors import InputError
 
 __all__ = ["Camera", "clip_matrix", "intrinsics", "FOCAL_224"]

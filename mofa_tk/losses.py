@@ -27,7 +27,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from . import _checks as C
+from . import checks as C
 from .errors import InputError
 
 __all__ = [

@@ -1,10 +1,10 @@
-"""Input checks shared by every op (mofa_tk/_checks.py): the fast finite check must agree with an exact one."""
+"""Input checks shared by every op (mofa_tk/checks.py): the fast finite check must agree with an exact one."""
 import numpy as np
 import pytest
 import torch
 
 from mofa_tk import InputError
-from mofa_tk import _checks as C
+from mofa_tk import checks as C
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16])

@@ -25,7 +25,7 @@ from dataclasses import dataclass, fields
 
 import torch
 
-from .. import _checks as C
+from .. import checks as C
 from ..camera import FOCAL_224, Camera
 from .code import Code
 from ..errors import InputError

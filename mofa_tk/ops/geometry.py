@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import torch
 
-from .. import _checks as C
-from .._launch import launch
+from .. import checks as C
+from ..kernel_launch import launch
 from ..backend import ensure_init
 from ..camera import clip_matrix, intrinsics
 from ..rotation import axis_angle_to_matrix

@@ -10,8 +10,8 @@ from collections import OrderedDict
 
 import torch
 
-from .. import _checks as C
-from .._launch import INT32_MAX, launch, torch_single_threaded
+from .. import checks as C
+from ..kernel_launch import INT32_MAX, launch, torch_single_threaded
 from ..mesh import as_mesh
 from ..backend import cpu_threads, current_backend, ensure_init, generation, kernel_device
 from ..kernels import antialias as kaa
@@ -126,7 +126,7 @@ COPIES_MAX_BYTES = 256 << 20  # per-thread gradient copies beyond this (many thr
 COPIES_MAX_THREADS = 8  # with more CPU threads, zeroing and summing the copies would outweigh the atomics saved
 
 
-def _scatter_plan(grad_numel: int):
+def scatter_plan(grad_numel: int):
     """(mode, number of gradient copies) for a backward kernel that adds pixel adjoints into a vertex gradient of
     `grad_numel` elements (kernels/scatter.py): atomics into one copy on GPUs; on the CPU one copy per thread
     without atomics, unless there are more than COPIES_MAX_THREADS threads or the copies would exceed
@@ -139,7 +139,7 @@ def _scatter_plan(grad_numel: int):
     return kscatter.COPIES, K
 
 
-def _sum_copies(copies):
+def sum_copies(copies):
     """Sum over the leading axis of the per-thread gradient copies (K, ...), as a new tensor of one copy's size.
     Adding whole copies is about 3x faster than torch's strided `sum(0)` (two (8, 35709, 4) copies, one
     thread: 0.17 vs 0.47 ms)."""
@@ -190,13 +190,13 @@ class _Rasterize(torch.autograd.Function):
         posk, trisk, rast = ctx.saved_tensors
         B, V = posk.shape[:2]
         H, W = rast.shape[1:3]
-        mode, n_copies = _scatter_plan(posk.numel())
+        mode, n_copies = scatter_plan(posk.numel())
         grad_pos = torch.zeros(n_copies, B, V, 4, device=posk.device)
         if trisk.shape[0]:
             launch(kraster.rast_bwd, posk.view(-1), trisk.view(-1), rast.detach().view(-1),
                    C.to_kernel(grad_rast).view(-1), grad_pos.view(-1), B, V, H, W, 1 / W, 1 / H, *_pixel_runs(W),
                    mode)
-        grad_pos = _sum_copies(grad_pos)
+        grad_pos = sum_copies(grad_pos)
         return _back(grad_pos, grad_rast), None, None, None, None
 
 
@@ -258,7 +258,7 @@ class _Interpolate(torch.autograd.Function):
     def backward(ctx, grad_out):
         attrk, rastk, trisk = ctx.saved_tensors
         want_attr = ctx.needs_input_grad[0]
-        mode, n_copies = _scatter_plan(attrk.numel()) if want_attr else (kscatter.ATOMIC, 1)
+        mode, n_copies = scatter_plan(attrk.numel()) if want_attr else (kscatter.ATOMIC, 1)
         # without a gradient for attr the kernel never touches grad_attr: one placeholder element
         grad_attr = (torch.zeros(n_copies, *attrk.shape, device=attrk.device) if want_attr
                      else torch.zeros(1, device=attrk.device))
@@ -269,7 +269,7 @@ class _Interpolate(torch.autograd.Function):
                int(want_attr), cs, mode, B == 1)
         if not want_attr:
             return None, _back(grad_rast, grad_out), None
-        return _back(_sum_copies(grad_attr), grad_out), _back(grad_rast, grad_out), None
+        return _back(sum_copies(grad_attr), grad_out), _back(grad_rast, grad_out), None
 
 
 @torch_single_threaded

@@ -21,8 +21,8 @@ import math
 
 import torch
 
-from .. import _checks as C
-from .._launch import launch
+from .. import checks as C
+from ..kernel_launch import launch
 from ..backend import ensure_init
 from ..errors import InputError
 from ..kernels import lighting as kl

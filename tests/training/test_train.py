@@ -22,7 +22,7 @@ from mofa_tk.apps.train_app import main as train_main
 from mofa_tk.training.autoencoder import load_encoder, scaled_weights
 from mofa_tk.training.train import CheckpointExistsError, TrainConfig, train
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 #: Small, fast configuration: the built-in model cut to its semantic components, 48 px, batch 8.
 SMALL = dict(image_size=48, batch_size=8, components=[20, 20, 10], heldout=128, seed=0)
 TINY = dict(image_size=32, batch_size=4, components=[6, 4, 3], heldout=4, seed=1, eval_every=2, ckpt_every=100)

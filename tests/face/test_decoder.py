@@ -440,3 +440,32 @@ def test_default_framing_builtin(backend):
     assert abs((cols[0] + cols[-1] + 1) / 2 - 112) <= 1.5
     assert abs((rows[0] + rows[-1] + 1) / 2 - 112) <= 1.5
     assert bool(out["visibility"].float().mean() > 0.9)
+
+
+def test_stages_chain_to_forward_and_render_reads_by_name(backend):
+    """geometry -> shading -> render gives exactly forward's Render; its fields read by attribute or name, and
+    the stage dataclasses are frozen."""
+    import dataclasses
+
+    dec = FaceDecoder(mofa_tk.builtin_model(), 64)
+    code = dec.code.zeros(2)
+    code[:, 0:3] = torch.tensor([0.1, 0.4, -0.05])
+    code[:, 6] = 1.5
+    with torch.no_grad():
+        out = dec(code)
+        g = dec.geometry(code)
+        s = dec.shading(g)
+        r = dec.render(g, s)
+    for name in out.keys():
+        a, b = getattr(out, name), r[name]
+        if isinstance(a, torch.Tensor):
+            assert torch.equal(torch.nan_to_num(a.float()), torch.nan_to_num(b.float())), name
+    assert out["verts_2d"] is out.geometry.verts_2d and out.vertex_colors is out.shading.vertex_colors
+    assert "image" in out and "nonsense" not in out
+    with pytest.raises(KeyError):
+        out["nonsense"]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        g.verts = None
+    # the visibility stage alone agrees with the render's
+    with torch.no_grad():
+        assert torch.equal(dec.visibility(g), out.visibility)

@@ -401,7 +401,7 @@ def test_cpu_per_thread_gradient_copies_match_atomics():
     copies equals the atomic scatter, and Taichi's thread indices stay below the number of copies."""
     import taichi as ti
 
-    from mofa_tk._launch import launch
+    from mofa_tk.kernel_launch import launch
     from mofa_tk.backend import cpu_threads
     from mofa_tk.kernels import raster as kraster
     from mofa_tk.kernels import scatter as kscatter
@@ -423,11 +423,11 @@ def test_cpu_per_thread_gradient_copies_match_atomics():
                1 / H, 3, (W + 2) // 3, mode)
     assert atomic.abs().max() > 0
     torch.testing.assert_close(copies.sum(0), atomic, rtol=1e-5, atol=1e-6)
-    # the ops sum the copies with _sum_copies (whole-copy adds), for any number of threads
-    from mofa_tk.ops.raster import _sum_copies
+    # the ops sum the copies with sum_copies (whole-copy adds), for any number of threads
+    from mofa_tk.ops.raster import sum_copies
     for n in (1, 2, 5):
         x = torch.tensor(rng.normal(size=(n, 3, 7)), dtype=torch.float32)
-        torch.testing.assert_close(_sum_copies(x), x.double().sum(0).float(), rtol=1e-6, atol=1e-6)
+        torch.testing.assert_close(sum_copies(x), x.double().sum(0).float(), rtol=1e-6, atol=1e-6)
 
     @ti.kernel
     def thread_ids(out: ti.types.ndarray(dtype=ti.i32, ndim=1)):
@@ -461,7 +461,7 @@ def test_backward_falls_back_to_atomics_when_copies_would_be_large(backend, monk
 
     gp, ga = grads()
     monkeypatch.setattr(R, "COPIES_MAX_BYTES", 0)
-    assert R._scatter_plan(10)[0] == R.kscatter.ATOMIC
+    assert R.scatter_plan(10)[0] == R.kscatter.ATOMIC
     gp0, ga0 = grads()
     assert gp.abs().max() > 0 and ga.abs().max() > 0
     torch.testing.assert_close(gp0, gp, rtol=1e-5, atol=1e-6)

@@ -20,7 +20,7 @@ from mofa_tk.io import images as mio
 from mofa_tk.apps import fit_app
 from mofa_tk.face.decoder import FaceDecoder
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "fit_single_image.py"
 
 

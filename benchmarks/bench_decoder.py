@@ -25,9 +25,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import mofa_tk  # noqa: E402
 from mofa_tk import losses as L  # noqa: E402
-from mofa_tk.face.decoder import FaceDecoder  # noqa: E402
-from mofa_tk.ops.geometry import clip_matrix  # noqa: E402
-from mofa_tk.ops.raster import triangle_neighbours  # noqa: E402
+from mofa_tk.face.decoder import FaceDecoder, Geometry  # noqa: E402
+from mofa_tk.camera import clip_matrix  # noqa: E402
+from mofa_tk.mesh import triangle_neighbours  # noqa: E402
 from mofa_tk.ops.shading import SH_BAND_FACTORS, sh_basis  # noqa: E402
 from torch_reference import torch_antialias, torch_interpolate, torch_rasterize  # noqa: E402
 
@@ -68,10 +68,9 @@ class TorchDecoder:
         rast = torch_rasterize(pos_clip, self.tris, (H, W))
         px = torch_interpolate(torch.cat([colors, torch.ones_like(colors[..., :1])], -1), rast, self.tris)
         out = torch_antialias(px, rast, pos_clip, self.tris, self.nbr)
-        verts_2d = dec.project_points(vc)
-        vis = dec.visibility(vc.detach(), normals.detach(), verts_2d.detach(), rast)
-        lm = dec.project_points(vc[:, dec.landmark_index.clamp(min=0)])
-        lm = torch.where(dec.landmark_valid[None, :, None], lm, torch.full_like(lm, math.nan))
+        verts_2d = dec.camera.project(vc)
+        lm = dec.landmarks(verts_2d)
+        vis = dec.visibility(Geometry(bl, verts, R, t, vc, normals, verts_2d, lm), rast)
         return {"image": out[..., :3], "mask": out[..., 3:], "verts_2d": verts_2d, "vertex_colors": colors,
                 "visibility": vis, "boundary": dec.boundary, "landmarks2d": lm, "rast": rast}
 

@@ -16,7 +16,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import mofa_tk  # noqa: E402
-from mofa_tk.ops.raster import triangle_neighbours  # noqa: E402
+from mofa_tk.mesh import triangle_neighbours  # noqa: E402
 from timing import SETTLE_MS, best_ms_interleaved  # noqa: E402
 from torch_reference import torch_antialias, torch_interpolate, torch_rasterize  # noqa: E402
 

@@ -37,7 +37,7 @@ def best_ms_interleaved(fn_a, fn_b, repeats_a, repeats_b, sync, settle_ms=SETTLE
     between, the function first runs untimed for `settle_ms` (at least once). After its last parallel op torch's
     OpenMP workers spin for about 10 ms, and on a small machine they compete with whatever runs next (measured
     on the 2-core machine: mofa_tk's B = 1 rasterize right after the reference took 2.7 ms median, 1.2 ms by
-    the 9th call, docs/performance.md); the reference in turn would start with cold caches and sleeping
+    the 9th call); the reference in turn would start with cold caches and sleeping
     workers after mofa_tk's runs. What a mixed pipeline pays for this contention is described in
     docs/architecture.md."""
     for fn in (fn_a, fn_b):

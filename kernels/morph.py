@@ -36,8 +36,7 @@ def linear_combine_bwd(basis: nd(dtype=ti.f32, ndim=3), grad_out: nd(dtype=ti.f3
     The caller sums over chunks (grad_coef = partial.sum(0)): no atomics, deterministic. Register-blocked:
     each thread owns a BLOCK_B x BLOCK_K tile of (b, k) for one chunk of CHUNK vertices and keeps its
     BLOCK_B * BLOCK_K sums in registers, so every basis value it loads feeds BLOCK_B multiply-adds and
-    nothing is written to memory inside the vertex loop (the previous (chunk, b)-parallel version
-    accumulated straight into `partial` and was 5-10x slower; docs/performance.md).
+    nothing is written to memory inside the vertex loop (accumulating into `partial` in memory is 5-10x slower).
     """
     V = grad_out.shape[1]
     B = grad_out.shape[0]

@@ -42,7 +42,7 @@ Scalar arguments: B, V, T (batch size, vertex and triangle counts), H, W (image 
 Memory layout: every array argument is a flat (1-D) view of a contiguous tensor and the kernels compute the
 offsets themselves (pos[b, v, c] at (b V + v) 4 + c, rast[b, i, j, c] at ((b H + i) W + j) 4 + c, ...).
 Taichi's multi-dimensional ndarray indexing re-derives the strides at every access; flat indexing made these
-memory-bound kernels about twice as fast on the CPU (see docs/performance.md).
+memory-bound kernels about twice as fast on the CPU.
 """
 import taichi as ti
 

@@ -6,13 +6,10 @@ of one batch item, batch item outermost; loops with the batch innermost (per ver
 
 A loop iteration handles one run of `run` pixels (`n_runs` = ceil(W / run) runs per row): one integer division
 pair per run instead of per pixel, and fewer iterations, each of which costs Taichi's CPU backend a call.
-Batch item outermost keeps each thread on whole images: Taichi 1.7 cuts a CPU loop into one contiguous chunk per
-thread, so at B = 8 one thread handles items 0-3 and the other 4-7, and the per-thread gradient copies and the
-caches each thread works in hold half the vertices (B = 8 rasterize backward 6.2-6.7 -> 4.1-5.0 ms,
-interpolate forward 1.4-2.0 -> 1.2-1.7 ms, antialias forward 6.4 -> 6.1 ms; at B = 1 the runs alone made
-interpolate forward 0.32 -> 0.20 ms and antialias forward 0.91 -> 0.79 ms; docs/performance.md). GPU backends
-use runs of one pixel, one pixel per thread (mofa_tk/raster.py `_pixel_runs`). The interpolate backward keeps
-its batch-innermost loop: runs measured no faster there (B = 8 within noise, B = 1 0.38 -> 0.44 ms).
+Batch item outermost keeps each thread on whole images (Taichi 1.7 cuts a CPU loop into one contiguous chunk per
+thread), so each thread's gradient copy and caches hold fewer vertices. GPU backends use runs of one pixel, one
+pixel per thread (mofa_tk/ops/raster.py `pixel_runs`). The interpolate backward keeps its batch-innermost loop,
+where runs were no faster. Figures: docs/performance.md.
 """
 import taichi as ti
 
@@ -40,8 +37,7 @@ def flat_run(r, run, n_runs, N):
 @ti.func
 def items(B, single: ti.template()):
     """Number of batch items for a batch loop `for b in range(items(B, single))`: the constant 1 when single
-    (B == 1, a template argument), so the compiler drops the loop. Loops with the batch innermost ran about 10%
-    faster at B = 1 compiled that way (rasterize 1.11 -> 1.01 ms, docs/performance.md)."""
+    (B == 1, a template argument), so the compiler drops the loop (about 10% faster for B = 1)."""
     n = B
     if ti.static(single):
         n = 1

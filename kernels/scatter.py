@@ -6,9 +6,9 @@ each other: there the kernels add without atomics into one copy of the gradient 
 the copy chosen by `ti.global_thread_idx()`), and the caller sums the copies. Like atomics, which thread
 handles which pixel varies from run to run, so the sums may differ in the last bits between runs.
 
-(A deterministic split into fixed strips was tried: Taichi 1.7's CPU backend cuts a loop whose bounds are
-kernel arguments into one contiguous chunk per thread, of at least 512 iterations, so a loop over a few hundred
-strips ran on one thread; see docs/performance.md, fifth round.)
+A deterministic split into fixed strips does not work here: Taichi 1.7's CPU backend cuts a loop whose bounds
+are kernel arguments into one contiguous chunk per thread, of at least 512 iterations, so a loop over a few
+hundred strips would run on one thread.
 """
 import taichi as ti
 

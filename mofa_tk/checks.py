@@ -45,7 +45,7 @@ def check_finite(name: str, x: torch.Tensor) -> None:
     """InputError when `x` holds NaN or Inf.
 
     Fast path: the sum of a tensor is finite whenever all its values are (NaN and Inf propagate), and one
-    reduction costs 10-30x less than an element-wise `isfinite` (docs/performance.md); only a non-finite sum
+    reduction costs 10-30x less than an element-wise `isfinite`; only a non-finite sum
     (a bad value, or a sum that overflowed) runs the exact check.
     """
     if not x.numel():

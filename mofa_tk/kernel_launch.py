@@ -1,16 +1,13 @@
 """Low-overhead launches of Taichi kernels whose array arguments are torch tensors or Taichi ndarrays.
 
-Taichi 1.7's `kernel(*args)` re-inspects every argument in Python on every call: about 15-20 us per array
-argument on a 2-core CI machine, so 0.2 ms for an 11-array kernel, longer than many of our kernels run.
-`launch(kernel, *args)` inspects a kernel's signature once, compiles (or finds) the instance once per
-(kernel, template values, array dtypes), and afterwards only writes the data pointers, shapes and scalars into
-a fresh launch context: 25-40 us for the same kernel (18 us instead of 74 us for a two-array one).
+Taichi 1.7's `kernel(*args)` re-inspects every argument in Python on every call (tens of microseconds per
+array argument, longer than many of our kernels run). `launch(kernel, *args)` inspects a kernel's signature
+once, compiles (or finds) the instance once per (kernel, template values, array dtypes), and afterwards only
+writes the data pointers, shapes and scalars into a fresh launch context (docs/architecture.md has figures).
 
 `torch_single_threaded` runs an op's own torch work (input checks, buffer allocation and fills) on one thread
-where torch has at most 4 threads.
-Torch's OpenMP workers spin for a while after each parallel torch op; on a machine with few cores they then
-compete with Taichi's workers for the CPU: on the 2-core CI machine one 0.6 M-element `any()` between two
-rasterize kernels made the pair 2.5 ms slower.
+where torch has at most 4 threads: torch's OpenMP workers spin for a while after each parallel torch op and,
+on a machine with few cores, compete with Taichi's workers for the CPU.
 
 It uses Taichi internals that are stable within 1.7.x (pinned in pyproject.toml). If any of them is missing,
 or an argument is of a kind it does not handle (a tensor that requires grad, on another device, or not

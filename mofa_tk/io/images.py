@@ -72,14 +72,18 @@ def _bad(path, msg):
     raise ImageFileError(f"{path}: {msg}")
 
 
-def _header_size(path: Path):
-    """(W, H) from the file header without decoding the pixels (Pillow, lazily), or None if unknown."""
+#: Pillow modes whose 3 or 4 channels are not RGB(A): decoded by Pillow's conversion to RGB, not read as RGB(A).
+_NON_RGB_MODES = ("CMYK", "YCbCr", "LAB", "HSV")
+
+
+def _header(path: Path):
+    """((W, H), Pillow mode) from the file header without decoding the pixels, or (None, None) if unknown."""
     try:
         Image.MAX_IMAGE_PIXELS = None  # we apply our own limit below, with a clear message
         with Image.open(path) as im:
-            return im.size
+            return im.size, im.mode
     except Exception:
-        return None
+        return None, None
 
 
 def to_rgb(a: np.ndarray, name: str = "image", notes: list | None = None, *, alpha: str = "composite") -> np.ndarray:
@@ -158,20 +162,25 @@ def load_image(path, *, min_side: int = MIN_SIDE, max_pixels: int = MAX_PIXELS,
         _bad(p, "is a directory, not an image file")
     if p.stat().st_size == 0:
         _bad(p, "empty file (0 bytes), not an image")
-    hdr = _header_size(p)
+    hdr, mode = _header(p)
     if hdr is not None and hdr[0] * hdr[1] > max_pixels:
         _bad(p, f"image too large: {hdr[0]} x {hdr[1]} = {hdr[0] * hdr[1] / 1e6:.0f} megapixels "
                 f"(limit {max_pixels / 1e6:.0f}); downscale it first")
+    notes = []
     try:
-        try:
-            a = iio.imread(p, index=0)
-        except (TypeError, ValueError, IndexError):
-            a = iio.imread(p)
+        if mode in _NON_RGB_MODES:
+            with Image.open(p) as im:
+                a = np.asarray(im.convert("RGB"))
+            notes.append(f"converted from {mode} to RGB")
+        else:
+            try:
+                a = iio.imread(p, index=0)
+            except (TypeError, ValueError, IndexError):
+                a = iio.imread(p)
     except Exception as exc:  # imageio raises many exception types for undecodable files
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         _bad(p, f"not a readable image ({msg[:160]})")
     a = np.asarray(a)
-    notes = []
     if a.ndim == 4 or (a.ndim == 3 and a.shape[-1] not in (1, 2, 3, 4) and a.shape[0] > 1):
         a = a[0]
         notes.append("first frame of a multi-frame file")

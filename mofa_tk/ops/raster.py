@@ -63,7 +63,7 @@ def _raster_forward(posk, trisk, H, W, cull_sign):
     """
     B, V, T = posk.shape[0], posk.shape[1], trisk.shape[0]
     rast = torch.empty(B, H, W, 4, device=posk.device, dtype=torch.float32)
-    if T == 0:
+    if T == 0 or B == 0 or H * W == 0:  # nothing to scan (and Taichi has no zero-size ndarrays on Vulkan)
         C.check_finite("pos_clip", posk)
         return rast.zero_()
     mode, key_a, key_b = _key_buffers(B, H, W)
@@ -74,7 +74,7 @@ def _raster_forward(posk, trisk, H, W, cull_sign):
     # (large triangles, vertices with NaN / Inf): int32 counters, float32 on Vulkan (see raster_pass)
     status = torch.zeros(2, dtype=torch.int32 if mode == "packed" else torch.float32, device=posk.device)
     proj = torch.empty(B * V * 4, device=posk.device)
-    run, n_runs = _pixel_runs(W)
+    run, n_runs = pixel_runs(W)
     try:
         tile_end, n_tasks = None, 0
         for m in modes:
@@ -100,11 +100,10 @@ def _raster_forward(posk, trisk, H, W, cull_sign):
 PIXEL_RUN_CPU = 16  # pixels per iteration of the per-pixel loops on the CPU (kernels/runs.py)
 
 
-def _pixel_runs(n):
+def pixel_runs(n):
     """(run, number of runs) for cutting n pixels (a row, or an item's H W pixels) into the runs the per-pixel
-    loops take per iteration (kernels/runs.py). Runs of PIXEL_RUN_CPU on the CPU; GPU backends keep one pixel
-    per thread, which gives them B H W threads (not measured: no GPU here; on lavapipe, Mesa's CPU Vulkan driver
-    that CI uses, runs of 16 made the B = 1 resolve 4.7 -> 3.8 ms, but lavapipe only stands in for a GPU)."""
+    loops take per iteration (kernels/runs.py). Runs of PIXEL_RUN_CPU on the CPU; GPU backends keep one pixel per
+    thread, which gives them B H W threads."""
     run = PIXEL_RUN_CPU if current_backend() == "cpu" else 1
     return run, (n + run - 1) // run
 
@@ -141,8 +140,7 @@ def scatter_plan(grad_numel: int):
 
 def sum_copies(copies):
     """Sum over the leading axis of the per-thread gradient copies (K, ...), as a new tensor of one copy's size.
-    Adding whole copies is about 3x faster than torch's strided `sum(0)` (two (8, 35709, 4) copies, one
-    thread: 0.17 vs 0.47 ms)."""
+    Adding whole copies is about 3x faster than torch's strided `sum(0)`."""
     if copies.shape[0] == 1:
         return copies[0]
     out = copies[0] + copies[1]
@@ -194,7 +192,7 @@ class _Rasterize(torch.autograd.Function):
         grad_pos = torch.zeros(n_copies, B, V, 4, device=posk.device)
         if trisk.shape[0]:
             launch(kraster.rast_bwd, posk.view(-1), trisk.view(-1), rast.detach().view(-1),
-                   C.to_kernel(grad_rast).view(-1), grad_pos.view(-1), B, V, H, W, 1 / W, 1 / H, *_pixel_runs(W),
+                   C.to_kernel(grad_rast).view(-1), grad_pos.view(-1), B, V, H, W, 1 / W, 1 / H, *pixel_runs(W),
                    mode)
         grad_pos = sum_copies(grad_pos)
         return _back(grad_pos, grad_rast), None, None, None, None
@@ -236,7 +234,7 @@ def _interp_dims(attr, rast, runs=False):
     forward) the pixel run length and runs per item, then CS (static C or 0)."""
     B, H, W = rast.shape[:3]
     Ch = attr.shape[2]
-    run_args = _pixel_runs(H * W) if runs else ()
+    run_args = pixel_runs(H * W) if runs else ()
     return (B, H * W, attr.shape[1], Ch, int(attr.shape[0] == 1), *run_args, _static_channels(Ch))
 
 
@@ -313,7 +311,7 @@ class _Antialias(torch.autograd.Function):
         pair_code = torch.empty(B * H * W * 2, dtype=torch.int32, device=dev)
         pair_alpha = torch.empty(B * H * W * 2, device=dev)
         launch(kaa.antialias_fwd, colork.view(-1), rastk.view(-1), posk.view(-1), trisk.view(-1), nbr.view(-1),
-               facing, silmask, pair_code, pair_alpha, out.view(-1), B, V, T, H, W, Ch, *_pixel_runs(W),
+               facing, silmask, pair_code, pair_alpha, out.view(-1), B, V, T, H, W, Ch, *pixel_runs(W),
                _static_channels(Ch), B == 1)
         ctx.save_for_backward(colork, rastk, posk, trisk, pair_code, pair_alpha)
         return _back(out, color)
@@ -328,7 +326,7 @@ class _Antialias(torch.autograd.Function):
         B, H, W, Ch = colork.shape
         launch(kaa.antialias_bwd, colork.view(-1), rastk.view(-1), posk.view(-1), trisk.view(-1), pair_code,
                pair_alpha, g.view(-1), grad_color.view(-1), grad_pos.view(-1), B, posk.shape[1], H, W, Ch,
-               *_pixel_runs(W))
+               *pixel_runs(W))
         return _back(grad_color, grad_out), None, _back(grad_pos, grad_out), None
 
 

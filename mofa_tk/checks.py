@@ -80,6 +80,11 @@ def to_kernel(x: torch.Tensor, dtype=torch.float32) -> torch.Tensor:
     return x.detach().to(device=kernel_device(), dtype=dtype).contiguous()
 
 
+def on_device_of(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """`x` on the device of `like` (the op's main input): outputs and gradients go back where the inputs were."""
+    return x if x.device == like.device else x.to(like.device)
+
+
 def batch_of(name: str, x: torch.Tensor, B: int) -> torch.Tensor:
     """Broadcast a per-batch parameter with a leading batch dim of 1 (or none) to B."""
     if x.shape[0] == B:

@@ -16,10 +16,6 @@ from ..kernels import morph as kmorph
 from ..kernels import pose as kpose
 
 
-def _back(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    return x if x.device == like.device else x.to(like.device)
-
-
 # --------------------------------------------------------------------------------------------- morph
 class _LinearCombine(torch.autograd.Function):
     @staticmethod
@@ -65,7 +61,7 @@ def linear_combine(mean, basis1, coef1, basis2=None, coef2=None) -> torch.Tensor
     else:
         b2 = C.to_kernel(basis2)
     out = _LinearCombine.apply(mean_k, b1, b2, coef1, coef2)
-    return _back(out, coef1)
+    return C.on_device_of(out, coef1)
 
 
 def morph(model, alpha, delta=None) -> torch.Tensor:
@@ -120,7 +116,7 @@ class _Affine(torch.autograd.Function):
         out = torch.empty(x.shape[0], x.shape[1], M.shape[1], device=xk.device, dtype=torch.float32)
         launch(kpose.affine_fwd, Mk, xk, out)
         ctx.save_for_backward(Mk, xk)
-        return _back(out, x)
+        return C.on_device_of(out, x)
 
     @staticmethod
     def backward(ctx, grad_out):
@@ -130,7 +126,7 @@ class _Affine(torch.autograd.Function):
         n_chunks = max(1, (xk.shape[1] + kpose.CHUNK - 1) // kpose.CHUNK)
         partial = torch.zeros(n_chunks, *Mk.shape, device=xk.device, dtype=torch.float32)
         launch(kpose.affine_bwd, Mk, xk, g, gx, partial)
-        return _back(partial.sum(0), grad_out), _back(gx, grad_out)
+        return C.on_device_of(partial.sum(0), grad_out), C.on_device_of(gx, grad_out)
 
 
 def _check_verts(name, verts):
@@ -185,7 +181,7 @@ class _Project(torch.autograd.Function):
         depth = torch.empty(B, V, device=xk.device)
         launch(kpose.project_fwd, xk, ik, pix, depth)
         ctx.save_for_backward(xk, ik)
-        return _back(pix, x), _back(depth, x)
+        return C.on_device_of(pix, x), C.on_device_of(depth, x)
 
     @staticmethod
     def backward(ctx, g_pix, g_depth):
@@ -194,7 +190,7 @@ class _Project(torch.autograd.Function):
         gd = C.to_kernel(g_depth) if g_depth is not None else torch.zeros(xk.shape[0], xk.shape[1], device=xk.device)
         gx = torch.empty_like(xk)
         launch(kpose.project_bwd, xk, ik, gp, gd, gx)
-        return _back(gx, g_pix if g_pix is not None else g_depth), None
+        return C.on_device_of(gx, g_pix if g_pix is not None else g_depth), None
 
 
 def project(verts_cam, focal, principal, image_size=None):

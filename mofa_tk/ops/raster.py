@@ -23,10 +23,6 @@ _KEY_CACHE: "OrderedDict[tuple, tuple]" = OrderedDict()
 _KEY_CACHE_SIZE = 2
 
 
-def _back(x, like):
-    return x if x.device == like.device else x.to(like.device)
-
-
 def _key_buffers(B, H, W):
     """Flat (B H W,) key buffers in Taichi memory, filled with their empty sentinel: (mode, key_a, key_b).
 
@@ -180,7 +176,7 @@ class _Rasterize(torch.autograd.Function):
     def forward(ctx, pos, mesh, H, W, cull_sign):
         posk, trisk, rast = _rasterize_on_kernel_device(pos, mesh, H, W, cull_sign)
         ctx.save_for_backward(posk, trisk, rast)
-        return _back(rast, pos)
+        return C.on_device_of(rast, pos)
 
     @staticmethod
     @torch_single_threaded
@@ -195,7 +191,7 @@ class _Rasterize(torch.autograd.Function):
                    C.to_kernel(grad_rast).view(-1), grad_pos.view(-1), B, V, H, W, 1 / W, 1 / H, *pixel_runs(W),
                    mode)
         grad_pos = sum_copies(grad_pos)
-        return _back(grad_pos, grad_rast), None, None, None, None
+        return C.on_device_of(grad_pos, grad_rast), None, None, None, None
 
 
 @torch_single_threaded
@@ -219,7 +215,7 @@ def rasterize(pos_clip, tris, resolution, cull_backfaces: bool = False) -> torch
     H, W = C.image_size("resolution", resolution, square=False, max_side=16384)
     cull_sign = 1 if cull_backfaces else 0
     if not (pos.requires_grad and torch.is_grad_enabled()):  # nothing to differentiate: no autograd bookkeeping
-        return _back(_rasterize_on_kernel_device(pos, mesh, H, W, cull_sign)[2], pos)
+        return C.on_device_of(_rasterize_on_kernel_device(pos, mesh, H, W, cull_sign)[2], pos)
     return _Rasterize.apply(pos, mesh, H, W, cull_sign)
 
 
@@ -249,7 +245,7 @@ class _Interpolate(torch.autograd.Function):
         launch(kinterp.interpolate_fwd, attrk.view(-1), rastk.view(-1), trisk.view(-1), out.view(-1),
                *_interp_dims(attrk, rastk, runs=True))
         ctx.save_for_backward(attrk, rastk, trisk)
-        return _back(out, attr)
+        return C.on_device_of(out, attr)
 
     @staticmethod
     @torch_single_threaded
@@ -266,8 +262,8 @@ class _Interpolate(torch.autograd.Function):
                C.to_kernel(grad_out).view(-1), grad_attr.view(-1), grad_rast.view(-1), B, HW, V, Ch, shared,
                int(want_attr), cs, mode, B == 1)
         if not want_attr:
-            return None, _back(grad_rast, grad_out), None
-        return _back(sum_copies(grad_attr), grad_out), _back(grad_rast, grad_out), None
+            return None, C.on_device_of(grad_rast, grad_out), None
+        return C.on_device_of(sum_copies(grad_attr), grad_out), C.on_device_of(grad_rast, grad_out), None
 
 
 @torch_single_threaded
@@ -314,7 +310,7 @@ class _Antialias(torch.autograd.Function):
                facing, silmask, pair_code, pair_alpha, out.view(-1), B, V, T, H, W, Ch, *pixel_runs(W),
                _static_channels(Ch), B == 1)
         ctx.save_for_backward(colork, rastk, posk, trisk, pair_code, pair_alpha)
-        return _back(out, color)
+        return C.on_device_of(out, color)
 
     @staticmethod
     @torch_single_threaded
@@ -327,7 +323,7 @@ class _Antialias(torch.autograd.Function):
         launch(kaa.antialias_bwd, colork.view(-1), rastk.view(-1), posk.view(-1), trisk.view(-1), pair_code,
                pair_alpha, g.view(-1), grad_color.view(-1), grad_pos.view(-1), B, posk.shape[1], H, W, Ch,
                *pixel_runs(W))
-        return _back(grad_color, grad_out), None, _back(grad_pos, grad_out), None
+        return C.on_device_of(grad_color, grad_out), None, C.on_device_of(grad_pos, grad_out), None
 
 
 @torch_single_threaded

@@ -39,10 +39,6 @@ SH_BAND_FACTORS = (kl.A0, kl.A1, kl.A2)
 AMBIENT_L00 = 1.0 / (kl.A0 * kl.C0)
 
 
-def _back(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    return x if x.device == like.device else x.to(like.device)
-
-
 # --------------------------------------------------------------------------------------------- normals
 class _VertexNormals(torch.autograd.Function):
     @staticmethod
@@ -57,7 +53,7 @@ class _VertexNormals(torch.autograd.Function):
         if B and V:
             launch(kl.normals_fwd, vk, tk, vf_start, vf_corner, acc, out)
         ctx.save_for_backward(vk, tk, acc, vf_start, vf_corner)
-        return _back(out, verts)
+        return C.on_device_of(out, verts)
 
     @staticmethod
     def backward(ctx, grad_out):
@@ -68,7 +64,7 @@ class _VertexNormals(torch.autograd.Function):
             gacc = torch.empty_like(acc)
             launch(kl.normalize_bwd, acc, g, gacc)
             launch(kl.face_normal_bwd, vk, tk, vf_start, vf_corner, gacc, gv)
-        return _back(gv, grad_out), None
+        return C.on_device_of(gv, grad_out), None
 
 
 def vertex_normals(verts, tris) -> torch.Tensor:
@@ -155,7 +151,7 @@ class _SHShade(torch.autograd.Function):
         if B and N:
             launch(kl.sh_shade_fwd, nk, ak, sk, out)
         ctx.save_for_backward(nk, ak, sk)
-        return _back(out, normals)
+        return C.on_device_of(out, normals)
 
     @staticmethod
     def backward(ctx, grad_out):
@@ -175,8 +171,8 @@ class _SHShade(torch.autograd.Function):
                 gs = partial.sum(1)
         if ak.shape[0] == 1 and B != 1:
             ga = ga.sum(0, keepdim=True)
-        return (_back(gn, grad_out) if need_n else None, _back(ga, grad_out) if need_a else None,
-                _back(gs, grad_out) if need_s else None)
+        return (C.on_device_of(gn, grad_out) if need_n else None, C.on_device_of(ga, grad_out) if need_a else None,
+                C.on_device_of(gs, grad_out) if need_s else None)
 
 
 def sh_shade(normals, albedo, sh) -> torch.Tensor:

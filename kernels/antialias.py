@@ -103,12 +103,26 @@ def _pair_slot(n: ti.template(), p, W):
 
 
 @ti.kernel
-def antialias_fwd(color: nd(dtype=ti.f32, ndim=1), rast: nd(dtype=ti.f32, ndim=1), pos: nd(dtype=ti.f32, ndim=1),
-                  tris: nd(dtype=ti.i32, ndim=1), nbr: nd(dtype=ti.i32, ndim=1),
-                  facing: nd(dtype=ti.i32, ndim=1), silmask: nd(dtype=ti.i32, ndim=1),
-                  pair_code: nd(dtype=ti.i32, ndim=1), pair_alpha: nd(dtype=ti.f32, ndim=1),
-                  out: nd(dtype=ti.f32, ndim=1), B: ti.i32, V: ti.i32, T: ti.i32, H: ti.i32, W: ti.i32, C: ti.i32,
-                  run: ti.i32, n_runs: ti.i32, CS: ti.template(), single: ti.template()):
+def antialias_fwd(color: nd(dtype=ti.f32, ndim=1),                    # (B H W C) f32 shaded image
+                  rast: nd(dtype=ti.f32, ndim=1),                     # (B H W 4) f32
+                  pos: nd(dtype=ti.f32, ndim=1),                      # (B V 4) f32 clip space
+                  tris: nd(dtype=ti.i32, ndim=1),                     # (T 3) i32
+                  nbr: nd(dtype=ti.i32, ndim=1),                      # (T 3) i32 edge neighbours (-1: none)
+                  facing: nd(dtype=ti.i32, ndim=1),                   # (B T) i32 scratch: front/back
+                  silmask: nd(dtype=ti.i32, ndim=1),                  # (B T) i32 scratch: silhouette edges
+                  pair_code: nd(dtype=ti.i32, ndim=1),                # (B H W 2) i32 output: blend per pixel pair
+                  pair_alpha: nd(dtype=ti.f32, ndim=1),               # (B H W 2) f32 output: edge crossing t
+                  out: nd(dtype=ti.f32, ndim=1),                      # (B H W C) f32, a copy of color on entry
+                  B: ti.i32,                                          # batch size
+                  V: ti.i32,                                          # vertices per item
+                  T: ti.i32,                                          # triangles
+                  H: ti.i32,                                          # image height, pixels
+                  W: ti.i32,                                          # image width, pixels
+                  C: ti.i32,                                          # channels
+                  run: ti.i32,                                        # pixels per loop iteration (kernels/runs.py)
+                  n_runs: ti.i32,                                     # runs per row (or per item)
+                  CS: ti.template(),                                  # C when the channel loops are unrolled, else 0
+                  single: ti.template()):                             # B == 1: batch loops compiled away
     """pair_code[b, i, j, d] for the pair (i, j) -> right (d = 0) or below (d = 1) neighbour:
     0 = no blend, else target (1: pixel (i, j), 2: the neighbour) + 4 * edge k + 16 * (F covers the neighbour).
     out must start as a copy of color. single (B == 1): batch loops compiled away (kernels/runs.py `items`)."""
@@ -193,12 +207,22 @@ def antialias_fwd(color: nd(dtype=ti.f32, ndim=1), rast: nd(dtype=ti.f32, ndim=1
 
 
 @ti.kernel
-def antialias_bwd(color: nd(dtype=ti.f32, ndim=1), rast: nd(dtype=ti.f32, ndim=1), pos: nd(dtype=ti.f32, ndim=1),
-                  tris: nd(dtype=ti.i32, ndim=1),
-                  pair_code: nd(dtype=ti.i32, ndim=1), pair_alpha: nd(dtype=ti.f32, ndim=1),
-                  grad_out: nd(dtype=ti.f32, ndim=1), grad_color: nd(dtype=ti.f32, ndim=1),
-                  grad_pos: nd(dtype=ti.f32, ndim=1), B: ti.i32, V: ti.i32, H: ti.i32, W: ti.i32, C: ti.i32,
-                  run: ti.i32, n_runs: ti.i32):
+def antialias_bwd(color: nd(dtype=ti.f32, ndim=1),                    # (B H W C) f32
+                  rast: nd(dtype=ti.f32, ndim=1),                     # (B H W 4) f32
+                  pos: nd(dtype=ti.f32, ndim=1),                      # (B V 4) f32
+                  tris: nd(dtype=ti.i32, ndim=1),                     # (T 3) i32
+                  pair_code: nd(dtype=ti.i32, ndim=1),                # (B H W 2) i32 from the forward
+                  pair_alpha: nd(dtype=ti.f32, ndim=1),               # (B H W 2) f32 from the forward
+                  grad_out: nd(dtype=ti.f32, ndim=1),                 # (B H W C) f32 d loss / d out
+                  grad_color: nd(dtype=ti.f32, ndim=1),               # (B H W C) f32, a copy of grad_out on entry
+                  grad_pos: nd(dtype=ti.f32, ndim=1),                 # (B V 4) f32, zero on entry
+                  B: ti.i32,                                          # batch size
+                  V: ti.i32,                                          # vertices per item
+                  H: ti.i32,                                          # image height, pixels
+                  W: ti.i32,                                          # image width, pixels
+                  C: ti.i32,                                          # channels
+                  run: ti.i32,                                        # pixels per loop iteration (kernels/runs.py)
+                  n_runs: ti.i32):                                    # runs per row (or per item)
     """grad_color must start as a copy of grad_out (the pairs touching each pixel are gathered into it:
     deterministic); grad_pos must start at zero (the two edge vertices of each blending pair are scattered with
     atomics)."""

@@ -26,9 +26,18 @@ def _corners(rast: ti.template(), tris: ti.template(), p):
 
 
 @ti.kernel
-def interpolate_fwd(attr: nd(dtype=ti.f32, ndim=1), rast: nd(dtype=ti.f32, ndim=1), tris: nd(dtype=ti.i32, ndim=1),
-                    out: nd(dtype=ti.f32, ndim=1), B: ti.i32, HW: ti.i32, V: ti.i32, C: ti.i32, shared: ti.i32,
-                    run: ti.i32, n_runs: ti.i32, CS: ti.template()):
+def interpolate_fwd(attr: nd(dtype=ti.f32, ndim=1),                   # (1 or B, V, C) f32 vertex attributes
+                    rast: nd(dtype=ti.f32, ndim=1),                   # (B H W 4) f32 from rasterize
+                    tris: nd(dtype=ti.i32, ndim=1),                   # (T 3) i32
+                    out: nd(dtype=ti.f32, ndim=1),                    # (B H W C) f32 output
+                    B: ti.i32,                                        # batch size
+                    HW: ti.i32,                                       # pixels per item, H W
+                    V: ti.i32,                                        # vertices per item
+                    C: ti.i32,                                        # channels
+                    shared: ti.i32,                                   # 1 when attr's batch is 1 (shared)
+                    run: ti.i32,                                      # pixels per loop iteration (kernels/runs.py)
+                    n_runs: ti.i32,                                   # runs per row (or per item)
+                    CS: ti.template()):                               # C when the channel loops are unrolled, else 0
     """Loops over runs of `run` pixels of one batch item (n_runs = ceil(H W / run) per item, kernels/runs.py)."""
     for r in range(B * n_runs):
         b, q0, q1 = flat_run(r, run, n_runs, HW)
@@ -68,11 +77,21 @@ def _channel_bwd(attr: ti.template(), grad_out: ti.template(), grad_attr: ti.tem
 
 
 @ti.kernel
-def interpolate_bwd(attr: nd(dtype=ti.f32, ndim=1), rast: nd(dtype=ti.f32, ndim=1), tris: nd(dtype=ti.i32, ndim=1),
-                    grad_out: nd(dtype=ti.f32, ndim=1), grad_attr: nd(dtype=ti.f32, ndim=1),
-                    grad_rast: nd(dtype=ti.f32, ndim=1), B: ti.i32, HW: ti.i32, V: ti.i32, C: ti.i32,
-                    shared: ti.i32, want_attr: ti.i32, CS: ti.template(), scatter: ti.template(),
-                    single: ti.template()):
+def interpolate_bwd(attr: nd(dtype=ti.f32, ndim=1),                   # (1 or B, V, C) f32
+                    rast: nd(dtype=ti.f32, ndim=1),                   # (B H W 4) f32
+                    tris: nd(dtype=ti.i32, ndim=1),                   # (T 3) i32
+                    grad_out: nd(dtype=ti.f32, ndim=1),               # (B H W C) f32 d loss / d out
+                    grad_attr: nd(dtype=ti.f32, ndim=1),              # (copies, 1 or B, V, C) f32, zero on entry
+                    grad_rast: nd(dtype=ti.f32, ndim=1),              # (B H W 4) f32 output d loss / d rast
+                    B: ti.i32,                                        # batch size
+                    HW: ti.i32,                                       # pixels per item, H W
+                    V: ti.i32,                                        # vertices per item
+                    C: ti.i32,                                        # channels
+                    shared: ti.i32,                                   # 1 when attr's batch is 1 (shared)
+                    want_attr: ti.i32,                                # 1 when attr needs a gradient
+                    CS: ti.template(),                                # C when the channel loops are unrolled, else 0
+                    scatter: ti.template(),                           # ATOMIC or COPIES (kernels/scatter.py)
+                    single: ti.template()):                           # B == 1: batch loops compiled away
     """grad_attr (zero on entry; one copy of (A V C) per CPU thread for scatter = COPIES, see
     kernels/scatter.py) += bary * grad_out; grad_rast[..., 0:2] = d out / d (u, v), [..., 2:4] = 0.
     single (B == 1): the batch loop compiled away (kernels/runs.py `items`)."""

@@ -56,8 +56,12 @@ def _face_edges(verts: ti.template(), tris: ti.template(), b, f):
 
 
 @ti.kernel
-def normals_fwd(verts: nd(dtype=ti.f32, ndim=3), tris: nd(dtype=ti.i32, ndim=2), vf_start: nd(dtype=ti.i32, ndim=1),
-                vf_corner: nd(dtype=ti.i32, ndim=1), acc: nd(dtype=ti.f32, ndim=3), out: nd(dtype=ti.f32, ndim=3)):
+def normals_fwd(verts: nd(dtype=ti.f32, ndim=3),                      # (B V 3) f32
+                tris: nd(dtype=ti.i32, ndim=2),                       # (T 3) i32
+                vf_start: nd(dtype=ti.i32, ndim=1),                   # (V + 1) i32 CSR offsets
+                vf_corner: nd(dtype=ti.i32, ndim=1),                  # (3 T) i32 corners 3 f + k
+                acc: nd(dtype=ti.f32, ndim=3),                        # (B V 3) f32 output: unnormalised sums
+                out: nd(dtype=ti.f32, ndim=3)):                       # (B V 3) f32 output: unit normals
     """acc[b, v] = sum of cross(e1, e2) over the faces incident to v (gathered in CSR order); out = acc / |acc|
     (0 where |acc| = 0). vf_corner holds 3 f + k for corner k of face f."""
     for v in range(verts.shape[1]):
@@ -76,7 +80,9 @@ def normals_fwd(verts: nd(dtype=ti.f32, ndim=3), tris: nd(dtype=ti.i32, ndim=2),
 
 
 @ti.kernel
-def normalize_bwd(acc: nd(dtype=ti.f32, ndim=3), grad_out: nd(dtype=ti.f32, ndim=3), grad_acc: nd(dtype=ti.f32, ndim=3)):
+def normalize_bwd(acc: nd(dtype=ti.f32, ndim=3),                      # (B V 3) f32 unnormalised sums
+                  grad_out: nd(dtype=ti.f32, ndim=3),                 # (B V 3) f32 d loss / d normals
+                  grad_acc: nd(dtype=ti.f32, ndim=3)):                # (B V 3) f32 output
     """grad_acc = (g - n (n . g)) / |acc| with n = acc / |acc|; 0 where |acc| = 0."""
     for v in range(acc.shape[1]):
         for b in range(acc.shape[0]):  # batch innermost: no integer div/mod per element
@@ -93,9 +99,12 @@ def normalize_bwd(acc: nd(dtype=ti.f32, ndim=3), grad_out: nd(dtype=ti.f32, ndim
 
 
 @ti.kernel
-def face_normal_bwd(verts: nd(dtype=ti.f32, ndim=3), tris: nd(dtype=ti.i32, ndim=2), vf_start: nd(dtype=ti.i32, ndim=1),
-                    vf_corner: nd(dtype=ti.i32, ndim=1), grad_acc: nd(dtype=ti.f32, ndim=3),
-                    grad_verts: nd(dtype=ti.f32, ndim=3)):
+def face_normal_bwd(verts: nd(dtype=ti.f32, ndim=3),                  # (B V 3) f32
+                    tris: nd(dtype=ti.i32, ndim=2),                   # (T 3) i32
+                    vf_start: nd(dtype=ti.i32, ndim=1),               # (V + 1) i32
+                    vf_corner: nd(dtype=ti.i32, ndim=1),              # (3 T) i32
+                    grad_acc: nd(dtype=ti.f32, ndim=3),               # (B V 3) f32 d loss / d sums
+                    grad_verts: nd(dtype=ti.f32, ndim=3)):            # (B V 3) f32, zero on entry
     """grad_verts[b, v] = adjoint of the face cross products at v's corners (gathered in CSR order)."""
     for v in range(verts.shape[1]):
         for b in range(verts.shape[0]):  # batch innermost: no integer div/mod per element
@@ -128,8 +137,10 @@ def sh_basis(x, y, z):
 
 
 @ti.kernel
-def sh_shade_fwd(normals: nd(dtype=ti.f32, ndim=3), albedo: nd(dtype=ti.f32, ndim=3), sh: nd(dtype=ti.f32, ndim=3),
-                 out: nd(dtype=ti.f32, ndim=3)):
+def sh_shade_fwd(normals: nd(dtype=ti.f32, ndim=3),                   # (B N 3) f32 unit normals
+                 albedo: nd(dtype=ti.f32, ndim=3),                    # (1 or B, N, 3) f32
+                 sh: nd(dtype=ti.f32, ndim=3),                        # (B 9 3) f32 SH radiance
+                 out: nd(dtype=ti.f32, ndim=3)):                      # (B N 3) f32 output colours
     """out[b, i, c] = albedo[b', i, c] * sum_k H_k(normals[b, i]) sh[b, k, c];  b' = b, or 0 when albedo has batch 1."""
     shared = albedo.shape[0] == 1
     for i in range(normals.shape[1]):
@@ -146,9 +157,12 @@ def sh_shade_fwd(normals: nd(dtype=ti.f32, ndim=3), albedo: nd(dtype=ti.f32, ndi
 
 
 @ti.kernel
-def sh_shade_bwd_points(normals: nd(dtype=ti.f32, ndim=3), albedo: nd(dtype=ti.f32, ndim=3), sh: nd(dtype=ti.f32, ndim=3),
-                        grad_out: nd(dtype=ti.f32, ndim=3), grad_normals: nd(dtype=ti.f32, ndim=3),
-                        grad_albedo: nd(dtype=ti.f32, ndim=3)):
+def sh_shade_bwd_points(normals: nd(dtype=ti.f32, ndim=3),            # (B N 3) f32
+                        albedo: nd(dtype=ti.f32, ndim=3),             # (1 or B, N, 3) f32
+                        sh: nd(dtype=ti.f32, ndim=3),                 # (B 9 3) f32
+                        grad_out: nd(dtype=ti.f32, ndim=3),           # (B N 3) f32
+                        grad_normals: nd(dtype=ti.f32, ndim=3),       # (B N 3) f32 output
+                        grad_albedo: nd(dtype=ti.f32, ndim=3)):       # (B N 3) f32 output
     """Per-point adjoints: grad_albedo[b, i, c] = g * E  (per batch element, (B, N, 3); the caller sums
     over b for a shared albedo) and grad_normals[b, i] = sum_c g * albedo * dE_c/dn."""
     shared = albedo.shape[0] == 1
@@ -192,8 +206,10 @@ def sh_shade_bwd_points(normals: nd(dtype=ti.f32, ndim=3), albedo: nd(dtype=ti.f
 
 
 @ti.kernel
-def sh_shade_bwd_sh(normals: nd(dtype=ti.f32, ndim=3), albedo: nd(dtype=ti.f32, ndim=3), grad_out: nd(dtype=ti.f32, ndim=3),
-                    partial: nd(dtype=ti.f32, ndim=4)):
+def sh_shade_bwd_sh(normals: nd(dtype=ti.f32, ndim=3),                # (B N 3) f32
+                    albedo: nd(dtype=ti.f32, ndim=3),                 # (1 or B, N, 3) f32
+                    grad_out: nd(dtype=ti.f32, ndim=3),               # (B N 3) f32
+                    partial: nd(dtype=ti.f32, ndim=4)):               # (B chunks 9 3) f32 output: per-chunk sums
     """partial[b, ch, k, c] = sum over the points i of chunk ch of H_k(n[b, i]) albedo[b', i, c] grad_out[b, i, c].
 
     The caller sums over the chunks of CHUNK points (grad_sh = partial.sum(1)): no atomics, deterministic.

@@ -15,8 +15,12 @@ nd = ti.types.ndarray
 
 
 @ti.kernel
-def linear_combine_fwd(mean: nd(dtype=ti.f32, ndim=2), basis1: nd(dtype=ti.f32, ndim=3), coef1: nd(dtype=ti.f32, ndim=2),
-                       basis2: nd(dtype=ti.f32, ndim=3), coef2: nd(dtype=ti.f32, ndim=2), out: nd(dtype=ti.f32, ndim=3)):
+def linear_combine_fwd(mean: nd(dtype=ti.f32, ndim=2),                # (V 3) f32
+                       basis1: nd(dtype=ti.f32, ndim=3),              # (V 3 K1) f32
+                       coef1: nd(dtype=ti.f32, ndim=2),               # (B K1) f32
+                       basis2: nd(dtype=ti.f32, ndim=3),              # (V 3 K2) f32
+                       coef2: nd(dtype=ti.f32, ndim=2),               # (B K2) f32
+                       out: nd(dtype=ti.f32, ndim=3)):                # (B V 3) f32 output
     B = out.shape[0]
     for v, c in ti.ndrange(out.shape[1], 3):
         for b in range(B):
@@ -29,8 +33,9 @@ def linear_combine_fwd(mean: nd(dtype=ti.f32, ndim=2), basis1: nd(dtype=ti.f32, 
 
 
 @ti.kernel
-def linear_combine_bwd(basis: nd(dtype=ti.f32, ndim=3), grad_out: nd(dtype=ti.f32, ndim=3),
-                       partial: nd(dtype=ti.f32, ndim=3)):
+def linear_combine_bwd(basis: nd(dtype=ti.f32, ndim=3),               # (V 3 K) f32
+                       grad_out: nd(dtype=ti.f32, ndim=3),            # (B V 3) f32
+                       partial: nd(dtype=ti.f32, ndim=3)):            # (chunks B K) f32 output
     """partial[ch, b, k] = sum over the vertices v of chunk ch of sum_c basis[v, c, k] * grad_out[b, v, c].
 
     The caller sums over chunks (grad_coef = partial.sum(0)): no atomics, deterministic. Register-blocked:

@@ -12,7 +12,9 @@ nd = ti.types.ndarray
 
 
 @ti.kernel
-def affine_fwd(M: nd(dtype=ti.f32, ndim=3), x: nd(dtype=ti.f32, ndim=3), out: nd(dtype=ti.f32, ndim=3)):
+def affine_fwd(M: nd(dtype=ti.f32, ndim=3),                           # (B R 4) f32 affine rows
+               x: nd(dtype=ti.f32, ndim=3),                           # (B V 3) f32 points
+               out: nd(dtype=ti.f32, ndim=3)):                        # (B V R) f32 output
     for v in range(out.shape[1]):
         for b in range(out.shape[0]):  # batch innermost: no integer div/mod per element
             x0, x1, x2 = x[b, v, 0], x[b, v, 1], x[b, v, 2]
@@ -21,8 +23,11 @@ def affine_fwd(M: nd(dtype=ti.f32, ndim=3), x: nd(dtype=ti.f32, ndim=3), out: nd
 
 
 @ti.kernel
-def affine_bwd(M: nd(dtype=ti.f32, ndim=3), x: nd(dtype=ti.f32, ndim=3), grad_out: nd(dtype=ti.f32, ndim=3),
-               grad_x: nd(dtype=ti.f32, ndim=3), partial: nd(dtype=ti.f32, ndim=4)):
+def affine_bwd(M: nd(dtype=ti.f32, ndim=3),                           # (B R 4) f32
+               x: nd(dtype=ti.f32, ndim=3),                           # (B V 3) f32
+               grad_out: nd(dtype=ti.f32, ndim=3),                    # (B V R) f32
+               grad_x: nd(dtype=ti.f32, ndim=3),                      # (B V 3) f32 output
+               partial: nd(dtype=ti.f32, ndim=4)):                    # (chunks B R 4) f32 output: per-chunk d loss / d M
     """grad_x = M[:, :, :3]^T grad_out;  partial[ch, b, r, c] = sum over the vertices v of chunk ch of
     grad_out[b, v, r] [x, 1][b, v, c]. The caller sums over chunks (grad_M = partial.sum(0)): no atomics."""
     R = grad_out.shape[2]
@@ -53,8 +58,10 @@ def affine_bwd(M: nd(dtype=ti.f32, ndim=3), x: nd(dtype=ti.f32, ndim=3), grad_ou
 
 
 @ti.kernel
-def project_fwd(x: nd(dtype=ti.f32, ndim=3), intr: nd(dtype=ti.f32, ndim=2),
-                pix: nd(dtype=ti.f32, ndim=3), depth: nd(dtype=ti.f32, ndim=2)):
+def project_fwd(x: nd(dtype=ti.f32, ndim=3),                          # (B V 3) f32 camera space, mm
+                intr: nd(dtype=ti.f32, ndim=2),                       # (B 4) f32 fx, fy, cx, cy (pixels)
+                pix: nd(dtype=ti.f32, ndim=3),                        # (B V 2) f32 output pixels
+                depth: nd(dtype=ti.f32, ndim=2)):                     # (B V) f32 output depth, mm
     """intr[b] = (fx, fy, cx, cy)."""
     for v in range(x.shape[1]):
         for b in range(x.shape[0]):  # batch innermost: no integer div/mod per element
@@ -65,8 +72,11 @@ def project_fwd(x: nd(dtype=ti.f32, ndim=3), intr: nd(dtype=ti.f32, ndim=2),
 
 
 @ti.kernel
-def project_bwd(x: nd(dtype=ti.f32, ndim=3), intr: nd(dtype=ti.f32, ndim=2), grad_pix: nd(dtype=ti.f32, ndim=3),
-                grad_depth: nd(dtype=ti.f32, ndim=2), grad_x: nd(dtype=ti.f32, ndim=3)):
+def project_bwd(x: nd(dtype=ti.f32, ndim=3),                          # (B V 3) f32
+                intr: nd(dtype=ti.f32, ndim=2),                       # (B 4) f32
+                grad_pix: nd(dtype=ti.f32, ndim=3),                   # (B V 2) f32
+                grad_depth: nd(dtype=ti.f32, ndim=2),                 # (B V) f32
+                grad_x: nd(dtype=ti.f32, ndim=3)):                    # (B V 3) f32 output
     for v in range(x.shape[1]):
         for b in range(x.shape[0]):  # batch innermost: no integer div/mod per element
             d = -x[b, v, 2]

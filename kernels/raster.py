@@ -280,11 +280,29 @@ def _raster_triangle(pos: ti.template(), proj: ti.template(), big: ti.template()
 
 
 @ti.kernel
-def raster_pass(pos: nd(dtype=ti.f32, ndim=1), proj: nd(dtype=ti.f32, ndim=1), tris: nd(dtype=ti.i32, ndim=1),
-                big: nd(dtype=ti.i32, ndim=1), big_tiles: nd(dtype=ti.i32, ndim=1), status: nd(ndim=1),
-                rast: nd(dtype=ti.f32, ndim=1), B: ti.i32, V: ti.i32, T: ti.i32, H: ti.i32, W: ti.i32, sx: ti.f32,
-                sy: ti.f32, cull_sign: ti.i32, run: ti.i32, n_runs: ti.i32, key_a: nd(ndim=1), key_b: nd(ndim=1),
-                mode: ti.template(), project: ti.template(), resolve_after: ti.template(), single: ti.template()):
+def raster_pass(pos: nd(dtype=ti.f32, ndim=1),                        # (B V 4) f32 clip-space positions, flat
+                proj: nd(dtype=ti.f32, ndim=1),                       # (B V 4) f32 scratch: pixel x, y, z/w, flag
+                tris: nd(dtype=ti.i32, ndim=1),                       # (T 3) i32 vertex indices, flat
+                big: nd(dtype=ti.i32, ndim=1),                        # (B T 5) i32 scratch: large triangles' slots
+                big_tiles: nd(dtype=ti.i32, ndim=1),                  # (B T) i32 scratch: tiles per large triangle
+                status: nd(ndim=1),                                   # (2,) large triangles, bad vertices
+                rast: nd(dtype=ti.f32, ndim=1),                       # (B H W 4) f32 output (u, v, z/w, id + 1), flat
+                B: ti.i32,                                            # batch size
+                V: ti.i32,                                            # vertices per item
+                T: ti.i32,                                            # triangles
+                H: ti.i32,                                            # image height, pixels
+                W: ti.i32,                                            # image width, pixels
+                sx: ti.f32,                                           # 1 / W
+                sy: ti.f32,                                           # 1 / H
+                cull_sign: ti.i32,                                    # 1: drop triangles clockwise in the image
+                run: ti.i32,                                          # pixels per loop iteration (kernels/runs.py)
+                n_runs: ti.i32,                                       # runs per row (or per item)
+                key_a: nd(ndim=1),                                    # (B H W) key buffer (sentinel on entry)
+                key_b: nd(ndim=1),                                    # (B H W) id buffer on Vulkan (= key_a on cpu/cuda)
+                mode: ti.template(),                                  # key mode: PACKED, DEPTH or ID
+                project: ti.template(),                               # run the projection loop
+                resolve_after: ti.template(),                         # run the resolve loop
+                single: ti.template()):                               # B == 1: batch loops compiled away
     """One launch for the whole forward when no triangle is large (one thread-pool round trip per loop, but one
     kernel call instead of three). Its parallel loops run one after another:
       1. (project) every vertex projected into proj; status[1] counts vertices with a NaN or Inf value;
@@ -333,10 +351,21 @@ def _task(task, tile_end: ti.template(), big: ti.template()):
 
 
 @ti.kernel
-def raster_big(pos: nd(dtype=ti.f32, ndim=1), proj: nd(dtype=ti.f32, ndim=1), tris: nd(dtype=ti.i32, ndim=1),
-               big: nd(dtype=ti.i32, ndim=1), tile_end: nd(dtype=ti.i32, ndim=1), n_tasks: ti.i32, V: ti.i32,
-               T: ti.i32, H: ti.i32, W: ti.i32, sx: ti.f32, sy: ti.f32, key_a: nd(ndim=1), key_b: nd(ndim=1),
-               mode: ti.template()):
+def raster_big(pos: nd(dtype=ti.f32, ndim=1),                         # (B V 4) f32 clip-space positions
+               proj: nd(dtype=ti.f32, ndim=1),                        # (B V 4) f32 projected vertices
+               tris: nd(dtype=ti.i32, ndim=1),                        # (T 3) i32
+               big: nd(dtype=ti.i32, ndim=1),                         # (n, 5) i32 large triangles' slots
+               tile_end: nd(dtype=ti.i32, ndim=1),                    # (n,) i32 inclusive prefix sum of tiles
+               n_tasks: ti.i32,                                       # total tiles
+               V: ti.i32,                                             # vertices per item
+               T: ti.i32,                                             # triangles
+               H: ti.i32,                                             # image height, pixels
+               W: ti.i32,                                             # image width, pixels
+               sx: ti.f32,                                            # 1 / W
+               sy: ti.f32,                                            # 1 / H
+               key_a: nd(ndim=1),                                     # (B H W) key buffer
+               key_b: nd(ndim=1),                                     # (B H W) id buffer on Vulkan
+               mode: ti.template()):                                  # key mode: PACKED, DEPTH or ID
     """One task per TILE x TILE tile of a large triangle's bounding box."""
     for task in range(n_tasks):
         k, i0, i1, j0, j1 = _task(task, tile_end, big)
@@ -396,9 +425,20 @@ def _resolve_run(pos: ti.template(), tris: ti.template(), key_a: ti.template(), 
 
 
 @ti.kernel
-def resolve(pos: nd(dtype=ti.f32, ndim=1), tris: nd(dtype=ti.i32, ndim=1), key_a: nd(ndim=1), key_b: nd(ndim=1),
-            rast: nd(dtype=ti.f32, ndim=1), B: ti.i32, V: ti.i32, H: ti.i32, W: ti.i32, sx: ti.f32, sy: ti.f32,
-            run: ti.i32, n_runs: ti.i32, mode: ti.template()):
+def resolve(pos: nd(dtype=ti.f32, ndim=1),                            # (B V 4) f32 clip-space positions
+            tris: nd(dtype=ti.i32, ndim=1),                           # (T 3) i32
+            key_a: nd(ndim=1),                                        # (B H W) key buffer (reset here)
+            key_b: nd(ndim=1),                                        # (B H W) id buffer on Vulkan
+            rast: nd(dtype=ti.f32, ndim=1),                           # (B H W 4) f32 output
+            B: ti.i32,                                                # batch size
+            V: ti.i32,                                                # vertices per item
+            H: ti.i32,                                                # image height, pixels
+            W: ti.i32,                                                # image width, pixels
+            sx: ti.f32,                                               # 1 / W
+            sy: ti.f32,                                               # 1 / H
+            run: ti.i32,                                              # pixels per loop iteration (kernels/runs.py)
+            n_runs: ti.i32,                                           # runs per row (or per item)
+            mode: ti.template()):                                     # key mode: PACKED, DEPTH or ID
     """Per pixel: barycentrics of the winner in the key buffers (mode PACKED, or the split modes' ID), which are
     reset for the next call. Loops over runs of `run` pixels of a row (n_runs per row, kernels/runs.py). Used
     after `raster_big`; without large triangles `raster_pass` resolves in the same launch."""
@@ -436,9 +476,20 @@ def _rast_grad(pos: ti.template(), tris: ti.template(), grad_rast: ti.template()
 
 
 @ti.kernel
-def rast_bwd(pos: nd(dtype=ti.f32, ndim=1), tris: nd(dtype=ti.i32, ndim=1), rast: nd(dtype=ti.f32, ndim=1),
-             grad_rast: nd(dtype=ti.f32, ndim=1), grad_pos: nd(dtype=ti.f32, ndim=1), B: ti.i32, V: ti.i32,
-             H: ti.i32, W: ti.i32, sx: ti.f32, sy: ti.f32, run: ti.i32, n_runs: ti.i32, scatter: ti.template()):
+def rast_bwd(pos: nd(dtype=ti.f32, ndim=1),                           # (B V 4) f32 clip-space positions
+             tris: nd(dtype=ti.i32, ndim=1),                          # (T 3) i32
+             rast: nd(dtype=ti.f32, ndim=1),                          # (B H W 4) f32 forward output
+             grad_rast: nd(dtype=ti.f32, ndim=1),                     # (B H W 4) f32 d loss / d rast
+             grad_pos: nd(dtype=ti.f32, ndim=1),                      # (copies B V 4) f32, zero on entry, added to
+             B: ti.i32,                                               # batch size
+             V: ti.i32,                                               # vertices per item
+             H: ti.i32,                                               # image height, pixels
+             W: ti.i32,                                               # image width, pixels
+             sx: ti.f32,                                              # 1 / W
+             sy: ti.f32,                                              # 1 / H
+             run: ti.i32,                                             # pixels per loop iteration (kernels/runs.py)
+             n_runs: ti.i32,                                          # runs per row (or per item)
+             scatter: ti.template()):                                 # ATOMIC or COPIES (kernels/scatter.py)
     """Add d loss / d pos from d loss / d (u, v, z/w) of every covered pixel into grad_pos (zero on entry):
     (B V 4) for ATOMIC, one such copy per CPU thread for COPIES (see kernels/scatter.py). Runs of pixels as in
     `resolve`."""

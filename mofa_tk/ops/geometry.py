@@ -65,12 +65,19 @@ def linear_combine(mean, basis1, coef1, basis2=None, coef2=None) -> torch.Tensor
 
 
 def morph(model, alpha, delta=None) -> torch.Tensor:
-    """Face geometry from identity and expression coefficients.
+    """Face geometry from identity and expression coefficients: mean + S (alpha * std) + E (delta * std).
 
-    model: FaceModel (V vertices, K_id shape and K_exp expression components)
-    alpha: (B, K_id) float32, identity coefficients in units of standard deviations
-    delta: (B, K_exp) float32, expression coefficients in std units (None = neutral)
-    returns verts (B, V, 3) float32, millimetres, in model space; differentiable w.r.t. alpha and delta.
+    Args:
+        model: FaceModel (V vertices, K_id shape and K_exp expression components).
+        alpha: (B, K_id) or (K_id,) float32, identity coefficients in standard deviations.
+        delta: (B, K_exp) float32, expression coefficients in standard deviations (None: neutral).
+    Returns:
+        verts: (B, V, 3) float32, mm, model space.
+    Gradients: w.r.t. alpha and delta (the model's tensors are constants).
+
+    Example::
+
+        verts = mofa_tk.morph(model, torch.zeros(2, model.k_id))        # the mean face, twice
     """
     alpha = C.as_tensor("alpha", alpha)
     if alpha.ndim == 1:
@@ -93,9 +100,14 @@ def morph(model, alpha, delta=None) -> torch.Tensor:
 
 
 def albedo(model, beta=None) -> torch.Tensor:
-    """Per-vertex reflectance (B, V, 3) float32 in [0, 1] (not clamped) from beta (B, K_alb) in std units.
+    """Per-vertex reflectance from albedo coefficients: albedo_mean + A (beta * albedo_std).
 
-    With beta None, returns the model's mean albedo with B = 1.
+    Args:
+        model: FaceModel (K_alb albedo components).
+        beta: (B, K_alb) or (K_alb,) float32 in standard deviations; None gives the mean albedo with B = 1.
+    Returns:
+        (B, V, 3) float32 linear RGB reflectance, nominally in [0, 1] (not clamped).
+    Gradients: w.r.t. beta.
     """
     if beta is None:
         return model.albedo_mean[None].clone()
@@ -141,11 +153,17 @@ def _check_verts(name, verts):
 def rigid(verts, rotation, translation) -> torch.Tensor:
     """Rigid transform into camera space: R @ v + t.
 
-    verts:       (B, V, 3) float32, millimetres (model space)
-    rotation:    (B, 3) axis-angle in radians, or (B, 3, 3) rotation matrices
-    translation: (B, 3) float32, millimetres
-    returns (B, V, 3) float32, millimetres, camera space (OpenGL: camera looks along -z).
-    Differentiable w.r.t. verts, rotation and translation.
+    Args:
+        verts: (B, V, 3) or (V, 3) float32, mm, model space.
+        rotation: (B, 3) axis-angle in radians, or (B, 3, 3) rotation matrices (a batch of 1 broadcasts).
+        translation: (B, 3) float32, mm.
+    Returns:
+        (B, V, 3) float32, mm, OpenGL camera space (the camera looks along -z).
+    Gradients: w.r.t. verts, rotation and translation.
+
+    Example::
+
+        cam = mofa_tk.rigid(verts, torch.tensor([[0.0, 0.3, 0.0]]), torch.tensor([[0.0, 0.0, -1000.0]]))
     """
     verts = _check_verts("verts", verts)
     B = verts.shape[0]
@@ -194,14 +212,16 @@ class _Project(torch.autograd.Function):
 
 
 def project(verts_cam, focal, principal, image_size=None):
-    """Pinhole projection of camera-space vertices to pixels.
+    """Pinhole projection of camera-space vertices to pixels (a Taichi kernel; `Camera.project` is the torch form).
 
-    verts_cam:  (B, V, 3) float32, millimetres, camera space (visible points have z < 0)
-    focal:      focal length in pixels: scalar, (B,), (2,) = (fx, fy) or (B, 2)
-    principal:  principal point (cx, cy) in pixels: (2,) or (B, 2)
-    image_size: (H, W), accepted for symmetry with `to_clip` (unused by the projection itself)
-    returns pixels (B, V, 2) float32 (u right, v down; pixel centres at +0.5) and depth (B, V) float32 mm (= -z).
-    Differentiable w.r.t. verts_cam; the intrinsics are constants. Points with depth <= 0 raise InputError.
+    Args:
+        verts_cam: (B, V, 3) float32, mm, camera space; visible points have z < 0.
+        focal: focal length in pixels: scalar, (B,), (2,) = (fx, fy) or (B, 2).
+        principal: principal point (cx, cy) in pixels: (2,) or (B, 2).
+        image_size: (H, W), accepted for symmetry with `to_clip` (unused by the projection itself).
+    Returns:
+        (pixels (B, V, 2) float32, u right, v down, pixel centres at +0.5; depth (B, V) float32, mm, = -z).
+    Gradients: w.r.t. verts_cam; the intrinsics are constants. Points with z >= 0 raise InputError.
     """
     verts = _check_verts("verts_cam", verts_cam)
     intr = intrinsics(focal, principal, verts.shape[0], verts.device)
@@ -214,12 +234,19 @@ def project(verts_cam, focal, principal, image_size=None):
 def to_clip(verts_cam, focal, principal, image_size, near: float = 10.0, far: float = 10000.0) -> torch.Tensor:
     """Camera-space vertices to nvdiffrast-style homogeneous clip coordinates for `rasterize`.
 
-    verts_cam:  (B, V, 3) float32, millimetres, OpenGL camera space
-    focal, principal: as in `project` (pixels)
-    image_size: (H, W) of the image to be rasterized
-    near, far:  clipping depths in millimetres
-    returns pos_clip (B, V, 4) float32; x/w = 2u/W - 1 and y/w = 2v/H - 1 with (u, v) the pixel of `project`,
-    so rasterized row i is image row i. Differentiable w.r.t. verts_cam (and focal/principal when tensors).
+    Args:
+        verts_cam: (B, V, 3) float32, mm, OpenGL camera space.
+        focal, principal: pixels, as in `project`.
+        image_size: (H, W) of the image to be rasterized.
+        near, far: clipping depths, mm (0 < near < far).
+    Returns:
+        pos_clip: (B, V, 4) float32 with x/w = 2u/W - 1 and y/w = 2v/H - 1 for the pixel (u, v) of `project` (so
+        rasterized row i is image row i), z/w from -1 at `near` to +1 at `far`, w = depth.
+    Gradients: w.r.t. verts_cam (and focal / principal when they are tensors).
+
+    Example::
+
+        clip = mofa_tk.to_clip(cam, 1015.0, (112.0, 112.0), (224, 224))
     """
     verts = _check_verts("verts_cam", verts_cam)
     if not (0 < near < far):

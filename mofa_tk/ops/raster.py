@@ -198,15 +198,23 @@ class _Rasterize(torch.autograd.Function):
 def rasterize(pos_clip, tris, resolution, cull_backfaces: bool = False) -> torch.Tensor:
     """Rasterize triangles with a z-buffer (nvdiffrast's `rasterize` contract).
 
-    pos_clip:   (B, V, 4) float32 homogeneous clip-space positions (or (V, 4) for B = 1), e.g. from `to_clip`
-    tris:       (T, 3) integer vertex indices (0-based) or a `Mesh`, shared by the batch
-    resolution: (H, W) output size in pixels
-    cull_backfaces: drop triangles whose NDC signed area (x right, y along image rows) is positive, i.e. that
-                appear clockwise in the output image. With `to_clip` (rows = image rows), faces that wind
-                counter-clockwise seen from the camera are kept.
-    returns rast (B, H, W, 4) float32: (u, v, z/w, triangle_id + 1), zeros for background. Triangles crossing
-    w <= 0 are handled in homogeneous coordinates (no wrap-around); points outside -1 <= z/w <= 1 are clipped.
-    Exact depth ties go to the lowest triangle id. Differentiable: d rast[..., :3] / d pos_clip.
+    Args:
+        pos_clip: (B, V, 4) or (V, 4) float32 homogeneous clip-space positions, e.g. from `to_clip`.
+        tris: (T, 3) int32 / int64 vertex indices (0-based) or a `Mesh`, shared by the batch.
+        resolution: (H, W) output size in pixels (each side at most 16384).
+        cull_backfaces: drop triangles whose NDC signed area (x right, y along image rows) is positive, i.e.
+            that appear clockwise in the output image (with `to_clip`, faces wound counter-clockwise seen from
+            the camera are kept).
+    Returns:
+        rast: (B, H, W, 4) float32 (u, v, z/w, triangle_id + 1), zeros for background; u, v are the
+        perspective-correct barycentrics of the 2nd and 3rd vertex. Triangles crossing w <= 0 are handled in
+        homogeneous coordinates (no wrap-around); points outside -1 <= z/w <= 1 are clipped; exact depth ties
+        go to the lowest triangle id.
+    Gradients: d rast[..., :3] / d pos_clip (hand-written adjoint); none through the triangle ids.
+
+    Example::
+
+        rast = mofa_tk.rasterize(clip, model.triangles, (224, 224))
     """
     pos = _check_pos("pos_clip", pos_clip, finite=False)  # NaN / Inf: checked by the first kernel
     mesh = as_mesh(tris, pos.shape[1])
@@ -268,13 +276,19 @@ class _Interpolate(torch.autograd.Function):
 
 @torch_single_threaded
 def interpolate(attr, rast, tris) -> torch.Tensor:
-    """Interpolate vertex attributes at every pixel (nvdiffrast's `interpolate`, without derivatives output).
+    """Interpolate vertex attributes at every pixel (nvdiffrast's `interpolate`, without derivative outputs).
 
-    attr: (B, V, C) or (V, C) float32 per-vertex attributes (any units)
-    rast: (B, H, W, 4) float32 from `rasterize`
-    tris: (T, 3) integer indices or `Mesh`, the triangles given to `rasterize`
-    returns (B, H, W, C) float32; zeros at background pixels. Differentiable w.r.t. attr and, through the
-    barycentrics in rast, w.r.t. the positions given to `rasterize`.
+    Args:
+        attr: (B, V, C) or (V, C) float32 per-vertex attributes (any units; a batch of 1 is shared).
+        rast: (B, H, W, 4) float32 from `rasterize`.
+        tris: (T, 3) integer indices or `Mesh`, the triangles given to `rasterize`.
+    Returns:
+        (B, H, W, C) float32 (units of attr); zeros at background pixels.
+    Gradients: w.r.t. attr and, through the barycentrics in rast, the positions given to `rasterize`.
+
+    Example::
+
+        color = mofa_tk.interpolate(model.albedo_mean, rast, model.triangles)
     """
     attr = C.as_tensor("attr", attr)
     if attr.ndim == 2:
@@ -330,11 +344,18 @@ class _Antialias(torch.autograd.Function):
 def antialias(color, rast, pos_clip, tris) -> torch.Tensor:
     """Antialias silhouette edges and give gradients to vertex positions across visibility edges.
 
-    color:    (B, H, W, C) float32 shaded image (e.g. from `interpolate`)
-    rast:     (B, H, W, 4) float32 from `rasterize` with the same pos_clip and tris
-    pos_clip: (B, V, 4) float32 clip-space positions given to `rasterize`
-    tris:     (T, 3) integer indices or `Mesh`
-    returns (B, H, W, C) float32. Differentiable w.r.t. color and pos_clip (see docs/rendering.md).
+    Args:
+        color: (B, H, W, C) float32 shaded image, e.g. from `interpolate`.
+        rast: (B, H, W, 4) float32 from `rasterize` with the same pos_clip and tris.
+        pos_clip: (B, V, 4) float32 clip-space positions given to `rasterize`.
+        tris: (T, 3) integer indices or `Mesh`.
+    Returns:
+        (B, H, W, C) float32: color blended across silhouette edges by the covered fraction of each pixel.
+    Gradients: w.r.t. color and pos_clip (the edge position enters the blend weight; docs/rendering.md).
+
+    Example::
+
+        image = mofa_tk.antialias(color, rast, clip, model.triangles)
     """
     color = C.as_tensor("color", color)
     C.check_shape("color", color, "B,H,W,C")

@@ -70,14 +70,19 @@ class _VertexNormals(torch.autograd.Function):
 def vertex_normals(verts, tris) -> torch.Tensor:
     """Area-weighted unit vertex normals.
 
-    verts: (B, V, 3) float32 (or (V, 3), treated as B = 1), millimetres (any length unit works: the
-           result is unit length), in any frame -- the normals come out in the same frame.
-    tris:  (T, 3) integer vertex indices in [0, V) (int32 or int64) or a `Mesh`, shared by the batch,
-           wound counter-clockwise seen from the side the normal should point to.
-    returns (B, V, 3) float32 unit normals: n_v = s_v / |s_v| with s_v = sum over the faces incident to v of
-    cross(x1 - x0, x2 - x0) (twice the face area times the face's unit normal). Vertices with s_v = 0
-    (isolated vertices, or only degenerate faces) get the zero vector and receive zero gradient.
-    Differentiable w.r.t. verts (hand-written adjoint of the normalisation and cross products).
+    Args:
+        verts: (B, V, 3) or (V, 3) float32 positions (any length unit; mm in mofa_tk), in any frame: the normals
+            come out in the same frame.
+        tris: (T, 3) integer vertex indices in [0, V) or a `Mesh`, shared by the batch, wound counter-clockwise
+            seen from the side the normal should point to.
+    Returns:
+        (B, V, 3) float32 unit normals n_v = s_v / |s_v|, s_v = sum over the faces incident to v of
+        cross(x1 - x0, x2 - x0). Vertices with s_v = 0 (isolated, or only degenerate faces) get the zero vector.
+    Gradients: w.r.t. verts (zero at vertices with s_v = 0).
+
+    Example::
+
+        normals = mofa_tk.vertex_normals(verts_cam, model.triangles)
     """
     verts = C.as_tensor("verts", verts)
     if verts.ndim == 2:
@@ -90,12 +95,16 @@ def vertex_normals(verts, tris) -> torch.Tensor:
 
 # --------------------------------------------------------------------------------------------- SH shading
 def ambient_sh(B: int = 1, intensity=1.0, *, device=None) -> torch.Tensor:
-    """SH code (B, 9, 3) float32 of uniform white ambient light with irradiance `intensity` (default 1).
+    """SH code of uniform white ambient light.
 
-    Only the first coefficient is non-zero: L_00 = intensity * 2 / sqrt(pi) (= 1.128379 for 1), so
-    `sh_shade(n, albedo, ambient_sh(B))` returns albedo for every unit normal n. `intensity` may be a
-    scalar or a length-3 RGB sequence. Use `.reshape(B, 9, 3).transpose(1, 2).reshape(B, 27)` for the
-    flat (B, 27) channel-major layout.
+    Args:
+        B: batch size.
+        intensity: irradiance, a scalar or 3 values (RGB); default 1.
+        device: torch device of the result.
+    Returns:
+        (B, 9, 3) float32 with only L_00 non-zero (= intensity * 2 / sqrt(pi)), so that
+        `sh_shade(n, albedo, ambient_sh(B))` is albedo for every unit normal n. Flat channel-major (B, 27):
+        `.transpose(1, 2).reshape(B, 27)`.
     """
     if int(B) < 0:
         raise InputError(f"B: expected a batch size >= 0, got {B}")
@@ -108,10 +117,13 @@ def ambient_sh(B: int = 1, intensity=1.0, *, device=None) -> torch.Tensor:
 
 
 def sh_basis(normals) -> torch.Tensor:
-    """The 9 real SH basis functions Y_k(n) (..., 9) float32 at unit vectors `normals` (..., 3), in torch.
+    """The 9 real SH basis functions Y_k(n) in torch (the order of docs/lighting.md).
 
-    Plain torch (autograd by torch); handy to project environment lighting onto the basis:
-    L_k = integral over the sphere of L(w) Y_k(w) dw. Not used by `sh_shade` itself.
+    Args:
+        normals: (..., 3) float unit vectors.
+    Returns:
+        (..., 9) float32: c_k * (1, y, z, x, xy, yz, 3z^2 - 1, xz, x^2 - y^2).
+    Gradients: torch autograd. Handy to project environment lighting onto the basis; `sh_shade` is the op.
     """
     n = C.as_tensor("normals", normals)
     x, y, z = n[..., 0], n[..., 1], n[..., 2]
@@ -178,19 +190,21 @@ class _SHShade(torch.autograd.Function):
 def sh_shade(normals, albedo, sh) -> torch.Tensor:
     """Lambertian shading under 3-band (9 coefficient) SH lighting: colour = albedo * E(normal) per channel.
 
-    normals: (B, N, 3) float32 unit normals in camera space (OpenGL: x right, y up, z towards the viewer),
-             per vertex or per pixel; (B, H, W, 3) images are accepted too (the result keeps that shape).
-             Normals are used as given (not renormalised): the op is a polynomial in n, so interpolated
-             normals should be normalised first; zero normals (background pixels) give finite colours.
-    albedo:  (B, N, 3) or (N, 3) shared by the batch (resp. (B, H, W, 3) or (H, W, 3)) float32 reflectance
-             per channel, usually in [0, 1].
-    sh:      (B, 27) float32 channel-major (sh[:, 9 c + k] = L_k of channel c, the Deep3DFaceRecon layout) or
-             (B, 9, 3) (sh[:, k, c], the DECA layout); a batch of 1 is broadcast to B. The 9 real SH
-             coefficients of the incident radiance per channel; sh = 0 is darkness, `ambient_sh(B)` gives
-             colour = albedo. Basis order k: 1, y, z, x, xy, yz, 3z^2 - 1, xz, x^2 - y^2 (docs/lighting.md).
-    returns colours (B, N, 3) float32 (or (B, H, W, 3)), linear, unclamped:
-        colour[b, i, c] = albedo[b, i, c] * sum_k A_l(k) c_k poly_k(n[b, i]) sh[b, k, c],  A = (pi, 2pi/3, pi/4).
-    Differentiable w.r.t. normals, albedo and sh (hand-written adjoint kernels, one launch for the batch).
+    Args:
+        normals: (B, N, 3) float32 unit normals in camera space, per vertex or per pixel ((B, H, W, 3) images
+            are accepted too; the result keeps that shape). Used as given (not renormalised); zero normals
+            (background pixels) give finite colours.
+        albedo: (B, N, 3), or (N, 3) shared by the batch (resp. (B, H, W, 3) or (H, W, 3)), float32 linear RGB.
+        sh: (B, 27) float32 channel-major (sh[:, 9 c + k] = L_k of channel c, Deep3DFaceRecon's layout) or
+            (B, 9, 3) (DECA's); a batch of 1 is broadcast. sh = 0 is darkness; `ambient_sh(B)` gives the albedo.
+    Returns:
+        (B, N, 3) (or (B, H, W, 3)) float32 linear colours, unclamped:
+        colour[b, i, c] = albedo[b, i, c] * sum_k A_l(k) c_k poly_k(n[b, i]) sh[b, k, c], A = (pi, 2pi/3, pi/4).
+    Gradients: w.r.t. normals, albedo and sh (one launch for the batch per input that needs one).
+
+    Example::
+
+        colours = mofa_tk.sh_shade(normals, model.albedo_mean, mofa_tk.ambient_sh(2))
     """
     normals = C.as_tensor("normals", normals)
     if normals.ndim not in (3, 4) or normals.shape[-1] != 3:

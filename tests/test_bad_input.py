@@ -1,7 +1,8 @@
 """Bad input, row by row: every public op, the loaders, `fit` and the commands get NaN/Inf, wrong dtypes and shapes,
 empty batches and meshes, strided views, out-of-range indices, broken files and unwritable outputs. Each row
 states the error class and a pattern the message must contain (the argument or the file), or checks that the
-output is the correct one. Rows run on the cpu backend (the op rows on every backend)."""
+output is the correct one. Rows run on the cpu backend (the op rows on every backend). Ctrl-C during training
+and the resume after it: tests/training/test_train.py::test_ctrl_c_finishes_the_step_and_saves."""
 import os
 import pickle
 import struct
@@ -68,6 +69,10 @@ def _op_rows():
         ("antialias rast size", lambda: mofa_tk.antialias(torch.ones(1, 8, 9, 3), rast(), pos, tris), InputError, "rast: resolution"),
         ("antialias pos batch", lambda: mofa_tk.antialias(torch.ones(1, 8, 8, 3), rast(), pos.expand(2, -1, -1), tris),
          InputError, "pos_clip: batch size 2"),
+        ("albedo beta size", lambda: mofa_tk.ops.albedo(model, torch.zeros(1, model.k_alb + 2)), InputError, "beta: expected shape"),
+        ("albedo NaN", lambda: mofa_tk.ops.albedo(model, torch.full((1, model.k_alb), NAN)), InputError, "beta: contains"),
+        ("ambient_sh intensity", lambda: mofa_tk.ambient_sh(1, [1.0, 2.0]), InputError, "intensity: expected a scalar or 3"),
+        ("ambient_sh B", lambda: mofa_tk.ambient_sh(-1), InputError, "B: expected a batch size"),
         ("morph alpha size", lambda: mofa_tk.morph(model, torch.zeros(1, model.k_id + 1)), InputError, "alpha: expected shape"),
         ("morph NaN", lambda: mofa_tk.morph(model, torch.full((1, model.k_id), NAN)), InputError, "alpha: contains"),
         ("morph delta batch", lambda: mofa_tk.morph(model, torch.zeros(2, model.k_id), torch.zeros(3, model.k_exp)),
@@ -265,6 +270,8 @@ def test_fit_command_outputs(cpu, tmp_path, capsys):
     afile = tmp_path / "a_file"
     afile.write_text("keep me")
     code, err = _cli(main, [str(photo), "--out", str(afile)], capsys)
+    assert code == 2 and "a_file" in err and afile.read_text() == "keep me"
+    code, err = _cli(main, [str(photo), "--out", str(afile / "sub")], capsys)     # unwritable: under a file
     assert code == 2 and "a_file" in err and afile.read_text() == "keep me"
     if os.geteuid() != 0:                                    # root may write anywhere
         ro = tmp_path / "ro"

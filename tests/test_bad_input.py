@@ -295,6 +295,15 @@ def test_train_command_refuses_a_corrupt_checkpoint(cpu, tmp_path, capsys):
     assert (out / "checkpoint.pt").read_bytes() == b"not a checkpoint"
 
 
+def test_train_command_refuses_an_output_under_a_file(cpu, tmp_path, capsys):
+    from mofa_tk.apps.train_app import main
+
+    afile = tmp_path / "a_file"
+    afile.write_text("keep me")
+    code, err = _cli(main, ["--out", str(afile / "run"), "--steps", "1"], capsys)
+    assert code == 2 and "a_file is a file, not a folder" in err and afile.read_text() == "keep me"
+
+
 def test_eval_command_on_a_folder_without_photos(cpu, tmp_path, capsys):
     from mofa_tk.apps.eval_app import main
 

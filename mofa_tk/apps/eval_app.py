@@ -39,6 +39,7 @@ from mofa_tk.errors import InputError
 from mofa_tk.evaluation.report import fmt_pct, fmt_sec
 from mofa_tk.fitting.pipeline import fit
 from mofa_tk.io import images as mio
+from mofa_tk.io.files import output_folder_problem
 from mofa_tk.progress import progress_bar
 
 DEFAULT_OUT = "mofa_eval_out"
@@ -137,8 +138,9 @@ def run(args, argv) -> int:
     if not 32 <= args.tile <= 1024 or args.columns < 1:
         raise _Fail(f"--tile / --columns: expected 32..1024 px and >= 1, got {args.tile} / {args.columns}")
     out_dir = Path(args.out)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise _Fail(f"--out {out_dir}: exists and is not a folder")
+    problem = output_folder_problem(out_dir)
+    if problem:
+        raise _Fail(f"--out {out_dir}: {problem}")
 
     images = []
     root = None

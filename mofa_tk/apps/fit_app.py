@@ -27,6 +27,7 @@ from mofa_tk.apps.options import REG_HELP, parse_reg
 from mofa_tk.evaluation import metrics
 from mofa_tk.fitting.pipeline import fit
 from mofa_tk.io import images as mio
+from mofa_tk.io.files import output_folder_problem
 from mofa_tk.training.autoencoder import load_encoder
 
 OUTPUT_FILES = ("mesh.obj", "params.json", "overlay.png", "landmarks.png")
@@ -173,8 +174,9 @@ def run(args) -> int:
     t_all = time.perf_counter()
     t_detect = None
     out_dir = Path(args.out)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise _Fail(f"--out {out_dir}: exists and is not a folder")
+    problem = output_folder_problem(out_dir)
+    if problem:
+        raise _Fail(f"--out {out_dir}: {problem}")
     if args.iters is not None and args.iters < 0:
         raise _Fail(f"--iters: expected an integer >= 0, got {args.iters}")
     if not 32 <= args.size <= 4096:

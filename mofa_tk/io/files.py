@@ -6,7 +6,7 @@ import os
 import tempfile
 from pathlib import Path
 
-__all__ = ["atomic_write", "write_text"]
+__all__ = ["atomic_write", "write_text", "output_folder_problem"]
 
 
 def _file_mode() -> int:
@@ -42,3 +42,24 @@ def atomic_write(path, write) -> None:
 def write_text(path, text: str, encoding: str = "utf-8") -> None:
     """A text file, atomically (`atomic_write`)."""
     atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding=encoding))
+
+
+def output_folder_problem(path) -> str | None:
+    """Why `path` cannot become an output folder, or None when it can (checked before any long work starts).
+
+    It can when it is a folder we may write in, or when it does not exist and its nearest existing ancestor is
+    such a folder (it is then created when the outputs are written).
+    """
+    p = Path(path)
+    if p.exists():
+        if not p.is_dir():
+            return "exists and is not a folder"
+        return None if os.access(p, os.W_OK | os.X_OK) else "is not writable"
+    parent = p.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        return f"{parent} is a file, not a folder"
+    if not os.access(parent, os.W_OK | os.X_OK):
+        return f"cannot be created: {parent} is not writable"
+    return None

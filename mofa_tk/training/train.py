@@ -38,7 +38,7 @@ from ..backend import current_backend, kernel_device
 from ..backend import init as backend_init
 from ..errors import BackendUnavailableError, InputError, MofaError
 from ..face.builtin import builtin_model
-from ..io.files import write_text
+from ..io.files import output_folder_problem, write_text
 from ..io.models import load_model
 from ..progress import progress_bar
 from .autoencoder import CHECKPOINT_FORMAT, MoFA
@@ -374,6 +374,9 @@ def train(config: TrainConfig, out_dir, *, resume: bool = False, progress: bool 
     """
     cfg = config.validate()
     out = Path(out_dir).expanduser()
+    problem = output_folder_problem(out)
+    if problem:
+        raise InputError(f"out_dir {out}: {problem}")
     ckpt_path = out / "checkpoint.pt"
     ckpt = None
     if resume:

@@ -11,6 +11,7 @@ interpolator and antialiaser; autograd gives its backward. Landmarks and visibil
 (torch) code in both. The outputs are checked to agree before timing.
 
     python benchmarks/bench_decoder.py [--backend cpu|vulkan|cuda] [--repeats N] [--batches 1,8,32]
+    (with --backend cuda the PyTorch reference runs on the GPU too)
 """
 import argparse
 import math
@@ -39,12 +40,13 @@ class TorchDecoder:
         self.dec = dec
         m = dec.model
         self.m = m
+        dev = m.mean_shape.device
         self.tris = m.triangles.long()
-        self.nbr = triangle_neighbours(m.triangles)
+        self.nbr = triangle_neighbours(m.triangles).to(dev)
         H, W = dec.image_size
-        self.M = clip_matrix(dec.focal, dec.principal, (H, W), dec.near, dec.far)[0]
+        self.M = clip_matrix(dec.focal, dec.principal, (H, W), dec.near, dec.far)[0].to(dev)
         A = SH_BAND_FACTORS
-        self.band = torch.tensor([A[0], A[1], A[1], A[1], A[2], A[2], A[2], A[2], A[2]])
+        self.band = torch.tensor([A[0], A[1], A[1], A[1], A[2], A[2], A[2], A[2], A[2]], device=dev)
 
     def __call__(self, code):
         dec, m = self.dec, self.m
@@ -76,6 +78,8 @@ class TorchDecoder:
 
 
 def make_code(dec, B, seed=0):
+    """(B, N) code on the decoder's device: a head turned 30 degrees, random shape / expression / reflectance,
+    a white light from the upper left."""
     g = torch.Generator().manual_seed(seed)
     code = dec.code.zeros(B)
     bl = dec.code.split(code)
@@ -84,8 +88,8 @@ def make_code(dec, B, seed=0):
     for k in ("shape", "expression", "reflectance"):
         bl[k][:] = torch.randn(bl[k].shape, generator=g) * 0.7
     light = sh_basis(torch.tensor([-0.5, 0.6, 1.0]) / math.sqrt(1.61))       # a white light from the upper left
-    bl["illumination"][:] = (-0.6 * dec.ambient_code[0].reshape(3, 9) + 0.8 * light[None]).reshape(27)
-    return code
+    bl["illumination"][:] = (-0.6 * dec.ambient_code[0].cpu().reshape(3, 9) + 0.8 * light[None]).reshape(27)
+    return code.to(dec.center.device)
 
 
 def loss_of(out, target):
@@ -111,12 +115,11 @@ def main():
     ap.add_argument("--batches", default="1,8,32")
     args = ap.parse_args()
     backend = mofa_tk.init(args.backend)
-    if backend == "cuda":
-        raise SystemExit("bench_decoder: the pure-PyTorch reference runs on the CPU; use --backend cpu or vulkan")
-    sync = lambda: None  # noqa: E731
+    device = torch.device("cuda", 0) if backend == "cuda" else torch.device("cpu")
+    sync = torch.cuda.synchronize if backend == "cuda" else (lambda: None)
     t0 = time.perf_counter()
-    model = mofa_tk.builtin_model("bfm")
-    dec = FaceDecoder(model)
+    model = mofa_tk.builtin_model("bfm").to(device)           # on CUDA both sides run on the GPU
+    dec = FaceDecoder(model).to(device)
     ref = TorchDecoder(dec)
     print(f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, "
           f"backend {backend}, torch {torch.__version__}; model {model.n_vertices} vertices, "

@@ -5,12 +5,18 @@ users who never call `init()` get the backend named by `MOFA_TK_BACKEND` (defaul
 
 Where tensors live:
   - "cpu"    : Taichi x64; torch CPU tensors are passed to kernels without a copy.
-  - "cuda"   : Taichi CUDA; torch CUDA tensors are passed without a copy.
+  - "cuda"   : Taichi CUDA on device 0 of the visible devices (torch's cuda:0); torch CUDA tensors there are
+               passed without a copy. Taichi cannot use another device: under torchrun, pin each rank's
+               device with `pin_local_rank()` (CUDA_VISIBLE_DEVICES) before Taichi or torch touches CUDA.
   - "vulkan" : Taichi Vulkan; torch tensors stay on the CPU and Taichi copies every ndarray argument
                to the device before a launch and back after it (one copy each way per launch).
+Every backend also accepts CPU tensors (copied to the kernel device and the results back); tensors on any other
+device raise InputError (checks.check_device).
 """
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import logging
 import os
 
@@ -27,7 +33,9 @@ if not log.handlers:
     log.propagate = False
 
 BACKENDS = ("auto", "cpu", "cuda", "vulkan")
-_state = {"backend": None, "generation": 0}
+_state = {"backend": None, "generation": 0, "memory": {}}
+#: Vulkan drivers that run on the CPU (Mesa's lavapipe / llvmpipe, SwiftShader): slower than the cpu backend.
+SOFTWARE_VULKAN = ("llvmpipe", "lavapipe", "swiftshader")
 
 
 def _ti():
@@ -67,6 +75,105 @@ def _why_unavailable(name: str) -> str | None:
     return None
 
 
+def vulkan_devices() -> list[tuple[str, bool]]:
+    """(name, is_software) of every Vulkan physical device the loader reports ([] without a Vulkan loader).
+
+    Read through the Vulkan loader itself (vkEnumeratePhysicalDevices), before Taichi starts: a device whose
+    type is VK_PHYSICAL_DEVICE_TYPE_CPU, or whose name is a known software driver, is software.
+    """
+    name = ctypes.util.find_library("vulkan") or "libvulkan.so.1"
+    try:
+        vk = ctypes.CDLL(name)
+    except OSError:
+        return []
+
+    class AppInfo(ctypes.Structure):
+        _fields_ = [("sType", ctypes.c_int), ("pNext", ctypes.c_void_p), ("pApplicationName", ctypes.c_char_p),
+                    ("applicationVersion", ctypes.c_uint32), ("pEngineName", ctypes.c_char_p),
+                    ("engineVersion", ctypes.c_uint32), ("apiVersion", ctypes.c_uint32)]
+
+    class CreateInfo(ctypes.Structure):
+        _fields_ = [("sType", ctypes.c_int), ("pNext", ctypes.c_void_p), ("flags", ctypes.c_uint32),
+                    ("pApplicationInfo", ctypes.POINTER(AppInfo)), ("enabledLayerCount", ctypes.c_uint32),
+                    ("ppEnabledLayerNames", ctypes.c_void_p), ("enabledExtensionCount", ctypes.c_uint32),
+                    ("ppEnabledExtensionNames", ctypes.c_void_p)]
+
+    app = AppInfo(0, None, b"mofa_tk", 1, b"mofa_tk", 1, 1 << 22)          # sType 0: APPLICATION_INFO, API 1.0
+    info = CreateInfo(1, None, 0, ctypes.pointer(app), 0, None, 0, None)   # sType 1: INSTANCE_CREATE_INFO
+    inst = ctypes.c_void_p()
+    if vk.vkCreateInstance(ctypes.byref(info), None, ctypes.byref(inst)) != 0:
+        return []
+    out = []
+    try:
+        n = ctypes.c_uint32(0)
+        vk.vkEnumeratePhysicalDevices(inst, ctypes.byref(n), None)
+        devs = (ctypes.c_void_p * n.value)()
+        vk.vkEnumeratePhysicalDevices(inst, ctypes.byref(n), devs)
+        for d in devs[:n.value]:
+            props = ctypes.create_string_buffer(4096)          # VkPhysicalDeviceProperties is under 1 KiB
+            vk.vkGetPhysicalDeviceProperties(ctypes.c_void_p(d), props)
+            raw = props.raw
+            dtype = int.from_bytes(raw[16:20], "little")       # after apiVersion, driverVersion, vendorID, deviceID
+            dname = raw[20:276].split(b"\0")[0].decode(errors="replace")
+            out.append((dname, dtype == 4 or any(w in dname.lower() for w in SOFTWARE_VULKAN)))
+    finally:
+        vk.vkDestroyInstance(inst, None)
+    return out
+
+
+def _software_vulkan_only() -> str | None:
+    """A sentence when every Vulkan device is a software driver (auto then skips Vulkan), else None."""
+    devs = vulkan_devices()
+    if devs and all(soft for _, soft in devs):
+        names = ", ".join(n for n, _ in devs)
+        return (f"only software Vulkan ({names}), slower than the cpu backend; init('vulkan') or "
+                f"MOFA_TK_BACKEND=vulkan uses it anyway")
+    return None
+
+
+def device_memory_options(device_memory_GB, device_memory_fraction) -> dict:
+    """ti.init's GPU memory options from the arguments or MOFA_TK_DEVICE_MEMORY_GB / _FRACTION (
+    a bad value raises ValueError naming the argument or variable, as a bad backend name does)."""
+    out = {}
+    for key, value, env in (("device_memory_GB", device_memory_GB, "MOFA_TK_DEVICE_MEMORY_GB"),
+                            ("device_memory_fraction", device_memory_fraction, "MOFA_TK_DEVICE_MEMORY_FRACTION")):
+        src = key
+        if value is None and os.environ.get(env):
+            value, src = os.environ[env], env
+        if value is None:
+            continue
+        try:
+            v = float(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"mofa_tk.init: {src} must be a number, got {value!r}") from None
+        hi = 1.0 if key == "device_memory_fraction" else float("inf")
+        if not (0 < v <= hi):
+            raise ValueError(f"mofa_tk.init: {src} must be in (0, {hi:g}], got {value!r}")
+        out[key] = v
+    if len(out) == 2:
+        raise ValueError("mofa_tk.init: give device_memory_GB or device_memory_fraction, not both")
+    return out
+
+
+def pin_local_rank() -> int | None:
+    """Under torchrun, make this process see only its own GPU: CUDA_VISIBLE_DEVICES = the LOCAL_RANK-th of the
+    visible devices, so that Taichi's device 0 and torch's cuda:0 are the rank's device.
+
+    Call before Taichi or torch initialises CUDA (mofa train does). Returns the local rank, or None when
+    LOCAL_RANK is unset (nothing changed). A CUDA_VISIBLE_DEVICES list is indexed; without one, the rank is
+    the device number.
+    """
+    rank = os.environ.get("LOCAL_RANK")
+    if rank is None:
+        return None
+    r = int(rank)
+    visible = [d for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
+    if len(visible) == 1:
+        return r                                               # already pinned
+    os.environ["CUDA_VISIBLE_DEVICES"] = visible[r] if visible else str(r)
+    return r
+
+
 def _try_init(name: str) -> str | None:
     """Initialise Taichi on `name`. Returns None on success, else why it failed."""
     ti = _ti()
@@ -74,8 +181,9 @@ def _try_init(name: str) -> str | None:
     if why:
         return why
     arch = _arch_of(name)
+    extra = _state["memory"] if name == "cuda" else {}
     try:
-        ti.init(arch=arch, default_fp=ti.f32, default_ip=ti.i32, offline_cache=True, log_level=ti.WARN)
+        ti.init(arch=arch, default_fp=ti.f32, default_ip=ti.i32, offline_cache=True, log_level=ti.WARN, **extra)
     except Exception as exc:  # Taichi raises RuntimeError subclasses on driver problems
         return f"ti.init failed: {exc}"
     _state["generation"] += 1  # every ti.init invalidates Taichi-owned buffers
@@ -86,11 +194,16 @@ def _try_init(name: str) -> str | None:
     return None
 
 
-def init(backend: str | None = None, *, force: bool = False) -> str:
+def init(backend: str | None = None, *, force: bool = False, device_memory_GB: float | None = None,
+         device_memory_fraction: float | None = None) -> str:
     """Initialise the Taichi backend used by every mofa_tk op.
 
     backend: "auto" | "cpu" | "cuda" | "vulkan", or None to read `MOFA_TK_BACKEND` (default "auto").
-    "auto" tries CUDA, then Vulkan, then CPU, and logs one line saying what it got and why.
+    "auto" tries CUDA, then Vulkan (skipped when its only devices are software drivers such as lavapipe, which
+    are slower than the cpu backend), then CPU, and logs one line saying what it got and why.
+    device_memory_GB / device_memory_fraction: GPU memory Taichi reserves on CUDA (default Taichi's, 1 GiB),
+    or the environment variables MOFA_TK_DEVICE_MEMORY_GB / MOFA_TK_DEVICE_MEMORY_FRACTION; give one of them.
+    Torch's allocator does not see this memory.
     Calling again with the backend already active is a no-op unless `force` (re-initialise it, e.g. after
     other code called `ti.init` itself). Switching backends re-initialises Taichi (previously compiled kernels
     are recompiled on first use).
@@ -102,6 +215,10 @@ def init(backend: str | None = None, *, force: bool = False) -> str:
     backend = str(backend).strip().lower()
     if backend not in BACKENDS:
         raise ValueError(f"mofa_tk.init: backend must be one of {BACKENDS}, got {backend!r}")
+    memory = device_memory_options(device_memory_GB, device_memory_fraction)
+    if memory != _state["memory"]:
+        _state["memory"] = memory
+        force = force or _state["backend"] == "cuda"
     if force:
         _state["backend"] = None
     current = _state["backend"]
@@ -110,7 +227,8 @@ def init(backend: str | None = None, *, force: bool = False) -> str:
             return current
         reasons = []
         for name in ("cuda", "vulkan", "cpu"):
-            why = _try_init(name)
+            why = _software_vulkan_only() if name == "vulkan" else None
+            why = why or _try_init(name)
             if why is None:
                 extra = f" ({'; '.join(reasons)})" if reasons else ""
                 log.info(f"backend auto -> {name}{extra}")
@@ -167,5 +285,6 @@ def cpu_threads() -> int:
 
 
 def kernel_device() -> torch.device:
-    """Torch device whose tensors the active backend's kernels read without a copy."""
-    return torch.device("cuda") if ensure_init() == "cuda" else torch.device("cpu")
+    """Torch device whose tensors the active backend's kernels read without a copy (cuda:0: Taichi runs on
+    device 0 of the visible devices)."""
+    return torch.device("cuda", 0) if ensure_init() == "cuda" else torch.device("cpu")

@@ -40,6 +40,16 @@ def intrinsics(focal, principal, B: int, device) -> torch.Tensor:
     Returns:
         (B, 4) float32 (fx, fy, cx, cy).
     """
+    if not isinstance(focal, torch.Tensor) and not isinstance(principal, torch.Tensor):
+        # plain numbers (a Camera's, a FaceDecoder's): checked in Python, no read of a device tensor
+        fv, pv = _plain("focal", focal), _plain("principal", principal)
+        if fv is not None and pv is not None and len(pv) == 2 and len(fv) in (1, 2):
+            if not all(math.isfinite(v) and v > 0 for v in fv):
+                raise InputError("focal: focal lengths must be finite and > 0 pixels")
+            if not all(math.isfinite(v) for v in pv):
+                raise InputError(f"principal: expected finite (cx, cy) in pixels, got {principal!r}")
+            fx, fy = (fv[0], fv[0]) if len(fv) == 1 else fv
+            return torch.tensor([[fx, fy, pv[0], pv[1]]], dtype=torch.float32, device=device).expand(B, 4)
     f = C.as_tensor("focal", focal).to(device)
     if f.ndim == 0:
         f = f.reshape(1, 1).expand(B, 2)
@@ -61,6 +71,15 @@ def intrinsics(focal, principal, B: int, device) -> torch.Tensor:
     C.check_finite("focal", f)
     C.check_finite("principal", p)
     return torch.cat([f, p], dim=1)
+
+
+def _plain(name, value):
+    """A number or a flat sequence of numbers as a list of floats, or None for anything else."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return [float(value)]
+    if isinstance(value, (tuple, list)) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+        return [float(v) for v in value]
+    return None
 
 
 def depth_coefficients(near: float, far: float) -> tuple[float, float]:

@@ -1,12 +1,26 @@
-"""Argument validation shared by the ops: clear errors instead of bare tracebacks or silent NaNs."""
+"""Argument validation shared by the ops: clear errors instead of bare tracebacks or silent NaNs.
+
+Host reads. A check that looks at tensor values (NaN / Inf) must bring a value back to the host, which on a GPU
+waits for all queued work (a sync). Every such read goes through `host_read`, which counts them (`HOST_READS`).
+Inside `deferred_checks()` (the decoder's stages use it) the NaN / Inf checks of the caller's inputs are queued
+as device-side flags and read together with the next read the computation needs anyway (`host_read(...,
+pending=True)`, e.g. rasterize's status) or once when the outermost scope ends, and the ops skip their own
+checks of the intermediate tensors the scope computes from checked inputs (rasterize still flags non-finite
+positions in its kernel). A decoder forward thus reads the host once.
+"""
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
 
-from .backend import kernel_device
+from .backend import current_backend, kernel_device
 from .errors import InputError
+
+#: Number of host reads of tensor values made by the checks and ops (see the module docstring).
+HOST_READS = [0]
+_SCOPE = {"depth": 0, "pending": []}
 
 
 def as_tensor(name: str, x, *, dtype=torch.float32) -> torch.Tensor:
@@ -41,18 +55,71 @@ def check_shape(name: str, x: torch.Tensor, spec: str, **sizes) -> dict:
     return bound
 
 
-def check_finite(name: str, x: torch.Tensor) -> None:
+def host_read(x: torch.Tensor, *, pending: bool = False) -> list:
+    """`x.tolist()`, counted in HOST_READS. With `pending`, the deferred NaN / Inf flags of the current scope are
+    read in the same transfer (and raised, naming their tensor, when one is set)."""
+    HOST_READS[0] += 1
+    flags = _SCOPE["pending"] if pending else []
+    if not flags:
+        return x.tolist()
+    both = torch.cat([x.reshape(-1).to(torch.float64), torch.stack([f for _, _, f in flags]).to(x.device, torch.float64)])
+    values = both.tolist()
+    _raise_flagged(values[x.numel():])
+    return values[:x.numel()]
+
+
+def _raise_flagged(bad) -> None:
+    flags = _SCOPE["pending"]
+    _SCOPE["pending"] = []
+    for (name, x, _), b in zip(flags, bad):
+        if b and not bool(torch.isfinite(x).all()):   # a set flag may be a sum that overflowed: check exactly
+            raise non_finite_error(name, x)
+
+
+@contextlib.contextmanager
+def deferred_checks():
+    """Scope in which input checks are queued on the device and read once (see the module docstring). Nested
+    scopes join the outermost one, which reads what is still pending when it ends."""
+    _SCOPE["depth"] += 1
+    done = False
+    try:
+        yield
+        done = True
+    finally:
+        _SCOPE["depth"] -= 1
+        if _SCOPE["depth"] == 0:
+            flags = _SCOPE["pending"]
+            if done and flags:
+                HOST_READS[0] += 1
+                _raise_flagged(torch.stack([f for _, _, f in flags]).tolist())
+            _SCOPE["pending"] = []
+
+
+def in_deferred_scope() -> bool:
+    """True inside `deferred_checks()`: ops skip the NaN / Inf checks of their (already checked) inputs."""
+    return _SCOPE["depth"] > 0
+
+
+def check_finite(name: str, x: torch.Tensor, *, scope_input: bool = False) -> None:
     """InputError when `x` holds NaN or Inf.
 
     Fast path: the sum of a tensor is finite whenever all its values are (NaN and Inf propagate), and one
-    reduction costs 10-30x less than an element-wise `isfinite`; only a non-finite sum
-    (a bad value, or a sum that overflowed) runs the exact check.
+    reduction costs 10-30x less than an element-wise `isfinite`; only a non-finite sum (a bad value, or a sum
+    that overflowed) runs the exact check. Inside `deferred_checks()` the check of an input of the scope
+    (`scope_input`) is queued as a device-side flag, and an op's check of its own arguments is skipped.
     """
     if not x.numel():
         return
     x = x.detach()
-    if x.is_floating_point() and math.isfinite(float(x.sum())):
+    if _SCOPE["depth"]:
+        if scope_input:
+            flag = ~torch.isfinite(x.sum()) if x.is_floating_point() else torch.zeros((), dtype=torch.bool)
+            _SCOPE["pending"].append((name, x, flag))
         return
+    if x.is_floating_point():
+        HOST_READS[0] += 1
+        if math.isfinite(float(x.sum())):
+            return
     if not bool(torch.isfinite(x).all()):
         raise non_finite_error(name, x)
 
@@ -73,6 +140,29 @@ def check_index_range(name: str, lo: int, hi: int, upper: int) -> None:
     """InputError when the index range [lo, hi] (already computed, e.g. cached) leaves [0, upper)."""
     if lo < 0 or hi >= upper:
         raise InputError(f"{name}: indices must lie in [0, {upper}), got values in [{lo}, {hi}]")
+
+
+def check_device(name: str, x: torch.Tensor) -> torch.Tensor:
+    """`x` itself, or InputError when it lies on a device the active backend's kernels cannot use.
+
+    Accepted: the kernel device (`backend.kernel_device()`: the CPU, or cuda:0 = Taichi's CUDA device) and the
+    CPU (copied there and back). A tensor on another CUDA device, a CUDA tensor without the cuda backend, or a
+    meta / mps / xpu tensor names itself, its device and the backend's.
+    """
+    dev = x.device
+    kdev = kernel_device()
+    if dev.type == "cpu" or dev == kdev:
+        return x
+    backend = current_backend()
+    if dev.type == "cuda" and backend == "cuda":
+        hint = (f"Taichi runs on {kdev}, device 0 of the visible devices; start the process with "
+                f"CUDA_VISIBLE_DEVICES={dev.index} (mofa_tk.backend.pin_local_rank() does it under torchrun), "
+                f"or move the tensor to {kdev}")
+    elif dev.type == "cuda":
+        hint = f"the {backend} backend reads CPU tensors; call mofa_tk.init('cuda') or move the tensor to the CPU"
+    else:
+        hint = f"the {backend} backend reads tensors on {kdev} or the CPU"
+    raise InputError(f"{name}: tensor on {dev}, but mofa_tk's kernels run on {kdev} ({hint})")
 
 
 def to_kernel(x: torch.Tensor, dtype=torch.float32) -> torch.Tensor:

@@ -15,6 +15,7 @@ contiguous), it makes the ordinary call instead, so results never depend on whic
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import math
@@ -22,7 +23,7 @@ import math
 import torch
 
 from .backend import current_backend
-from .errors import InputError
+from .errors import InputError, MofaError
 
 log = logging.getLogger("mofa_tk")
 
@@ -85,8 +86,41 @@ def _array_ok(a, cuda: bool) -> bool:
 def launch(kernel, *args) -> None:
     """Run the Taichi kernel `kernel(*args)` (same arguments, same result) with less Python overhead.
 
-    Raises InputError when an array has more than 2^31 - 1 elements (Taichi indexes arrays with int32).
+    On the cuda backend the launch is ordered with torch's current stream (`cuda_stream_order`). Raises
+    InputError when an array has more than 2^31 - 1 elements (Taichi indexes arrays with int32).
     """
+    if current_backend() == "cuda":
+        with cuda_stream_order():
+            return _launch(kernel, *args)
+    return _launch(kernel, *args)
+
+
+@contextlib.contextmanager
+def cuda_stream_order():
+    """Order a Taichi CUDA launch with torch's current stream.
+
+    Taichi launches on the legacy default stream; torch's side streams do not wait for it, nor it for them. When
+    the current stream is not the default one, the default stream first waits for the work queued on the
+    current stream (the kernel sees its inputs), and afterwards the current stream waits for the default one
+    (what follows on it sees the kernel's outputs, and memory it frees is not reused before the kernel ends).
+    Both waits are events on the GPU: the host does not block. Inside CUDA-graph capture a launch would escape
+    the graph, so it raises MofaError.
+    """
+    if torch.cuda.is_current_stream_capturing():
+        raise MofaError("mofa_tk ops cannot be captured in a CUDA graph: Taichi launches its kernels on the "
+                        "legacy default stream, outside the capture; call them outside torch.cuda.graph()")
+    current, default = torch.cuda.current_stream(), torch.cuda.default_stream()
+    if current == default:
+        yield
+        return
+    default.wait_stream(current)
+    try:
+        yield
+    finally:
+        current.wait_stream(default)
+
+
+def _launch(kernel, *args) -> None:
     sig = _signature(kernel)
     if sig is None or sig[0] != len(args):
         return kernel(*args)

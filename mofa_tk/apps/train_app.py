@@ -17,6 +17,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+from mofa_tk.backend import pin_local_rank
 from mofa_tk.errors import MofaError
 from mofa_tk.training.checkpoint import read_checkpoint
 from mofa_tk.training.train import TrainConfig, train
@@ -92,6 +93,7 @@ def main(argv=None) -> int:
     """Entry point of `mofa train` and examples/train_autoencoder.py; returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
     args = _parser().parse_args(argv)
+    pin_local_rank()            # under torchrun: this rank's GPU only, before Taichi or torch starts CUDA
     console = Console(highlight=False, soft_wrap=True)
     try:
         cfg = _config(args, console)

@@ -228,7 +228,8 @@ class FaceDecoder(torch.nn.Module):
         blocks = self.code.split(flat)
         if not flat.is_floating_point():
             raise InputError(f"code: expected a float tensor, got dtype {flat.dtype}")
-        C.check_finite("code", flat)
+        C.check_device("code", flat)
+        C.check_finite("code", flat, scope_input=True)
         return OrderedDict((k, v.float()) for k, v in blocks.items())
 
     def camera_transform(self, rotation: torch.Tensor, translation: torch.Tensor):
@@ -267,13 +268,16 @@ class FaceDecoder(torch.nn.Module):
         Returns:
             `Geometry`. Gradients: w.r.t. the shape, expression, rotation and translation blocks (and `rotation`).
         """
-        bl = self.blocks(code)
-        verts = morph(self.model, bl["shape"], bl["expression"])
-        R, t = self.camera_transform(bl["rotation"] if rotation is None else rotation, bl["translation"])
-        verts_cam = rigid(verts, R, t)
-        normals = vertex_normals(verts_cam, self.mesh)
-        verts_2d = self.project_points(verts_cam)
-        return Geometry(bl, verts, R, t, verts_cam, normals, verts_2d, self.landmarks(verts_2d))
+        with C.deferred_checks():
+            bl = self.blocks(code)
+            if rotation is not None:
+                C.check_finite("rotation", rotation, scope_input=True)
+            verts = morph(self.model, bl["shape"], bl["expression"])
+            R, t = self.camera_transform(bl["rotation"] if rotation is None else rotation, bl["translation"])
+            verts_cam = rigid(verts, R, t)
+            normals = vertex_normals(verts_cam, self.mesh)
+            verts_2d = self.project_points(verts_cam)
+            return Geometry(bl, verts, R, t, verts_cam, normals, verts_2d, self.landmarks(verts_2d))
 
     def shading(self, geometry: Geometry) -> Shading:
         """Stage 2: reflectance and SH lighting per vertex (MoFA shades vertices, not pixels).
@@ -285,12 +289,16 @@ class FaceDecoder(torch.nn.Module):
         """
         bl, model = geometry.blocks, self.model
         dev = geometry.verts_cam.device
-        if model.k_alb > 0:
-            alb = albedo_op(model, bl["reflectance"])
-        else:
-            alb = model.albedo_mean[None].to(dev).expand(geometry.verts_cam.shape[0], -1, -1)
-        sh = self.ambient_code.to(dev) + bl["illumination"]
-        return Shading(alb, sh, sh_shade(geometry.normals, alb, sh))
+        with C.deferred_checks():
+            if model.k_alb > 0:
+                alb = albedo_op(model, bl["reflectance"])
+            else:
+                alb = model.albedo_mean[None].to(dev).expand(geometry.verts_cam.shape[0], -1, -1)
+            sh = self.ambient_code.to(dev) + bl["illumination"]
+            colors = sh_shade(geometry.normals, alb, sh)
+            # an overflow in albedo * light (a huge but finite code) is caught here, not as a NaN image
+            C.check_finite("vertex_colors (from the reflectance and illumination blocks)", colors, scope_input=True)
+            return Shading(alb, sh, colors)
 
     def to_clip(self, verts_cam: torch.Tensor) -> torch.Tensor:
         """(B, V, 4) clip-space positions of camera-space vertices (B, V, 3) mm with this decoder's camera."""
@@ -366,26 +374,29 @@ class FaceDecoder(torch.nn.Module):
         """
         H, W = self.image_size
         B = geometry.verts_cam.shape[0]
-        pos_clip = self.to_clip(geometry.verts_cam)
-        rast = rasterize(pos_clip, self.mesh, (H, W))
-        colors = shading.vertex_colors
-        attr = torch.cat([colors, torch.ones_like(colors[..., :1])], dim=-1)
-        px = interpolate(attr, rast, self.mesh)
-        covered = (rast[..., 3:4] > 0).to(px.dtype)
-        color_px = px[..., :3]
-        if background is not None:
-            bg = C.as_tensor("background", background).to(px.device)
-            if bg.ndim == 3:
-                bg = bg[None]
-            C.check_shape("background", bg, "B,H,W,3", H=H, W=W)
-            if bg.shape[0] not in (1, B):
-                raise InputError(f"background: batch size {bg.shape[0]} must be 1 or B={B}")
-            C.check_finite("background", bg)
-            color_px = color_px * covered + bg * (1 - covered)
-        out = antialias(torch.cat([color_px, px[..., 3:4]], dim=-1), rast, pos_clip, self.mesh)
-        vis = self.visibility(geometry, rast)
-        return Render(geometry, shading, vis, self.boundary.to(vis.device), out[..., :3], out[..., 3:4], rast,
-                      pos_clip)
+        with C.deferred_checks():
+            bg = None
+            if background is not None:
+                bg = C.check_device("background", C.as_tensor("background", background))
+                if bg.ndim == 3:
+                    bg = bg[None]
+                C.check_shape("background", bg, "B,H,W,3", H=H, W=W)
+                if bg.shape[0] not in (1, B):
+                    raise InputError(f"background: batch size {bg.shape[0]} must be 1 or B={B}")
+                C.check_finite("background", bg, scope_input=True)
+            pos_clip = self.to_clip(geometry.verts_cam)
+            rast = rasterize(pos_clip, self.mesh, (H, W))     # reads the host once, with the pending checks
+            colors = shading.vertex_colors
+            attr = torch.cat([colors, torch.ones_like(colors[..., :1])], dim=-1)
+            px = interpolate(attr, rast, self.mesh)
+            color_px = px[..., :3]
+            if bg is not None:
+                covered = (rast[..., 3:4] > 0).to(px.dtype)
+                color_px = color_px * covered + bg.to(px.device) * (1 - covered)
+            out = antialias(torch.cat([color_px, px[..., 3:4]], dim=-1), rast, pos_clip, self.mesh)
+            vis = self.visibility(geometry, rast)
+            return Render(geometry, shading, vis, self.boundary.to(vis.device), out[..., :3], out[..., 3:4], rast,
+                          pos_clip)
 
     def forward(self, code, background=None) -> Render:
         """Render a batch of codes: `render(g, shading(g), background)` with g = `geometry(code)`.
@@ -397,5 +408,6 @@ class FaceDecoder(torch.nn.Module):
             `Render` (fields image, mask, visibility, boundary, rast, pos_clip, and the stages' fields:
             verts, verts_cam, normals, verts_2d, landmarks2d, albedo, sh, vertex_colors, blocks).
         """
-        g = self.geometry(code)
-        return self.render(g, self.shading(g), background)
+        with C.deferred_checks():
+            g = self.geometry(code)
+            return self.render(g, self.shading(g), background)

@@ -79,14 +79,14 @@ def morph(model, alpha, delta=None) -> torch.Tensor:
 
         verts = mofa_tk.morph(model, torch.zeros(2, model.k_id))        # the mean face, twice
     """
-    alpha = C.as_tensor("alpha", alpha)
+    alpha = C.check_device("alpha", C.as_tensor("alpha", alpha))
     if alpha.ndim == 1:
         alpha = alpha[None]
     sz = C.check_shape("alpha", alpha, "B,K", K=model.k_id)
     B = sz["B"]
     if delta is None:
         delta = alpha.new_zeros(B, model.k_exp)
-    delta = C.as_tensor("delta", delta)
+    delta = C.check_device("delta", C.as_tensor("delta", delta))
     if delta.ndim == 1:
         delta = delta[None]
     C.check_shape("delta", delta, "B,K", B=B, K=model.k_exp)
@@ -111,7 +111,7 @@ def albedo(model, beta=None) -> torch.Tensor:
     """
     if beta is None:
         return model.albedo_mean[None].clone()
-    beta = C.as_tensor("beta", beta)
+    beta = C.check_device("beta", C.as_tensor("beta", beta))
     if beta.ndim == 1:
         beta = beta[None]
     C.check_shape("beta", beta, "B,K", K=model.k_alb)
@@ -142,7 +142,7 @@ class _Affine(torch.autograd.Function):
 
 
 def _check_verts(name, verts):
-    verts = C.as_tensor(name, verts)
+    verts = C.check_device(name, C.as_tensor(name, verts))
     if verts.ndim == 2:
         verts = verts[None]
     C.check_shape(name, verts, "B,V,3")
@@ -167,7 +167,7 @@ def rigid(verts, rotation, translation) -> torch.Tensor:
     """
     verts = _check_verts("verts", verts)
     B = verts.shape[0]
-    rotation = C.as_tensor("rotation", rotation).to(verts.device)
+    rotation = C.check_device("rotation", C.as_tensor("rotation", rotation)).to(verts.device)
     if rotation.ndim == 1:
         rotation = rotation[None]
     if rotation.ndim == 2:
@@ -178,7 +178,7 @@ def rigid(verts, rotation, translation) -> torch.Tensor:
         C.check_shape("rotation", rotation, "B,3,3")
         C.check_finite("rotation", rotation)
         R = rotation
-    translation = C.as_tensor("translation", translation).to(verts.device)
+    translation = C.check_device("translation", C.as_tensor("translation", translation)).to(verts.device)
     if translation.ndim == 1:
         translation = translation[None]
     C.check_shape("translation", translation, "B,3")

@@ -77,7 +77,7 @@ def _raster_forward(posk, trisk, H, W, cull_sign):
             launch(kraster.raster_pass, pos1, proj, tris1, big, big_tiles, status, rast1, B, V, T, H, W, 1 / W, 1 / H,
                    cull_sign, run, n_runs, key_a, key_b, m, m == modes[0], m == modes[-1], B == 1)
             if tile_end is None:
-                n_large, n_bad = (int(x) for x in status.tolist())
+                n_large, n_bad = (int(x) for x in C.host_read(status, pending=True))
                 if n_bad:  # the scan did not run: the key buffers are clean
                     raise C.non_finite_error("pos_clip", posk)
                 tile_end, n_tasks = _tile_prefix_sum(big_tiles, n_large) if n_large else (False, 0)
@@ -110,7 +110,7 @@ def _tile_prefix_sum(big_tiles, n):
         raise C.InputError(f"rasterize: {n} triangles with bounding boxes over {kraster.SMALL_MAX} pixels; at most "
                            f"{kraster.MAX_BIG} per call are supported (split the batch)")
     tile_end = torch.cumsum(big_tiles[:n], 0, dtype=torch.int64)
-    total = int(tile_end[-1])
+    total = int(C.host_read(tile_end[-1:])[0])
     if total > INT32_MAX:
         raise C.InputError(f"rasterize: the large triangles cover {total} tiles of {kraster.TILE}x{kraster.TILE} "
                            f"pixels, more than the {INT32_MAX} a kernel can index (split the batch)")
@@ -147,7 +147,7 @@ def sum_copies(copies):
 
 def _check_pos(name, pos, finite=True):
     """`pos` as (B, V, 4) float32; NaN / Inf are rejected unless finite=False (rasterize checks in its kernel)."""
-    pos = C.as_tensor(name, pos)
+    pos = C.check_device(name, C.as_tensor(name, pos))
     if pos.ndim == 2:
         pos = pos[None]
     C.check_shape(name, pos, "B,V,4")
@@ -157,7 +157,7 @@ def _check_pos(name, pos, finite=True):
 
 
 def _check_rast(rast, B=None):
-    rast = C.as_tensor("rast", rast)
+    rast = C.check_device("rast", C.as_tensor("rast", rast))
     C.check_shape("rast", rast, "B,H,W,4", B=B)
     return rast
 
@@ -290,7 +290,7 @@ def interpolate(attr, rast, tris) -> torch.Tensor:
 
         color = mofa_tk.interpolate(model.albedo_mean, rast, model.triangles)
     """
-    attr = C.as_tensor("attr", attr)
+    attr = C.check_device("attr", C.as_tensor("attr", attr))
     if attr.ndim == 2:
         attr = attr[None]
     C.check_shape("attr", attr, "B,V,C")
@@ -357,7 +357,7 @@ def antialias(color, rast, pos_clip, tris) -> torch.Tensor:
 
         image = mofa_tk.antialias(color, rast, clip, model.triangles)
     """
-    color = C.as_tensor("color", color)
+    color = C.check_device("color", C.as_tensor("color", color))
     C.check_shape("color", color, "B,H,W,C")
     C.check_finite("color", color)
     B, H, W = color.shape[:3]

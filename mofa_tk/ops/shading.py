@@ -84,7 +84,7 @@ def vertex_normals(verts, tris) -> torch.Tensor:
 
         normals = mofa_tk.vertex_normals(verts_cam, model.triangles)
     """
-    verts = C.as_tensor("verts", verts)
+    verts = C.check_device("verts", C.as_tensor("verts", verts))
     if verts.ndim == 2:
         verts = verts[None]
     C.check_shape("verts", verts, "B,V,3")
@@ -206,7 +206,7 @@ def sh_shade(normals, albedo, sh) -> torch.Tensor:
 
         colours = mofa_tk.sh_shade(normals, model.albedo_mean, mofa_tk.ambient_sh(2))
     """
-    normals = C.as_tensor("normals", normals)
+    normals = C.check_device("normals", C.as_tensor("normals", normals))
     if normals.ndim not in (3, 4) or normals.shape[-1] != 3:
         raise InputError(f"normals: expected shape (B, N, 3) or (B, H, W, 3), got {tuple(normals.shape)}")
     out_shape = normals.shape
@@ -216,7 +216,7 @@ def sh_shade(normals, albedo, sh) -> torch.Tensor:
     N = math.prod(point_shape)
     n_flat = normals.reshape(B, N, 3)
 
-    albedo = C.as_tensor("albedo", albedo).to(normals.device)
+    albedo = C.check_device("albedo", C.as_tensor("albedo", albedo)).to(normals.device)
     if tuple(albedo.shape) == point_shape + (3,):
         a_flat = albedo.reshape(1, N, 3)
     elif albedo.ndim == normals.ndim and tuple(albedo.shape[1:]) == point_shape + (3,) and albedo.shape[0] in (1, B):
@@ -227,7 +227,7 @@ def sh_shade(normals, albedo, sh) -> torch.Tensor:
                          f"{tuple(normals.shape)}, got {tuple(albedo.shape)}")
     C.check_finite("albedo", albedo)
 
-    sh = C.as_tensor("sh", sh).to(normals.device)
+    sh = C.check_device("sh", C.as_tensor("sh", sh)).to(normals.device)
     if sh.ndim == 2 and sh.shape[1] == 27:
         sh93 = sh.reshape(sh.shape[0], 3, 9).transpose(1, 2)
     elif sh.ndim == 3 and tuple(sh.shape[1:]) == (9, 3):

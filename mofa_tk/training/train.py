@@ -221,7 +221,7 @@ def _resolve_device(cfg: TrainConfig) -> torch.device:
                              f"use --backend cuda (or auto)")
         if not torch.cuda.is_available():
             raise InputError("device 'cuda': torch sees no CUDA device")
-        return torch.device("cuda")
+        return kernel_device()                # cuda:0, the device Taichi runs on
     if cfg.device == "cpu":
         return torch.device("cpu")
     return kernel_device()

@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# One-command check of the CUDA path, written for the `device` tool's GPU machine (Python 3.12 with its own CUDA
+# build of torch; numpy, scipy, imageio, rich, pytest, scikit-image and Pillow are there, Taichi is not).
+#
+#   bash benchmarks/gpu_check.sh --prepare     here, once: downloads the Taichi 1.7.4 and dill wheels for
+#                                             Python 3.12 into .whl/ (git-ignored, about 56 MB)
+#   bash benchmarks/gpu_check.sh               there (device run with carry [".whl"]): installs the wheels,
+#                                             then runs, each step with its own time limit:
+#     1. every op test, the checks, backend and bad-input tests on the cuda backend
+#        (MOFA_TK_TEST_BACKENDS=cuda; MediaPipe is not installed there, so detection tests skip);
+#     2. smoke runs: the decoder forward + backward, a fit of a synthetic photo, 20 training steps, on cuda;
+#     3. benchmarks/bench_raster.py, bench_decoder.py and bench_train.py with --backend cuda.
+# Everything goes to $OUT (the device tool's output folder; gpu_check_out/ elsewhere): one log per step and
+# summary.md with the test counts and the benchmark tables.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "${1:-}" = "--prepare" ]; then
+    grep -qx '/.whl/' .git/info/exclude 2>/dev/null || echo '/.whl/' >> .git/info/exclude
+    mkdir -p .whl
+    python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+        --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+        -d .whl taichi==1.7.4 dill
+    ls -la .whl
+    exit 0
+fi
+
+OUT="${OUT:-gpu_check_out}"
+mkdir -p "$OUT"
+SUMMARY="$OUT/summary.md"
+if ls .whl/*.whl >/dev/null 2>&1; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+        || { echo "wheel install failed" | tee "$SUMMARY"; exit 1; }
+    export PYTHONPATH="/tmp/site:$PWD"
+else
+    export PYTHONPATH="$PWD"
+fi
+export PYTHONUNBUFFERED=1 MOFA_TK_BACKEND=cuda MOFA_TK_TEST_BACKENDS=cuda MOFA_TK_REQUIRE_BACKENDS=cuda
+
+{
+    echo "# GPU check, $(date -u '+%Y-%m-%d %H:%M UTC')"
+    echo
+    echo '```'
+    nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>&1 | head -2
+    python3 -c "import sys, torch, taichi, numpy; print('python', sys.version.split()[0], '| torch', torch.__version__, '| taichi', taichi.__version__, '| numpy', numpy.__version__)" 2>&1 | tail -1
+    python3 -c "import mofa_tk; print('mofa_tk.init:', mofa_tk.init('cuda'))" 2>&1 | tail -1
+    echo '```'
+} > "$SUMMARY"
+
+step() {  # step NAME SECONDS COMMAND...: run with a time limit, log to $OUT/NAME.log, record the exit status
+    local name=$1 limit=$2
+    shift 2
+    echo "== $name" >&2
+    timeout "$limit" "$@" > "$OUT/$name.log" 2>&1
+    local rc=$?
+    echo "$name: exit $rc$( [ $rc = 124 ] && echo ' (time limit)')" >> "$OUT/status.txt"
+    return 0
+}
+
+step tests 240 python3 -m pytest -q -p no:cacheprovider tests/ops tests/face tests/test_checks.py tests/test_backend.py \
+    tests/test_bad_input.py tests/test_camera.py tests/test_mesh.py tests/test_launch.py
+step smoke 120 python3 - <<'EOF'
+import sys, time
+import numpy as np, torch
+sys.path.insert(0, "tests")
+import mofa_tk
+from fit_scenes import synthetic_scene
+assert mofa_tk.init("cuda") == "cuda"
+model = mofa_tk.builtin_model()
+dec = mofa_tk.FaceDecoder(model.to("cuda"), 224).cuda()
+code = dec.code.zeros(4).cuda().requires_grad_(True)
+out = dec(code)
+out.image.sum().backward()
+torch.cuda.synchronize()
+print("decoder forward + backward on cuda: image", tuple(out.image.shape), "grad finite", bool(torch.isfinite(code.grad).all()))
+sc = synthetic_scene(model, 3)
+t = time.perf_counter()
+res = mofa_tk.fit(sc["image"], model, landmarks=sc["landmarks"], progress=False, focal=sc["focal"], principal=sc["principal"])
+print(f"fit on cuda: {time.perf_counter() - t:.2f} s, loss {res.losses['photometric']['final']:.4g}, iterations {res.iterations}")
+EOF
+step train 150 python3 examples/train_autoencoder.py --device cuda --steps 20 --eval-every 10 --heldout 16 --out /tmp/gpu_train
+step bench_raster 120 python3 benchmarks/bench_raster.py --backend cuda --repeats 20
+step bench_decoder 150 python3 benchmarks/bench_decoder.py --backend cuda --batches 1,8,32
+step bench_train 150 python3 benchmarks/bench_train.py --backend cuda
+
+{
+    echo
+    echo "## Steps"
+    echo '```'
+    cat "$OUT/status.txt"
+    echo '```'
+    echo
+    echo "## Tests on cuda"
+    echo '```'
+    grep -E "passed|failed|error" "$OUT/tests.log" | tail -3
+    grep -E "^(FAILED|ERROR)" "$OUT/tests.log" | head -20
+    echo '```'
+    for f in smoke train bench_raster bench_decoder bench_train; do
+        echo
+        echo "## $f"
+        echo '```'
+        grep -v '^\[Taichi\]' "$OUT/$f.log" | tail -20
+        echo '```'
+    done
+} >> "$SUMMARY"
+cat "$SUMMARY"

@@ -6,9 +6,7 @@ and the resume after it: tests/training/test_train.py::test_ctrl_c_finishes_the_
 import os
 import pickle
 import struct
-import sys
 import zlib
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -12,6 +12,11 @@ REG_HELP = ("prior weight of one code block, BLOCK=WEIGHT (repeatable; blocks: r
             "(mofa_tk.fitting.pipeline.FIT_REG_WEIGHTS), e.g. --reg expression=80 for ICT-FaceKit (docs/evaluation.md)")
 
 
+PHOTOMETRIC_HELP = ("what the photometric stage refines: all (default) or appearance (pose, reflectance and "
+                    "illumination; shape and expression stay as the landmarks fitted them: better 3D on real photos, "
+                    "docs/evaluation.md)")
+
+
 def parse_reg(values) -> dict | None:
     """['expression=80', ...] -> reg_weights for `mofa_tk.fit` (FIT_REG_WEIGHTS with those blocks replaced),
     or None when no --reg was given. Raises InputError naming the bad entry."""

@@ -81,15 +81,20 @@ def write_report(run: dict, out_dir) -> dict:
                   "Fitted mesh's landmark vertices vs pt3d_68 after similarity alignment, mean error in % of the "
                   "3D outer-eye-corner distance; baseline = the model's mean face (zero code). 'model points' = "
                   "every landmark the model has (alignment and error on those); 'inner49' = iBUG 17-67 without "
-                  "60/64 (alignment and error on those, the same points for every model).", "",
-                  "| model | images | model points: fit mean / median | mean face mean / median | "
-                  "inner49: fit mean / median | mean face mean / median |", "|---|---|---|---|---|---|"]
+                  "60/64 (alignment and error on those, the same points for every model). 'landmark stage' = the "
+                  "mesh after the landmark stage, before the photometric stage.", "",
+                  "| model | images | model points: fit mean / median | landmark stage | mean face mean / median | "
+                  "inner49: fit mean / median | landmark stage | mean face mean / median |",
+                  "|---|---|---|---|---|---|---|---|"]
             for m in models:
                 s = m["summary"]
                 L.append(f"| {m['tag']} | {s['err3d']['n']} | {fmt_pct(s['err3d']['mean'])} / "
-                         f"{fmt_pct(s['err3d']['median'])} | {fmt_pct(s['err3d_mean_face']['mean'])} / "
+                         f"{fmt_pct(s['err3d']['median'])} | {fmt_pct(s['err3d_landmarks']['mean'])} / "
+                         f"{fmt_pct(s['err3d_landmarks']['median'])} | {fmt_pct(s['err3d_mean_face']['mean'])} / "
                          f"{fmt_pct(s['err3d_mean_face']['median'])} | {fmt_pct(s['err3d_inner']['mean'])} / "
-                         f"{fmt_pct(s['err3d_inner']['median'])} | {fmt_pct(s['err3d_inner_mean_face']['mean'])} / "
+                         f"{fmt_pct(s['err3d_inner']['median'])} | {fmt_pct(s['err3d_inner_landmarks']['mean'])} / "
+                         f"{fmt_pct(s['err3d_inner_landmarks']['median'])} | "
+                         f"{fmt_pct(s['err3d_inner_mean_face']['mean'])} / "
                          f"{fmt_pct(s['err3d_inner_mean_face']['median'])} |")
             L.append("")
         for m in models:

@@ -60,8 +60,8 @@ def evaluate_image(fit_fn, image, model, points, *, annotation=None, landmarks=N
     fit_kwargs: extra keyword arguments of `fit` (iters, size, optimizer, ...)
 
     Returns a dict: status ("ok" | "failed"), reason, fit_time (s), nme / nme_inner / nme_bbox /
-    nme_detector / nme_detector_inner / nme5 / nme5_detector (fractions, NaN when not applicable), err3d / err3d_mean_face
-    (AFLW2000-3D only), landmarks_fit (68, 2 list, file pixels), and "result" (the FitResult, for tiles;
+    nme_detector / nme_detector_inner / nme5 / nme5_detector (fractions, NaN when not applicable), err3d /
+    err3d_landmarks (after the landmark stage) / err3d_mean_face, and their _inner forms (AFLW2000-3D only), landmarks_fit (68, 2 list, file pixels), and "result" (the FitResult, for tiles;
     drop it before serialising).
     """
     row = {"status": "failed", "reason": None, "fit_time": float("nan"), "nme": float("nan"),
@@ -69,6 +69,7 @@ def evaluate_image(fit_fn, image, model, points, *, annotation=None, landmarks=N
            "nme_detector_inner": float("nan"),
            "nme5": float("nan"), "nme5_detector": float("nan"), "err3d": float("nan"),
            "err3d_mean_face": float("nan"), "err3d_inner": float("nan"), "err3d_inner_mean_face": float("nan"),
+           "err3d_landmarks": float("nan"), "err3d_inner_landmarks": float("nan"),
            "landmarks_fit": None, "result": None}
     try:
         res = fit_fn(image, model, landmarks=landmarks, progress=False, **(fit_kwargs or {}))
@@ -96,7 +97,10 @@ def evaluate_image(fit_fn, image, model, points, *, annotation=None, landmarks=N
             if annotation.points3d is not None:
                 gt3 = aflw_gt_3d(annotation.points3d)
                 lm_idx = np.asarray(model.landmarks.cpu()).astype(np.int64)
-                for key, verts in (("err3d", res.verts_model), ("err3d_mean_face", model.mean_shape)):
+                meshes = [("err3d", res.verts_model), ("err3d_mean_face", model.mean_shape)]
+                if "landmarks" in res.stage_codes:
+                    meshes.append(("err3d_landmarks", res.verts_at("landmarks")))
+                for key, verts in meshes:
                     v = np.asarray(verts.detach().cpu(), np.float64)
                     pred3 = np.full((68, 3), np.nan)
                     pred3[list(points)] = v[lm_idx[list(points)]]
@@ -141,8 +145,7 @@ def summarize(rows: list) -> dict:
     ok = [r for r in rows if r["status"] == "ok"]
     out["fit_time"] = stats(r["fit_time"] for r in ok)
     keys = ("nme", "nme_inner", "nme_bbox", "nme_detector", "nme_detector_inner", "nme5", "nme5_detector", "err3d",
-            "err3d_mean_face",
-            "err3d_inner", "err3d_inner_mean_face")
+            "err3d_mean_face", "err3d_landmarks", "err3d_inner", "err3d_inner_mean_face", "err3d_inner_landmarks")
     for k in keys:
         out[k] = stats(r.get(k) for r in ok)
     by = {}

@@ -129,8 +129,8 @@ def evaluate_synthetic(model, n: int, *, seed: int = 0, fit_fn=None, fit_kwargs=
 
     The fit gets the true camera intrinsics (focal, principal) and the noisy landmarks. Per sample: point-to-
     point RMSE (mm) after rigid alignment between fitted and true model-space meshes over `region` (default
-    `face_region(model)`), over all vertices, for the mean-face baseline (zero code), and for the fit's
-    landmark-stage result (a second fit with 0 photometric iterations). `progress(i)` is called after each
+    `face_region(model)`), over all vertices, for the mean-face baseline (zero code), and for the mesh after the
+    fit's landmark stage (`FitResult.verts_at("landmarks")`). `progress(i)` is called after each
     sample when given. Returns a list of per-sample dicts (rmse, rmse_all, rmse_mean_face, rmse_all_mean_face,
     rmse_landmarks_only, fit_time, status, reason, pose).
     """
@@ -153,12 +153,9 @@ def evaluate_synthetic(model, n: int, *, seed: int = 0, fit_fn=None, fit_kwargs=
             v = res.verts_model.detach().cpu().numpy().astype(np.float64)
             row.update(status="ok", fit_time=float(res.timings["total"]),
                        rmse=point_to_point_rmse(v[region], gt[region]), rmse_all=point_to_point_rmse(v, gt))
-            kw0 = dict(kw)
-            kw0["iters"] = {"photometric": 0}
-            res0 = fit_fn(sf.image, model, landmarks=sf.landmarks, focal=sf.focal, principal=sf.principal,
-                          progress=False, **kw0)
-            v0 = res0.verts_model.detach().cpu().numpy().astype(np.float64)
-            row["rmse_landmarks_only"] = point_to_point_rmse(v0[region], gt[region])
+            if "landmarks" in res.stage_codes:
+                v0 = res.verts_at("landmarks").cpu().numpy().astype(np.float64)
+                row["rmse_landmarks_only"] = point_to_point_rmse(v0[region], gt[region])
         except KeyboardInterrupt:
             raise
         except Exception as exc:

@@ -42,6 +42,8 @@ __all__ = ["fit", "FitResult", "STAGES", "DEFAULT_ITERS", "OPTIMIZERS", "FIT_REG
 DEFAULT_ITERS = {"lm": {"pose": 15, "landmarks": 25, "photometric": 30},
                  "adam": {"pose": 150, "landmarks": 300, "photometric": 150}}
 OPTIMIZERS = ("lm", "adam")
+#: What the photometric stage refines: every block, or the appearance and pose only (shape and expression kept).
+PHOTOMETRIC_MODES = {"all": None, "appearance": ("rotation", "translation", "reflectance", "illumination")}
 
 
 def _as_landmarks(landmarks, name="landmarks"):
@@ -59,7 +61,8 @@ def fit(image, model=None, landmarks=None, *, size: int = 224, optimizer: str = 
         weights: dict | None = None, reg_weights: dict | None = None, landmark_weights=None,
         crop_scale: float = DEFAULT_CROP_SCALE, focal=None, principal=None, tol: float = 3e-3,
         progress: bool = True,
-        name: str | None = None, decoder_options: dict | None = None, init_code=None) -> FitResult:
+        name: str | None = None, decoder_options: dict | None = None, init_code=None,
+        photometric: str = "all") -> FitResult:
     """Fit the semantic code of `model` to one photo by analysis by synthesis (coarse to fine).
 
     image:      (H, W, 3) RGB, (H, W) grey or (H, W, 4) RGBA (alpha dropped); uint8, uint16 or float in
@@ -81,6 +84,11 @@ def fit(image, model=None, landmarks=None, *, size: int = 224, optimizer: str = 
     progress:   show a rich progress bar per stage with the current loss
     name:       image name used in error messages
     decoder_options: extra `FaceDecoder` keyword arguments (distance, visibility_tol, ...)
+    photometric: "all" (default): the photometric stage refines every block; "appearance": it refines the pose,
+                reflectance and illumination only, keeping the landmark stage's shape and expression (on the 16
+                AFLW2000-3D photos that kept a 3D error 15-17 % below the mean face's for the built-in and Surrey
+                models, where refining the shape photometrically loses most of that; on synthetic faces of the
+                model itself refining the shape helps: docs/evaluation.md)
     init_code:  optional (N,) or (1, N) float code of `model` for THIS crop (same `size`-independent camera and
                 `crop_scale`), e.g. `Encoder.predict_code` of the crop (`mofa fit --encoder CKPT`). It competes
                 with the closed-form initialisations: the pose stage starts from whichever of the encoder's
@@ -117,6 +125,8 @@ def fit(image, model=None, landmarks=None, *, size: int = 224, optimizer: str = 
         unknown = set(weights) - set(L.DEFAULT_WEIGHTS)
         if unknown:
             raise InputError(f"weights: unknown term(s) {sorted(unknown)}; expected {sorted(L.DEFAULT_WEIGHTS)}")
+    if photometric not in PHOTOMETRIC_MODES:
+        raise InputError(f"photometric: expected one of {tuple(PHOTOMETRIC_MODES)}, got {photometric!r}")
     if reg_weights is not None:
         unknown = set(reg_weights) - set(BLOCKS)
         if unknown:
@@ -172,8 +182,8 @@ def fit(image, model=None, landmarks=None, *, size: int = 224, optimizer: str = 
     code = dec.code.zeros(1)
     enc_code = _as_init_code(init_code, dec.code.size) if init_code is not None else None
     bar = progress_bar("[bold]fit[/] {task.description:<12}", ["loss {task.fields[loss]:.5g}"], enabled=progress)
-    run = FitRun(prob, optimizer, tol, max_iters, bar, enc_code)
-    losses_out, iterations, converged = OrderedDict(), OrderedDict(), OrderedDict()
+    run = FitRun(prob, optimizer, tol, max_iters, bar, enc_code, PHOTOMETRIC_MODES[photometric])
+    losses_out, iterations, converged, stage_codes = OrderedDict(), OrderedDict(), OrderedDict(), OrderedDict()
     if run.bar is not None:
         run.bar.start()
     try:
@@ -182,6 +192,7 @@ def fit(image, model=None, landmarks=None, *, size: int = 224, optimizer: str = 
             code, report = run_stage(run, code)
             losses_out[stage], iterations[stage], converged[stage] = report.losses, report.iterations, report.converged
             timings[stage] = time.perf_counter() - t0
+            stage_codes[stage] = code[0].detach().clone()
     finally:
         if run.bar is not None:
             run.bar.stop()
@@ -210,7 +221,7 @@ def fit(image, model=None, landmarks=None, *, size: int = 224, optimizer: str = 
         landmarks=lm_fit, target_landmarks=lm.astype(np.float32), landmarks_crop=lm_fit_crop.astype(np.float32),
         target_landmarks_crop=lm_crop.astype(np.float32), transform=T, camera=camera, losses=losses_out,
         timings=dict(timings), iterations=dict(iterations), converged=dict(converged), optimizer=optimizer,
-        model=model, input_image=rgb, decoder_options=dec_opts)
+        model=model, input_image=rgb, decoder_options=dec_opts, stage_codes=dict(stage_codes))
 
 
 def _as_init_code(init_code, n: int) -> torch.Tensor:

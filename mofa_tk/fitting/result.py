@@ -9,8 +9,10 @@ import torch
 from scipy.spatial.transform import Rotation
 
 from ..errors import InputError
+from ..face.code import Code
 from ..face.decoder import FaceDecoder
 from ..landmarks import CropTransform
+from ..ops.geometry import morph
 from ..rotation import axis_angle_to_matrix
 
 __all__ = ["FitResult"]
@@ -44,6 +46,7 @@ class FitResult:
     iterations:      {stage: iterations run}
     converged:       {stage: True if the stage stopped on its tolerance before its iteration limit}
     optimizer:       "lm" or "adam"
+    stage_codes:     {stage: (N,) the code after that stage} (`verts_at` gives a stage's mesh)
     """
 
     code: torch.Tensor
@@ -67,6 +70,7 @@ class FitResult:
     iterations: dict
     converged: dict
     optimizer: str
+    stage_codes: dict = field(repr=False, default_factory=dict)
     model: object = field(repr=False, default=None)
     input_image: np.ndarray = field(repr=False, default=None)
     decoder_options: dict = field(repr=False, default_factory=dict)
@@ -76,6 +80,13 @@ class FitResult:
         return (f"FitResult(model={getattr(self.model, 'name', '?')!r}, optimizer={self.optimizer!r}, "
                 f"loss {self.losses['photometric']['final']:.4g}, iterations: {it}, "
                 f"time {self.timings.get('total', float('nan')):.2f} s)")
+
+    def verts_at(self, stage: str) -> torch.Tensor:
+        """(V, 3) float32 mm, model space: the mesh of the code after `stage` (a key of `stage_codes`)."""
+        if stage not in self.stage_codes:
+            raise InputError(f"stage: expected one of {list(self.stage_codes)}, got {stage!r}")
+        bl = Code.for_model(self.model).split(self.stage_codes[stage][None])
+        return morph(self.model, bl["shape"], bl["expression"])[0].detach()
 
     # ------------------------------------------------------------------ rendering in the original image
     def original_decoder(self, max_side: int | None = None) -> tuple[FaceDecoder, float]:

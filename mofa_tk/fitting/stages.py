@@ -87,10 +87,10 @@ def fit_landmarks(prob: Problem, code, stage: StageLog, blocks, optimizer: str, 
     return state, first
 
 
-def fit_dense(prob: Problem, code, stage: StageLog, optimizer: str, tol: float):
-    """All blocks on MoFA's loss."""
+def fit_dense(prob: Problem, code, stage: StageLog, optimizer: str, tol: float, blocks=None):
+    """The code's blocks (default all; `blocks` names a subset) on MoFA's loss."""
     layout = prob.layout
-    blocks = [b for b in layout.sizes if layout.sizes[b] > 0]
+    blocks = [b for b in layout.sizes if layout.sizes[b] > 0 and (blocks is None or b in blocks)]
     if optimizer == "adam":
         cache = {"vis": None, "it": 0}
 
@@ -195,6 +195,7 @@ class FitRun:
     max_iters: dict
     bar: object = None
     enc_code: torch.Tensor | None = None
+    photometric_blocks: tuple | None = None    # None: every block
     pose_init: str = "closed-form"
     final: float = float("nan")          # the last stage's final loss
 
@@ -273,7 +274,7 @@ def photometric_stage(run: FitRun, code: torch.Tensor):
     prob = run.prob
     st = StageLog("photometric", run.max_iters["photometric"], run.bar)
     if st.max_iters:
-        code, first = fit_dense(prob, code, st, run.optimizer, run.tol)
+        code, first = fit_dense(prob, code, st, run.optimizer, run.tol, run.photometric_blocks)
     else:
         first = run.final
     fin, terms = prob.dense_eval(code)

@@ -253,7 +253,7 @@ def test_contact_sheet_and_tiles(tmp_path):
 
 # ============================================================================================ synthetic
 def test_synthetic_plumbing_with_a_mean_face_fit():
-    """A stand-in fit that returns the mean face must score exactly the mean-face baseline."""
+    """A stand-in fit that returns the mean face (at every stage) must score exactly the mean-face baseline."""
     import torch
 
     import mofa_tk
@@ -263,6 +263,10 @@ def test_synthetic_plumbing_with_a_mean_face_fit():
     class _R:
         verts_model = model.mean_shape.clone()
         timings = {"total": 0.0}
+        stage_codes = {"landmarks": None}
+
+        def verts_at(self, stage):
+            return model.mean_shape.clone()
 
     calls = []
 
@@ -280,7 +284,8 @@ def test_synthetic_plumbing_with_a_mean_face_fit():
         assert r["status"] == "ok"
         assert r["rmse"] == pytest.approx(r["rmse_mean_face"], rel=1e-9) and r["rmse"] > 0.5
         assert r["rmse_all"] == pytest.approx(r["rmse_all_mean_face"], rel=1e-9)
-    assert calls[0][0] == (96, 96, 3) and calls[0][1] == (68, 2) and calls[1][4] == {"photometric": 0}
+        assert r["rmse_landmarks_only"] == pytest.approx(r["rmse_mean_face"], rel=1e-9)
+    assert len(calls) == 2 and calls[0][0] == (96, 96, 3) and calls[0][1] == (68, 2)   # one fit per sample
     # the rendered synthetic face: its noise-free landmarks are the decoder's projections of the true mesh
     sf = ev.synthetic_face(model, np.random.default_rng(0), image_size=128, landmark_noise_px=0.0)
     dec = mofa_tk.FaceDecoder(model, image_size=128)

@@ -424,3 +424,37 @@ def test_real_photo_astronaut(cpu, model):
     assert xs.min() > box_lo[0] - 0.35 * size and xs.max() < box_hi[0] + 0.35 * size
     assert ys.min() > box_lo[1] - 0.8 * size and ys.max() < box_hi[1] + 0.25 * size
     assert res.losses["photometric"]["final"] < 0.6 * res.losses["appearance"]["initial"]
+
+
+def test_stage_codes_record_each_stage(fitted_scene, model):
+    """FitResult.stage_codes holds the code after every stage: the last is the result's code, the landmark stage
+    changes no appearance block, and verts_at gives that stage's mesh (the morph of its code)."""
+    _, res = fitted_scene
+    assert list(res.stage_codes) == ["pose", "landmarks", "appearance", "photometric"]
+    assert torch.equal(res.stage_codes["photometric"], res.code)
+    layout = FaceDecoder(model).code
+    pose, lms = (layout.split(res.stage_codes[s][None]) for s in ("pose", "landmarks"))
+    assert float(pose["shape"].abs().max()) == 0 and float(lms["shape"].abs().max()) > 0
+    assert float(lms["reflectance"].abs().max()) == 0 and float(lms["illumination"].abs().max()) == 0
+    assert torch.equal(res.verts_at("photometric"), res.verts_model)
+    v = res.verts_at("landmarks")
+    ref = mofa_tk.morph(model, lms["shape"], lms["expression"])[0]
+    assert torch.equal(v, ref) and not torch.equal(v, res.verts_model)
+    with pytest.raises(InputError, match="stage"):
+        res.verts_at("nonsense")
+
+
+def test_photometric_appearance_mode_keeps_the_landmark_shape(cpu, model):
+    """fit(photometric="appearance"): the photometric stage moves pose, reflectance and illumination only, so the
+    final shape and expression are the landmark stage's, bit for bit; an unknown mode names the argument."""
+    sc = synthetic_scene(model, 1)
+    res = fit(sc["image"], model, landmarks=sc["landmarks"], progress=False, focal=sc["focal"],
+              principal=sc["principal"], photometric="appearance")
+    layout = FaceDecoder(model).code
+    lms, fin = (layout.split(res.stage_codes[s][None]) for s in ("landmarks", "photometric"))
+    for b in ("shape", "expression"):
+        assert torch.equal(lms[b], fin[b]), b
+    assert not torch.equal(layout.split(res.stage_codes["appearance"][None])["illumination"], fin["illumination"])
+    assert torch.equal(res.verts_model, res.verts_at("landmarks"))
+    with pytest.raises(InputError, match="photometric: expected one of"):
+        fit(sc["image"], model, landmarks=sc["landmarks"], progress=False, photometric="shape")

@@ -40,6 +40,7 @@ from mofa_tk.evaluation.report import fmt_pct, fmt_sec
 from mofa_tk.fitting.pipeline import fit
 from mofa_tk.io import images as mio
 from mofa_tk.io.files import output_folder_problem
+from mofa_tk.io.meshes import find_scan
 from mofa_tk.progress import progress_bar
 
 DEFAULT_OUT = "mofa_eval_out"
@@ -226,6 +227,8 @@ def run(args, argv) -> int:
                     except ValueError:
                         rel = path.name
                     ann, note = ev.find_annotation(path)
+                    scan, scan_note = find_scan(path)
+                    note = "; ".join(n for n in (note, scan_note) if n) or None
                     base = {"index": i, "image": rel, "annotation_format": ann.format if ann else None,
                             "annotation_note": note}
                     img, reason, start_lm, detected, det_time = None, None, None, None, float("nan")
@@ -258,7 +261,7 @@ def run(args, argv) -> int:
                         else:
                             row = ev.evaluate_image(fit, img.rgb, model, pm["points"], annotation=ann,
                                                     landmarks=start_lm, detected=detected, scale=img.scale,
-                                                    fit_kwargs=fit_kwargs)
+                                                    fit_kwargs=fit_kwargs, scan=scan)
                         row = {**base, **row, "detect_time": det_time,
                                "landmarks_detected": detected, "landmarks_annotation":
                                    (ann.points if ann is not None else None)}

@@ -97,6 +97,22 @@ def write_report(run: dict, out_dir) -> dict:
                          f"{fmt_pct(s['err3d_inner_mean_face']['mean'])} / "
                          f"{fmt_pct(s['err3d_inner_mean_face']['median'])} |")
             L.append("")
+        if any(m["summary"]["scan_median"]["n"] for m in models):
+            L += ["## 3D scans (NoW protocol)", "",
+                  "Scan points within 1.1 outer-eye distances of the scan's nose tip, distance to the fitted surface "
+                  "after a landmark similarity alignment and rigid ICP (mofa_tk.evaluation.scan); in the scan's "
+                  "units (mm for NoW / REALY scans). Means over the photos with a scan.", "",
+                  "| model | scans | fit: median / mean / std | landmark stage: median | mean face: median | "
+                  "fit median / outer-eye distance |", "|---|---|---|---|---|---|"]
+            for m in models:
+                s = m["summary"]
+                if not s["scan_median"]["n"]:
+                    continue
+                L.append(f"| {m['tag']} | {s['scan_median']['n']} | {s['scan_median']['mean']:.3g} / "
+                         f"{s['scan_mean']['mean']:.3g} / {s['scan_std']['mean']:.3g} | "
+                         f"{s['scan_median_landmarks']['mean']:.3g} | {s['scan_median_mean_face']['mean']:.3g} | "
+                         f"{fmt_pct(s['scan_median_eyes']['mean'])} |")
+            L.append("")
         for m in models:
             L += [f"## Per image: {m['tag']}", ""]
             if m.get("contact_sheet"):

@@ -2,7 +2,6 @@
 rows (used by `mofa eval`, docs/evaluation.md)."""
 from __future__ import annotations
 
-
 import os
 from pathlib import Path
 
@@ -11,7 +10,8 @@ import numpy as np
 from ..errors import InputError
 from ..face.builtin import builtin_model
 from ..io.models import load_model
-from .landmarks import aflw_gt_3d, five_from_68, landmark_3d_error, nme5, nme68, INNER49
+from .landmarks import INNER49, aflw_gt_3d, five_from_68, landmark_3d_error, nme5, nme68
+from .scan import scan_error
 
 __all__ = ["load_eval_model", "evaluate_image", "summarize", "stats", "albedo_note"]
 
@@ -47,7 +47,7 @@ def _nan_list(a):
 
 
 def evaluate_image(fit_fn, image, model, points, *, annotation=None, landmarks=None, detected=None,
-                   scale: float = 1.0, fit_kwargs=None) -> dict:
+                   scale: float = 1.0, fit_kwargs=None, scan=None) -> dict:
     """Fit one photo with one model and measure it; never raises (except KeyboardInterrupt).
 
     fit_fn:     `mofa_tk.fitting.pipeline.fit` (passed in so that a caller can time / replace it)
@@ -58,6 +58,10 @@ def evaluate_image(fit_fn, image, model, points, *, annotation=None, landmarks=N
     detected:   (68, 2) detected landmarks in FILE pixels (for the detector's own NME), or None
     scale:      working pixels per file pixel (`LoadedImage.scale`)
     fit_kwargs: extra keyword arguments of `fit` (iters, size, optimizer, ...)
+    scan:       `io.meshes.Scan` of the photo's face, or None: adds the NoW-style scan-to-mesh error
+                (`evaluation.scan.scan_error`) of the fit, of the landmark stage and of the mean face:
+                scan_median / scan_mean / scan_std (scan units), scan_median_eyes, and the _landmarks and
+                _mean_face forms of scan_median
 
     Returns a dict: status ("ok" | "failed"), reason, fit_time (s), nme / nme_inner / nme_bbox /
     nme_detector / nme_detector_inner / nme5 / nme5_detector (fractions, NaN when not applicable), err3d /
@@ -70,7 +74,9 @@ def evaluate_image(fit_fn, image, model, points, *, annotation=None, landmarks=N
            "nme5": float("nan"), "nme5_detector": float("nan"), "err3d": float("nan"),
            "err3d_mean_face": float("nan"), "err3d_inner": float("nan"), "err3d_inner_mean_face": float("nan"),
            "err3d_landmarks": float("nan"), "err3d_inner_landmarks": float("nan"),
-           "landmarks_fit": None, "result": None}
+           "landmarks_fit": None, "result": None, "scan_median": float("nan"), "scan_mean": float("nan"),
+           "scan_std": float("nan"), "scan_median_eyes": float("nan"), "scan_median_landmarks": float("nan"),
+           "scan_median_mean_face": float("nan")}
     try:
         res = fit_fn(image, model, landmarks=landmarks, progress=False, **(fit_kwargs or {}))
     except KeyboardInterrupt:
@@ -82,6 +88,11 @@ def evaluate_image(fit_fn, image, model, points, *, annotation=None, landmarks=N
     row["fit_time"] = float(res.timings.get("total", float("nan")))
     fitted = np.asarray(res.landmarks, np.float64) / scale
     row["landmarks_fit"] = fitted
+    if scan is not None:
+        try:
+            _scan_rows(row, res, model, scan)
+        except InputError as exc:
+            row["reason"] = f"scan metric not computed: {' '.join(str(exc).split())}"
     if annotation is None:
         return row
     inner = [i for i in INNER49 if i in set(points)]
@@ -145,7 +156,8 @@ def summarize(rows: list) -> dict:
     ok = [r for r in rows if r["status"] == "ok"]
     out["fit_time"] = stats(r["fit_time"] for r in ok)
     keys = ("nme", "nme_inner", "nme_bbox", "nme_detector", "nme_detector_inner", "nme5", "nme5_detector", "err3d",
-            "err3d_mean_face", "err3d_landmarks", "err3d_inner", "err3d_inner_mean_face", "err3d_inner_landmarks")
+            "err3d_mean_face", "err3d_landmarks", "err3d_inner", "err3d_inner_mean_face", "err3d_inner_landmarks",
+            "scan_median", "scan_mean", "scan_std", "scan_median_eyes", "scan_median_landmarks", "scan_median_mean_face")
     for k in keys:
         out[k] = stats(r.get(k) for r in ok)
     by = {}
@@ -157,6 +169,22 @@ def summarize(rows: list) -> dict:
             by[fmt][k] = stats(r.get(k) for r in subok)
     out["by_format"] = by
     return out
+
+
+def _scan_rows(row, res, model, scan) -> None:
+    """The scan metric of the fit, of the landmark stage and of the mean face, into `row`."""
+    tris = np.asarray(model.triangles.cpu(), np.int64)
+    lm_idx = np.asarray(model.landmarks.cpu(), np.int64)
+    meshes = [("", res.verts_model), ("_mean_face", model.mean_shape)]
+    if "landmarks" in res.stage_codes:
+        meshes.append(("_landmarks", res.verts_at("landmarks")))
+    for suffix, verts in meshes:
+        v = np.asarray(verts.detach().cpu(), np.float64)
+        lm = np.where((lm_idx >= 0)[:, None], v[np.clip(lm_idx, 0, None)], np.nan)
+        out = scan_error(v, tris, lm, scan.verts, scan.landmarks)
+        row["scan_median" + suffix] = out["median"]
+        if not suffix:
+            row.update(scan_mean=out["mean"], scan_std=out["std"], scan_median_eyes=out["median_eyes"])
 
 
 def _reason_class(reason: str) -> str:

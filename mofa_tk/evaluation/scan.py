@@ -1,0 +1,170 @@
+"""Scan-to-mesh error of a fitted face against a 3D scan, after the NoW benchmark's protocol.
+
+NoW (Sanyal et al., CVPR 2019) aligns the predicted mesh to the scan with a similarity transform estimated from
+corresponding landmarks, refines the alignment by rigid ICP (scale kept), and reports the distance from each
+scan point in the face region to the closest point of the predicted surface: median, mean and standard
+deviation. `scan_error` does the same with the 68 iBUG landmarks (those the model has), and a face region of
+scan points within `radius` of the scan's nose-tip landmark (iBUG 30). Distances are in the scan's units (mm for
+NoW and REALY scans) and also given relative to the scan's outer-eye-corner distance (iBUG 36-45).
+
+Plain NumPy / SciPy in float64. Closest points on the mesh: the triangles around the nearest vertices and
+centroids (a k-d tree) are tested exactly (Ericson's closest point on a triangle).
+"""
+from __future__ import annotations
+
+import numpy as np
+from scipy.spatial import cKDTree
+
+from ..errors import InputError
+
+__all__ = ["closest_points_on_mesh", "similarity_transform", "align_to_scan", "scan_error", "SCAN_RADIUS_EYES"]
+
+#: Default face-region radius around the nose tip, in outer-eye-corner distances of the scan (about 100 mm).
+SCAN_RADIUS_EYES = 1.1
+
+
+def _closest_on_triangles(p, a, b, c):
+    """Closest points (n, 3) on triangles (a, b, c) (each (n, 3)) to points p (n, 3) (Ericson, RTCD 5.1.5)."""
+    ab, ac, ap = b - a, c - a, p - a
+    d1, d2 = (ab * ap).sum(1), (ac * ap).sum(1)
+    bp = p - b
+    d3, d4 = (ab * bp).sum(1), (ac * bp).sum(1)
+    cp = p - c
+    d5, d6 = (ab * cp).sum(1), (ac * cp).sum(1)
+    va = d3 * d6 - d5 * d4
+    vb = d5 * d2 - d1 * d6
+    vc = d1 * d4 - d3 * d2
+    out = np.empty_like(p)
+    done = np.zeros(len(p), bool)
+
+    def put(mask, value):
+        m = mask & ~done
+        out[m] = value[m] if value.ndim == 2 else value
+        done[:] |= m
+
+    with np.errstate(divide="ignore", invalid="ignore"):
+        put((d1 <= 0) & (d2 <= 0), a)                                                   # vertex a
+        put((d3 >= 0) & (d4 <= d3), b)                                                  # vertex b
+        put((d6 >= 0) & (d5 <= d6), c)                                                  # vertex c
+        put((vc <= 0) & (d1 >= 0) & (d3 <= 0), a + ab * (d1 / (d1 - d3))[:, None])      # edge ab
+        put((vb <= 0) & (d2 >= 0) & (d6 <= 0), a + ac * (d2 / (d2 - d6))[:, None])      # edge ac
+        put((va <= 0) & ((d4 - d3) >= 0) & ((d5 - d6) >= 0),
+            b + (c - b) * ((d4 - d3) / ((d4 - d3) + (d5 - d6)))[:, None])               # edge bc
+        denom = 1.0 / (va + vb + vc)
+        put(np.ones(len(p), bool), a + ab * (vb * denom)[:, None] + ac * (vc * denom)[:, None])   # inside
+    return out
+
+
+def closest_points_on_mesh(points, verts, tris, k: int = 16):
+    """Closest points of a triangle mesh to query points.
+
+    Args:
+        points: (n, 3) query points; verts: (V, 3) and tris: (T, 3) the mesh.
+        k: candidate triangles per point from each of the two k-d trees (vertices, centroids).
+    Returns:
+        (distance (n,), closest point (n, 3)) float64.
+    """
+    p = np.asarray(points, np.float64)
+    v = np.asarray(verts, np.float64)
+    t = np.asarray(tris, np.int64)
+    if not len(t):
+        raise InputError("mesh: no triangles")
+    k = min(k, len(t))
+    _, near_tri = cKDTree(v[t].mean(1)).query(p, k=k)
+    near_tri = near_tri.reshape(len(p), -1)
+    # triangles around the nearest vertices, for large triangles whose centroid is far from the closest point
+    _, near_v = cKDTree(v).query(p, k=min(4, len(v)))
+    near_v = near_v.reshape(len(p), -1)
+    order = np.argsort(t.reshape(-1), kind="stable")
+    start = np.searchsorted(t.reshape(-1)[order], np.arange(len(v) + 1))
+    per_vertex = [order[start[i]:start[i + 1]] // 3 for i in range(len(v))]
+    width = max(1, max(len(x) for x in per_vertex))
+    inc = np.full((len(v), width), -1, np.int64)
+    for i, x in enumerate(per_vertex):
+        inc[i, :len(x)] = x
+    cand = np.concatenate([near_tri, inc[near_v].reshape(len(p), -1)], 1)
+    cand = np.where(cand < 0, near_tri[:, :1], cand)
+    n, m = cand.shape
+    q = np.repeat(p, m, 0)
+    tri = t[cand.reshape(-1)]
+    cp = _closest_on_triangles(q, v[tri[:, 0]], v[tri[:, 1]], v[tri[:, 2]]).reshape(n, m, 3)
+    d = np.linalg.norm(cp - p[:, None], axis=2)
+    best = d.argmin(1)
+    return d[np.arange(n), best], cp[np.arange(n), best]
+
+
+def similarity_transform(src, dst, scale: bool = True):
+    """(s, R, t) minimising sum |s R src_i + t - dst_i|^2 (Umeyama 1991; a proper rotation, det R = +1).
+
+    Args:
+        src, dst: (n, 3) corresponding points, n >= 3 and not collinear; scale: False fixes s = 1.
+    """
+    src, dst = np.asarray(src, np.float64), np.asarray(dst, np.float64)
+    ms, md = src.mean(0), dst.mean(0)
+    a, b = src - ms, dst - md
+    U, S, Vt = np.linalg.svd(b.T @ a / len(src))
+    D = np.diag([1.0, 1.0, np.sign(np.linalg.det(U @ Vt)) or 1.0])
+    R = U @ D @ Vt
+    s = float(np.trace(np.diag(S) @ D) / max((a * a).sum() / len(src), 1e-300)) if scale else 1.0
+    return s, R, md - s * R @ ms
+
+
+def align_to_scan(verts, tris, landmarks, scan_landmarks, scan_points, iterations: int = 30):
+    """The NoW alignment of a predicted mesh to a scan.
+
+    Args:
+        verts (V, 3), tris (T, 3): the predicted mesh (any units).
+        landmarks (n, 3), scan_landmarks (n, 3): corresponding landmarks on the mesh and on the scan (NaN rows
+            are left out; at least 3 are needed).
+        scan_points (m, 3): the scan points the rigid ICP fits the mesh to (the face region).
+        iterations: rigid ICP steps after the landmark similarity (stops earlier when the mean distance settles).
+    Returns:
+        (verts aligned to the scan (V, 3), (s, R, t) of the whole transform).
+    """
+    lm, slm = np.asarray(landmarks, np.float64), np.asarray(scan_landmarks, np.float64)
+    ok = np.isfinite(lm).all(1) & np.isfinite(slm).all(1)
+    if ok.sum() < 3:
+        raise InputError(f"landmarks: {int(ok.sum())} usable correspondences; the alignment needs at least 3")
+    s, R, t = similarity_transform(lm[ok], slm[ok])
+    v = s * np.asarray(verts, np.float64) @ R.T + t
+    last = np.inf
+    for _ in range(iterations):
+        d, closest = closest_points_on_mesh(scan_points, v, tris)
+        # rigid update taking the closest surface points onto the scan points, applied to the mesh
+        _, dR, dt = similarity_transform(closest, scan_points, scale=False)
+        v = v @ dR.T + dt
+        R, t = dR @ R, dR @ t + dt
+        if last - d.mean() < 1e-6 * max(last, 1e-12):
+            break
+        last = d.mean()
+    return v, (s, R, t)
+
+
+def scan_error(verts, tris, landmarks, scan_verts, scan_landmarks, radius: float | None = None,
+               iterations: int = 30) -> dict:
+    """NoW-style scan-to-mesh error of a predicted face.
+
+    Args:
+        verts (V, 3), tris (T, 3): the predicted mesh; landmarks (68, 3): its iBUG landmark positions (NaN for
+            those it lacks).
+        scan_verts (m, 3): the scan's points; scan_landmarks (68, 3): the scan's iBUG landmarks.
+        radius: face region around the scan's nose tip (landmark 30), in scan units; default SCAN_RADIUS_EYES
+            times the scan's outer-eye-corner distance.
+    Returns:
+        {"median", "mean", "std" (scan units), "median_eyes", "mean_eyes" (/ outer-eye distance), "points" (in
+        the region), "eye_distance", "scale" (of the landmark similarity)}.
+    """
+    slm = np.asarray(scan_landmarks, np.float64)
+    if slm.shape[0] < 46 or not np.isfinite(slm[[30, 36, 45]]).all():
+        raise InputError("scan_landmarks: need the iBUG nose tip (30) and outer eye corners (36, 45)")
+    eyes = float(np.linalg.norm(slm[36] - slm[45]))
+    r = SCAN_RADIUS_EYES * eyes if radius is None else float(radius)
+    sv = np.asarray(scan_verts, np.float64)
+    region = sv[np.linalg.norm(sv - slm[30], axis=1) <= r]
+    if len(region) < 10:
+        raise InputError(f"scan: {len(region)} points within {r:.3g} of the nose tip; need at least 10")
+    aligned, (s, _, _) = align_to_scan(verts, tris, landmarks, slm, region, iterations)
+    d, _ = closest_points_on_mesh(region, aligned, tris)
+    return {"median": float(np.median(d)), "mean": float(d.mean()), "std": float(d.std()),
+            "median_eyes": float(np.median(d) / eyes), "mean_eyes": float(d.mean() / eyes),
+            "points": int(len(region)), "eye_distance": eyes, "scale": float(s)}

@@ -1,0 +1,185 @@
+"""Reading 3D scans: triangle meshes from OBJ and PLY files, and their 3D landmarks (menpo LJSON or .npy)."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from dataclasses import dataclass
+
+from ..errors import InputError, ModelFormatError
+from .models.ict import parse_obj
+
+__all__ = ["read_mesh", "read_landmarks_3d", "find_scan", "Scan", "MESH_EXTENSIONS"]
+
+#: Scan file extensions `read_mesh` reads.
+MESH_EXTENSIONS = (".obj", ".ply")
+
+_PLY_TYPES = {"char": "i1", "int8": "i1", "uchar": "u1", "uint8": "u1", "short": "i2", "int16": "i2",
+              "ushort": "u2", "uint16": "u2", "int": "i4", "int32": "i4", "uint": "u4", "uint32": "u4",
+              "float": "f4", "float32": "f4", "double": "f8", "float64": "f8"}
+
+
+def read_mesh(path):
+    """A triangle mesh from an OBJ or PLY file (ASCII or binary PLY).
+
+    Args:
+        path: the file.
+    Returns:
+        (verts (V, 3) float64 in the file's units, tris (T, 3) int64, 0-based; polygons fan-triangulated).
+    Raises FileNotFoundError, or ModelFormatError naming the file when it cannot be read as a mesh.
+    """
+    p = Path(os.fspath(path))
+    if not p.is_file():
+        raise FileNotFoundError(f"mesh file not found: {p}")
+    suffix = p.suffix.lower()
+    if suffix == ".obj":
+        verts, tris = parse_obj(p)
+        verts, tris = np.asarray(verts, np.float64), np.asarray(tris, np.int64).reshape(-1, 3)
+    elif suffix == ".ply":
+        verts, tris = _read_ply(p)
+    else:
+        raise ModelFormatError(f"{p}: not a mesh file (expected {', '.join(MESH_EXTENSIONS)})")
+    if verts.ndim != 2 or verts.shape[1] != 3 or not len(verts):
+        raise ModelFormatError(f"{p}: no vertices")
+    if tris.size and (tris.min() < 0 or tris.max() >= len(verts)):
+        raise ModelFormatError(f"{p}: face indices outside [0, {len(verts)})")
+    return verts, tris
+
+
+def _read_ply(p: Path):
+    data = p.read_bytes()
+    end = data.find(b"end_header")
+    if not data.startswith(b"ply") or end < 0:
+        raise ModelFormatError(f"{p}: not a PLY file (no 'ply' magic or no end_header)")
+    header = data[:end].decode("ascii", errors="replace").splitlines()
+    body = data[data.index(b"\n", end) + 1:]
+    fmt, elements = None, []
+    for line in header:
+        w = line.split()
+        if not w:
+            continue
+        if w[0] == "format":
+            fmt = w[1]
+        elif w[0] == "element":
+            elements.append([w[1], int(w[2]), []])
+        elif w[0] == "property" and elements:
+            elements[-1][2].append(w[1:])
+    if fmt not in ("ascii", "binary_little_endian", "binary_big_endian"):
+        raise ModelFormatError(f"{p}: unsupported PLY format {fmt!r}")
+    verts = tris = None
+    if fmt == "ascii":
+        rows = body.decode("ascii", errors="replace").split("\n")
+        i = 0
+        for name, count, props in elements:
+            lines = rows[i:i + count]
+            i += count
+            if name == "vertex":
+                names = [q[-1] for q in props]
+                a = np.array([[float(x) for x in ln.split()[:len(names)]] for ln in lines], np.float64)
+                verts = a[:, [names.index("x"), names.index("y"), names.index("z")]]
+            elif name == "face":
+                tris = _fan([[int(x) for x in ln.split()[1:1 + int(ln.split()[0])]] for ln in lines if ln.strip()])
+        return _need(p, verts), tris if tris is not None else np.zeros((0, 3), np.int64)
+    order = "<" if fmt == "binary_little_endian" else ">"
+    off = 0
+    for name, count, props in elements:
+        if all(q[0] != "list" for q in props):
+            dt = np.dtype([(q[1], order + _PLY_TYPES[q[0]]) for q in props])
+            a = np.frombuffer(body, dt, count, off)
+            off += dt.itemsize * count
+            if name == "vertex":
+                verts = np.stack([a["x"], a["y"], a["z"]], 1).astype(np.float64)
+            continue
+        if name != "face" or len(props) != 1:
+            raise ModelFormatError(f"{p}: unsupported PLY element {name!r} with list properties")
+        _, ctype, itype, _ = props[0]
+        cdt, idt = np.dtype(order + _PLY_TYPES[ctype]), np.dtype(order + _PLY_TYPES[itype])
+        first = int(np.frombuffer(body, cdt, 1, off)[0]) if count else 3
+        rec = np.dtype([("n", cdt), ("v", idt, (first,))])
+        a = np.frombuffer(body, rec, count, off)
+        if count and not (a["n"] == first).all():
+            raise ModelFormatError(f"{p}: PLY faces of mixed sizes are not supported")
+        off += rec.itemsize * count
+        tris = _fan(a["v"].astype(np.int64))
+    return _need(p, verts), tris if tris is not None else np.zeros((0, 3), np.int64)
+
+
+def _need(p, verts):
+    if verts is None:
+        raise ModelFormatError(f"{p}: no vertex element")
+    return verts
+
+
+def _fan(polys) -> np.ndarray:
+    out = [(q[0], q[k], q[k + 1]) for q in polys for k in range(1, len(q) - 1)]
+    return np.asarray(out, np.int64).reshape(-1, 3)
+
+
+def read_landmarks_3d(path) -> np.ndarray:
+    """3D landmarks of a scan: the first 68-point group of a menpo LJSON file with 3D points, or a (N, 3) .npy.
+
+    Returns (N, 3) float64 in the scan's units (NaN for missing points). Raises FileNotFoundError or
+    InputError naming the file.
+    """
+    p = Path(os.fspath(path))
+    if not p.is_file():
+        raise FileNotFoundError(f"landmark file not found: {p}")
+    if p.suffix.lower() == ".npy":
+        a = np.asarray(np.load(p, allow_pickle=False), np.float64)
+    else:
+        try:
+            d = json.loads(p.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise InputError(f"landmark file {str(p)!r}: not valid JSON ({exc})") from None
+        groups = d.get("groups", {}) if isinstance(d, dict) else {}
+        pts = [g.get("landmarks", {}).get("points") for g in groups.values() if isinstance(g, dict)] \
+            if isinstance(groups, dict) else []
+        if isinstance(d, dict) and isinstance(d.get("landmarks"), dict):
+            pts.append(d["landmarks"].get("points"))
+        a = None
+        for q in pts:
+            if isinstance(q, list) and q and all(r is None or len(r) == 3 for r in q):
+                a = np.array([[np.nan] * 3 if r is None or None in r else r for r in q], np.float64)
+                break
+        if a is None:
+            raise InputError(f"landmark file {str(p)!r}: no group of 3D points")
+    if a.ndim != 2 or a.shape[1] != 3:
+        raise InputError(f"landmark file {str(p)!r}: expected (N, 3) points, got shape {a.shape}")
+    return a
+
+
+@dataclass
+class Scan:
+    """A 3D scan beside a photo: verts (V, 3) and tris (T, 3) in the scan's units, landmarks (68, 3) iBUG."""
+
+    verts: np.ndarray
+    tris: np.ndarray
+    landmarks: np.ndarray
+    path: Path
+
+
+def find_scan(image):
+    """The scan beside photo `image`: (Scan or None, note or None).
+
+    A scan is NAME.obj or NAME.ply beside NAME.jpg (any photo extension), with its 68 iBUG landmarks in 3D in
+    NAME.ljson (menpo) or NAME_lmks.npy / NAME.npy. A scan that cannot be read gives a note instead.
+    """
+    image = Path(os.fspath(image))
+    mesh = next((image.with_suffix(e) for e in MESH_EXTENSIONS if image.with_suffix(e).is_file()), None)
+    if mesh is None:
+        return None, None
+    cands = [image.with_suffix(".ljson"), image.parent / f"{image.stem}_lmks.npy", image.with_suffix(".npy")]
+    lm_path = next((c for c in cands if c.is_file()), None)
+    if lm_path is None:
+        return None, f"scan {mesh.name}: no 3D landmark file ({', '.join(c.name for c in cands)})"
+    try:
+        verts, tris = read_mesh(mesh)
+        lm = read_landmarks_3d(lm_path)
+    except (InputError, ModelFormatError, OSError) as exc:
+        return None, f"scan {mesh.name}: {' '.join(str(exc).split())}"
+    if lm.shape[0] != 68:
+        return None, f"scan {mesh.name}: {lm.shape[0]} landmarks in {lm_path.name}; the iBUG 68 are needed"
+    return Scan(verts, tris, lm, mesh), None

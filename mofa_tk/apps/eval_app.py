@@ -34,7 +34,7 @@ from mofa_tk import evaluation as ev
 from mofa_tk import landmarks as mlm
 from mofa_tk.apps.errors import one_line as _one_line
 from mofa_tk.apps.errors import run_reporting_errors
-from mofa_tk.apps.options import PHOTOMETRIC_HELP, REG_HELP, parse_reg
+from mofa_tk.apps.options import ANCHOR_HELP, PHOTOMETRIC_HELP, REG_HELP, parse_reg
 from mofa_tk.errors import InputError
 from mofa_tk.evaluation.report import fmt_pct, fmt_sec
 from mofa_tk.fitting.pipeline import fit
@@ -70,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=int, default=224, metavar="PX", help="crop / render resolution (default 224)")
     p.add_argument("--reg", action="append", default=None, metavar="BLOCK=WEIGHT", help=REG_HELP)
     p.add_argument("--photometric", choices=("all", "appearance"), default="all", help=PHOTOMETRIC_HELP)
+    p.add_argument("--photometric-anchor", type=float, default=0.0, metavar="W", help=ANCHOR_HELP)
     p.add_argument("--no-recursive", action="store_true", help="do not search sub-folders")
     p.add_argument("--synthetic", type=int, default=0, metavar="N",
                    help="also fit N synthetic faces per model (random identity, expression, pose, light) and "
@@ -180,6 +181,7 @@ def run(args, argv) -> int:
     if reg is not None:
         fit_kwargs["reg_weights"] = reg
     fit_kwargs["photometric"] = args.photometric
+    fit_kwargs["photometric_anchor"] = args.photometric_anchor
     if args.iters is not None:
         fit_kwargs["iters"] = args.iters
     prog = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""

@@ -23,7 +23,7 @@ from scipy import ndimage
 import mofa_tk
 from mofa_tk import landmarks as mlm
 from mofa_tk.apps.errors import run_reporting_errors
-from mofa_tk.apps.options import PHOTOMETRIC_HELP, REG_HELP, parse_reg
+from mofa_tk.apps.options import ANCHOR_HELP, PHOTOMETRIC_HELP, REG_HELP, parse_reg
 from mofa_tk.evaluation import metrics
 from mofa_tk.fitting.pipeline import fit
 from mofa_tk.io import images as mio
@@ -59,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seed of torch / numpy RNGs (the fit itself draws no random numbers; default 0)")
     p.add_argument("--reg", action="append", default=None, metavar="BLOCK=WEIGHT", help=REG_HELP)
     p.add_argument("--photometric", choices=("all", "appearance"), default="all", help=PHOTOMETRIC_HELP)
+    p.add_argument("--photometric-anchor", type=float, default=0.0, metavar="W", help=ANCHOR_HELP)
     p.add_argument("--encoder", default=None, metavar="CKPT",
                    help="a trained encoder (checkpoint.pt of `mofa train`, or its folder) whose prediction "
                         "initialises the fit; the model defaults to the one it was trained for")
@@ -233,6 +234,7 @@ def run(args) -> int:
     if reg is not None:
         fit_kw["reg_weights"] = reg
     fit_kw["photometric"] = args.photometric
+    fit_kw["photometric_anchor"] = args.photometric_anchor
     if encoder is not None:
         # crop the photo the way the training crops were framed, and start from the encoder's code for it
         crop, _, _ = mlm.crop_face(img.rgb, lm, size=args.size, scale=enc_config["crop_scale"])
@@ -281,7 +283,7 @@ def run(args) -> int:
                                                          "step": enc_config.get("step"),
                                                          "crop_scale": enc_config["crop_scale"]},
                 "init": {k: v["init"] for k, v in res.losses.items() if "init" in v},
-                "reg_weights": reg, "photometric": args.photometric,
+                "reg_weights": reg, "photometric": args.photometric, "photometric_anchor": args.photometric_anchor,
                 "losses": {k: {kk: vv for kk, vv in v.items() if kk not in ("history", "times")}
                            for k, v in res.losses.items()},
                 "iterations": res.iterations, "converged": res.converged},

@@ -17,6 +17,11 @@ PHOTOMETRIC_HELP = ("what the photometric stage refines: all (default) or appear
                     "docs/evaluation.md)")
 
 
+ANCHOR_HELP = ("prior weight (in units of the reg term weight) on how far the photometric stage may move shape and "
+               "expression from the landmark stage's estimate; default 0; 10 gave better 3D and 2D on real photos "
+               "(docs/evaluation.md)")
+
+
 def parse_reg(values) -> dict | None:
     """['expression=80', ...] -> reg_weights for `mofa_tk.fit` (FIT_REG_WEIGHTS with those blocks replaced),
     or None when no --reg was given. Raises InputError naming the bad entry."""

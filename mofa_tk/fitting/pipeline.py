@@ -18,6 +18,7 @@ No random numbers are drawn and no op sums with float atomics: repeated fits are
 """
 from __future__ import annotations
 
+import math
 import time
 from collections import OrderedDict
 
@@ -62,7 +63,7 @@ def fit(image, model=None, landmarks=None, *, size: int = 224, optimizer: str = 
         crop_scale: float = DEFAULT_CROP_SCALE, focal=None, principal=None, tol: float = 3e-3,
         progress: bool = True,
         name: str | None = None, decoder_options: dict | None = None, init_code=None,
-        photometric: str = "all") -> FitResult:
+        photometric: str = "all", photometric_anchor: float = 0.0) -> FitResult:
     """Fit the semantic code of `model` to one photo by analysis by synthesis (coarse to fine).
 
     image:      (H, W, 3) RGB, (H, W) grey or (H, W, 4) RGBA (alpha dropped); uint8, uint16 or float in
@@ -89,6 +90,10 @@ def fit(image, model=None, landmarks=None, *, size: int = 224, optimizer: str = 
                 AFLW2000-3D photos that kept a 3D error 15-17 % below the mean face's for the built-in and Surrey
                 models, where refining the shape photometrically loses most of that; on synthetic faces of the
                 model itself refining the shape helps: docs/evaluation.md)
+    photometric_anchor: prior weight (times the "reg" term weight) on |shape - shape_lm|^2 + |expression -
+                expression_lm|^2 in the photometric stage, the landmark stage's estimate being the anchor; default
+                0 (none); 10 kept most of the landmark stage's 3D gain on real photos and improved their 2D error,
+                at some cost on synthetic faces (docs/evaluation.md)
     init_code:  optional (N,) or (1, N) float code of `model` for THIS crop (same `size`-independent camera and
                 `crop_scale`), e.g. `Encoder.predict_code` of the crop (`mofa fit --encoder CKPT`). It competes
                 with the closed-form initialisations: the pose stage starts from whichever of the encoder's
@@ -182,7 +187,10 @@ def fit(image, model=None, landmarks=None, *, size: int = 224, optimizer: str = 
     code = dec.code.zeros(1)
     enc_code = _as_init_code(init_code, dec.code.size) if init_code is not None else None
     bar = progress_bar("[bold]fit[/] {task.description:<12}", ["loss {task.fields[loss]:.5g}"], enabled=progress)
-    run = FitRun(prob, optimizer, tol, max_iters, bar, enc_code, PHOTOMETRIC_MODES[photometric])
+    if not (photometric_anchor >= 0 and math.isfinite(photometric_anchor)):
+        raise InputError(f"photometric_anchor: expected a finite weight >= 0, got {photometric_anchor!r}")
+    run = FitRun(prob, optimizer, tol, max_iters, bar, enc_code, PHOTOMETRIC_MODES[photometric],
+                 float(photometric_anchor))
     losses_out, iterations, converged, stage_codes = OrderedDict(), OrderedDict(), OrderedDict(), OrderedDict()
     if run.bar is not None:
         run.bar.start()

@@ -40,6 +40,7 @@ class Problem:
         self.w["photo"] = 0.0                                     # the dense (vertex) term only
         self.reg_w = dict(FIT_REG_WEIGHTS if reg_weights is None else reg_weights)
         self.lm_w = landmark_weights
+        self.anchor = None        # (weight, {block: (K,) target}) set by the photometric stage
         lm = dec.landmark_index
         self.lm_ok = (dec.landmark_valid & torch.isfinite(target_lm).all(-1))
         self.lm_idx = lm.clamp(min=0)
@@ -141,10 +142,23 @@ class Problem:
         g = self.geometry(code)
         return self.dense_loss(g, self.visibility(g))
 
+    def anchor_term(self, g):
+        """w_reg * w_anchor * |c - c_anchor|^2 over the anchored blocks (shape / expression held near the landmark
+        stage's estimate during the photometric stage), or None when nothing is anchored."""
+        if not self.anchor:
+            return None
+        w, targets = self.anchor
+        return self.w["reg"] * w * sum(((g.blocks[b][0] - t) ** 2).sum() for b, t in targets.items())
+
     def dense_loss(self, g, vis: torch.Tensor):
         """MoFA's loss (`losses.mofa_loss`) on the vertex render `g` with a given visibility."""
-        return L.mofa_loss(replace(g, visibility=vis), self.crop, self.target, weights=self.w,
-                           reg_weights=self.reg_w, landmark_weights=self.lm_w, robust=True)
+        total, terms = L.mofa_loss(replace(g, visibility=vis), self.crop, self.target, weights=self.w,
+                                   reg_weights=self.reg_w, landmark_weights=self.lm_w, robust=True)
+        extra = self.anchor_term(g)
+        if extra is not None:
+            terms = dict(terms, anchor=extra)
+            total = total + extra
+        return total, terms
 
 
 def prior_hessian(prob, blocks, reg_blocks):

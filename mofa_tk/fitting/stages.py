@@ -112,6 +112,13 @@ def fit_dense(prob: Problem, code, stage: StageLog, optimizer: str, tol: float, 
     reg_blocks = tuple(b for b in ("shape", "expression", "reflectance", "illumination", "rotation", "translation")
                        if prob.reg_w.get(b, 0.0))
     prior = prior_hessian(prob, blocks, reg_blocks)
+    if prob.anchor:                       # the anchor's Gauss-Newton part: 2 w_reg w_anchor on its blocks
+        o = 0
+        for b in blocks:
+            if b in prob.anchor[1]:
+                idx = torch.arange(o, o + layout.sizes[b])
+                prior[idx, idx] += 2.0 * prob.w["reg"] * prob.anchor[0]
+            o += layout.sizes[b]
     off = {}
     o = 0
     for b in blocks:
@@ -196,6 +203,7 @@ class FitRun:
     bar: object = None
     enc_code: torch.Tensor | None = None
     photometric_blocks: tuple | None = None    # None: every block
+    photometric_anchor: float = 0.0           # prior weight on shape / expression changes in the photometric stage
     pose_init: str = "closed-form"
     final: float = float("nan")          # the last stage's final loss
 
@@ -273,6 +281,9 @@ def photometric_stage(run: FitRun, code: torch.Tensor):
     """Every block on MoFA's dense loss."""
     prob = run.prob
     st = StageLog("photometric", run.max_iters["photometric"], run.bar)
+    if run.photometric_anchor > 0:
+        bl = prob.layout.split(code.detach())
+        prob.anchor = (run.photometric_anchor, {b: bl[b][0].clone() for b in ("shape", "expression")})
     if st.max_iters:
         code, first = fit_dense(prob, code, st, run.optimizer, run.tol, run.photometric_blocks)
     else:

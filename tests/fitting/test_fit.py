@@ -458,3 +458,20 @@ def test_photometric_appearance_mode_keeps_the_landmark_shape(cpu, model):
     assert torch.equal(res.verts_model, res.verts_at("landmarks"))
     with pytest.raises(InputError, match="photometric: expected one of"):
         fit(sc["image"], model, landmarks=sc["landmarks"], progress=False, photometric="shape")
+
+
+def test_photometric_anchor_holds_the_shape_near_the_landmark_stage(cpu, model):
+    """With photometric_anchor > 0 the photometric stage moves shape and expression less from the landmark
+    stage's estimate than without, the loss reports the anchor term, and a negative weight is refused."""
+    sc = synthetic_scene(model, 0)
+    layout = FaceDecoder(model).code
+    moved = {}
+    for w in (0.0, 100.0):
+        res = fit(sc["image"], model, landmarks=sc["landmarks"], progress=False, focal=sc["focal"],
+                  principal=sc["principal"], photometric_anchor=w)
+        lm, fin = (layout.split(res.stage_codes[s][None]) for s in ("landmarks", "photometric"))
+        moved[w] = float(torch.cat([(fin[b] - lm[b]).reshape(-1) for b in ("shape", "expression")]).norm())
+        assert ("anchor" in res.losses["photometric"]["terms"]) == (w > 0)
+    assert moved[100.0] < 0.5 * moved[0.0], moved
+    with pytest.raises(InputError, match="photometric_anchor"):
+        fit(sc["image"], model, landmarks=sc["landmarks"], progress=False, photometric_anchor=-1.0)

@@ -1,5 +1,6 @@
 """Backend selection: init semantics, errors, environment variable, kernel packaging."""
 import importlib
+import os
 import subprocess
 import sys
 
@@ -39,7 +40,7 @@ def test_unavailable_backend_names_itself(backend):
 def test_environment_variable_selects_backend():
     code = "import mofa_tk, torch; mofa_tk.morph(mofa_tk.builtin_model(), torch.zeros(1, 80)); print(mofa_tk.current_backend())"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
-                         env={**__import__("os").environ, "MOFA_TK_BACKEND": "cpu"})
+                         env={**os.environ, "MOFA_TK_BACKEND": "cpu"})
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines()[-1] == "cpu"
 
@@ -100,9 +101,9 @@ def test_device_memory_options_are_checked(monkeypatch):
 def test_pin_local_rank(monkeypatch):
     monkeypatch.delenv("LOCAL_RANK", raising=False)
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
-    assert B.pin_local_rank() is None and "CUDA_VISIBLE_DEVICES" not in __import__("os").environ
+    assert B.pin_local_rank() is None and "CUDA_VISIBLE_DEVICES" not in os.environ
     monkeypatch.setenv("LOCAL_RANK", "1")
-    assert B.pin_local_rank() == 1 and __import__("os").environ["CUDA_VISIBLE_DEVICES"] == "1"
+    assert B.pin_local_rank() == 1 and os.environ["CUDA_VISIBLE_DEVICES"] == "1"
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,6,7")
-    assert B.pin_local_rank() == 1 and __import__("os").environ["CUDA_VISIBLE_DEVICES"] == "6"
-    assert B.pin_local_rank() == 1 and __import__("os").environ["CUDA_VISIBLE_DEVICES"] == "6"   # already pinned
+    assert B.pin_local_rank() == 1 and os.environ["CUDA_VISIBLE_DEVICES"] == "6"
+    assert B.pin_local_rank() == 1 and os.environ["CUDA_VISIBLE_DEVICES"] == "6"   # already pinned

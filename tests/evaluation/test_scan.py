@@ -2,6 +2,7 @@
 readers (mofa_tk.io.meshes) on files written here."""
 import numpy as np
 import pytest
+import torch
 
 from mofa_tk import InputError
 from mofa_tk.evaluation.scan import closest_points_on_mesh, scan_error, similarity_transform
@@ -64,7 +65,7 @@ def test_closest_points_on_a_sphere_and_the_similarity_transform():
     dirs /= np.linalg.norm(dirs, axis=1, keepdims=True)
     d, _ = closest_points_on_mesh(dirs * 11.0, verts, tris)
     assert (d >= 1.0 - 1e-9).all() and (d <= 1.02).all()     # the mesh lies inside the sphere
-    R = axis_angle_to_matrix(__import__("torch").tensor([[0.3, -0.5, 0.2]], dtype=__import__("torch").float64))[0].numpy()
+    R = axis_angle_to_matrix(torch.tensor([[0.3, -0.5, 0.2]], dtype=torch.float64))[0].numpy()
     src = rng.normal(size=(20, 3))
     s, R2, t = similarity_transform(src, 2.5 * src @ R.T + [1.0, -2.0, 3.0])
     assert s == pytest.approx(2.5) and np.allclose(R2, R) and np.allclose(t, [1.0, -2.0, 3.0])
@@ -90,8 +91,6 @@ def test_scan_error_of_a_sphere_one_unit_larger():
     pred, ptris = _icosphere(51.0, 5)
     rng = np.random.default_rng(2)
     lm = _landmarks_on(scan, rng)
-    import torch
-
     R = axis_angle_to_matrix(torch.tensor([[0.4, 0.1, -0.3]], dtype=torch.float64))[0].numpy()
     s, t = 0.37, np.array([120.0, -40.0, 7.0])
     out = scan_error(s * pred @ R.T + t, ptris, s * lm @ R.T + t, scan, lm, radius=1000.0)
@@ -144,7 +143,6 @@ def test_find_scan_and_the_scan_rows_of_evaluate_image(tmp_path):
     face's own surface as the scan gives 0 for the mean face, and the fit (another mesh) more."""
     import json
 
-    import torch
 
     import mofa_tk
     from mofa_tk import evaluation as ev

@@ -65,6 +65,7 @@ _MOVED = {"geometry": "ops.geometry", "raster": "ops.raster", "shading": "ops.sh
           "train": "training.train", "metrics": "evaluation.metrics"}
 for _old, _new in _MOVED.items():
     _sys.modules[f"{__name__}.{_old}"] = globals()[_old] = _sys.modules[f"{__name__}.{_new}"]
+del _old, _new
 
 __version__ = "0.1.0"
 

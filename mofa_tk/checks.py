@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import threading
 
 import torch
 
@@ -20,7 +21,15 @@ from .errors import InputError
 
 #: Number of host reads of tensor values made by the checks and ops (see the module docstring).
 HOST_READS = [0]
-_SCOPE = {"depth": 0, "pending": []}
+class _Scope(threading.local):
+    """Per-thread state of `deferred_checks` (threads rendering at the same time keep their own)."""
+
+    def __init__(self):
+        self.depth = 0
+        self.pending = []
+
+
+_SCOPE = _Scope()
 
 
 def as_tensor(name: str, x, *, dtype=torch.float32) -> torch.Tensor:
@@ -59,7 +68,7 @@ def host_read(x: torch.Tensor, *, pending: bool = False) -> list:
     """`x.tolist()`, counted in HOST_READS. With `pending`, the deferred NaN / Inf flags of the current scope are
     read in the same transfer (and raised, naming their tensor, when one is set)."""
     HOST_READS[0] += 1
-    flags = _SCOPE["pending"] if pending else []
+    flags = _SCOPE.pending if pending else []
     if not flags:
         return x.tolist()
     both = torch.cat([x.reshape(-1).to(torch.float64), torch.stack([f for _, _, f in flags]).to(x.device, torch.float64)])
@@ -69,8 +78,8 @@ def host_read(x: torch.Tensor, *, pending: bool = False) -> list:
 
 
 def _raise_flagged(bad) -> None:
-    flags = _SCOPE["pending"]
-    _SCOPE["pending"] = []
+    flags = _SCOPE.pending
+    _SCOPE.pending = []
     for (name, x, _), b in zip(flags, bad):
         if b and not bool(torch.isfinite(x).all()):   # a set flag may be a sum that overflowed: check exactly
             raise non_finite_error(name, x)
@@ -80,24 +89,24 @@ def _raise_flagged(bad) -> None:
 def deferred_checks():
     """Scope in which input checks are queued on the device and read once (see the module docstring). Nested
     scopes join the outermost one, which reads what is still pending when it ends."""
-    _SCOPE["depth"] += 1
+    _SCOPE.depth += 1
     done = False
     try:
         yield
         done = True
     finally:
-        _SCOPE["depth"] -= 1
-        if _SCOPE["depth"] == 0:
-            flags = _SCOPE["pending"]
+        _SCOPE.depth -= 1
+        if _SCOPE.depth == 0:
+            flags = _SCOPE.pending
             if done and flags:
                 HOST_READS[0] += 1
                 _raise_flagged(torch.stack([f for _, _, f in flags]).tolist())
-            _SCOPE["pending"] = []
+            _SCOPE.pending = []
 
 
 def in_deferred_scope() -> bool:
     """True inside `deferred_checks()`: ops skip the NaN / Inf checks of their (already checked) inputs."""
-    return _SCOPE["depth"] > 0
+    return _SCOPE.depth > 0
 
 
 def check_finite(name: str, x: torch.Tensor, *, scope_input: bool = False) -> None:
@@ -111,10 +120,10 @@ def check_finite(name: str, x: torch.Tensor, *, scope_input: bool = False) -> No
     if not x.numel():
         return
     x = x.detach()
-    if _SCOPE["depth"]:
+    if _SCOPE.depth:
         if scope_input:
             flag = ~torch.isfinite(x.sum()) if x.is_floating_point() else torch.zeros((), dtype=torch.bool)
-            _SCOPE["pending"].append((name, x, flag))
+            _SCOPE.pending.append((name, x, flag))
         return
     if x.is_floating_point():
         HOST_READS[0] += 1

@@ -13,11 +13,13 @@ centroids (a k-d tree) are tested exactly (Ericson's closest point on a triangle
 from __future__ import annotations
 
 import numpy as np
+import torch
 from scipy.spatial import cKDTree
 
 from ..errors import InputError
+from ..mesh import vertex_face_adjacency
 
-__all__ = ["closest_points_on_mesh", "similarity_transform", "align_to_scan", "scan_error", "SCAN_RADIUS_EYES"]
+__all__ = ["closest_points_on_mesh", "vertex_faces", "similarity_transform", "align_to_scan", "scan_error", "SCAN_RADIUS_EYES"]
 
 #: Default face-region radius around the nose tip, in outer-eye-corner distances of the scan (about 100 mm).
 SCAN_RADIUS_EYES = 1.1
@@ -55,12 +57,24 @@ def _closest_on_triangles(p, a, b, c):
     return out
 
 
-def closest_points_on_mesh(points, verts, tris, k: int = 16):
+def vertex_faces(tris, n_vertices: int) -> np.ndarray:
+    """(V, d) int64: the faces around each vertex (d the largest count), padded with -1 (`Mesh`'s adjacency)."""
+    start, corner = vertex_face_adjacency(torch.as_tensor(np.asarray(tris, np.int64)), n_vertices)
+    start, faces = start.numpy().astype(np.int64), corner.numpy().astype(np.int64) // 3
+    counts = np.diff(start)
+    inc = np.full((n_vertices, max(1, int(counts.max(initial=0)))), -1, np.int64)
+    rows = np.repeat(np.arange(n_vertices), counts)
+    inc[rows, np.arange(len(faces)) - start[rows]] = faces
+    return inc
+
+
+def closest_points_on_mesh(points, verts, tris, k: int = 16, incidence=None):
     """Closest points of a triangle mesh to query points.
 
     Args:
         points: (n, 3) query points; verts: (V, 3) and tris: (T, 3) the mesh.
-        k: candidate triangles per point from each of the two k-d trees (vertices, centroids).
+        k: candidate triangles per point from the k-d tree of triangle centroids.
+        incidence: `vertex_faces(tris, V)`, when the caller has it (the ICP reuses it).
     Returns:
         (distance (n,), closest point (n, 3)) float64.
     """
@@ -69,20 +83,12 @@ def closest_points_on_mesh(points, verts, tris, k: int = 16):
     t = np.asarray(tris, np.int64)
     if not len(t):
         raise InputError("mesh: no triangles")
-    k = min(k, len(t))
-    _, near_tri = cKDTree(v[t].mean(1)).query(p, k=k)
+    inc = vertex_faces(t, len(v)) if incidence is None else incidence
+    _, near_tri = cKDTree(v[t].mean(1)).query(p, k=min(k, len(t)))
     near_tri = near_tri.reshape(len(p), -1)
-    # triangles around the nearest vertices, for large triangles whose centroid is far from the closest point
+    # and the triangles around the nearest vertices, for large triangles whose centroid is far from the point
     _, near_v = cKDTree(v).query(p, k=min(4, len(v)))
-    near_v = near_v.reshape(len(p), -1)
-    order = np.argsort(t.reshape(-1), kind="stable")
-    start = np.searchsorted(t.reshape(-1)[order], np.arange(len(v) + 1))
-    per_vertex = [order[start[i]:start[i + 1]] // 3 for i in range(len(v))]
-    width = max(1, max(len(x) for x in per_vertex))
-    inc = np.full((len(v), width), -1, np.int64)
-    for i, x in enumerate(per_vertex):
-        inc[i, :len(x)] = x
-    cand = np.concatenate([near_tri, inc[near_v].reshape(len(p), -1)], 1)
+    cand = np.concatenate([near_tri, inc[near_v.reshape(len(p), -1)].reshape(len(p), -1)], 1)
     cand = np.where(cand < 0, near_tri[:, :1], cand)
     n, m = cand.shape
     q = np.repeat(p, m, 0)
@@ -127,9 +133,10 @@ def align_to_scan(verts, tris, landmarks, scan_landmarks, scan_points, iteration
         raise InputError(f"landmarks: {int(ok.sum())} usable correspondences; the alignment needs at least 3")
     s, R, t = similarity_transform(lm[ok], slm[ok])
     v = s * np.asarray(verts, np.float64) @ R.T + t
+    inc = vertex_faces(tris, len(v))
     last = np.inf
     for _ in range(iterations):
-        d, closest = closest_points_on_mesh(scan_points, v, tris)
+        d, closest = closest_points_on_mesh(scan_points, v, tris, incidence=inc)
         # rigid update taking the closest surface points onto the scan points, applied to the mesh
         _, dR, dt = similarity_transform(closest, scan_points, scale=False)
         v = v @ dR.T + dt
@@ -164,7 +171,7 @@ def scan_error(verts, tris, landmarks, scan_verts, scan_landmarks, radius: float
     if len(region) < 10:
         raise InputError(f"scan: {len(region)} points within {r:.3g} of the nose tip; need at least 10")
     aligned, (s, _, _) = align_to_scan(verts, tris, landmarks, slm, region, iterations)
-    d, _ = closest_points_on_mesh(region, aligned, tris)
+    d, _ = closest_points_on_mesh(region, aligned, tris, incidence=vertex_faces(tris, len(aligned)))
     return {"median": float(np.median(d)), "mean": float(d.mean()), "std": float(d.std()),
             "median_eyes": float(np.median(d) / eyes), "mean_eyes": float(d.mean() / eyes),
             "points": int(len(region)), "eye_distance": eyes, "scale": float(s)}

@@ -3,19 +3,70 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from dataclasses import dataclass
-
 from ..errors import InputError, ModelFormatError
-from .models.ict import parse_obj
 
-__all__ = ["read_mesh", "read_landmarks_3d", "find_scan", "Scan", "MESH_EXTENSIONS"]
+__all__ = ["read_mesh", "parse_obj", "read_landmarks_3d", "find_scan", "Scan", "MESH_EXTENSIONS"]
 
 #: Scan file extensions `read_mesh` reads.
 MESH_EXTENSIONS = (".obj", ".ply")
+
+def _fail(path, msg):
+    raise ModelFormatError(f"{path}: {msg}")
+
+
+def parse_obj(path: Path, want_faces: bool = True):
+    """Minimal OBJ reader: 'v x y z' lines -> (V, 3) float64, 'f' lines (v, v/vt, v//vn, v/vt/vn; negative =
+    relative) -> list of 0-based polygons, fan-triangulated to (T, 3). Other lines are ignored."""
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError as e:
+        raise ModelFormatError(f"{path}: cannot read OBJ: {e}") from e
+    verts, tris = [], []
+    nv = 0
+    for lineno, line in enumerate(text.splitlines(), 1):
+        if line.startswith("v "):
+            parts = line.split()
+            if len(parts) < 4:
+                _fail(path, f"line {lineno}: vertex needs 3 coordinates: {line.strip()!r}")
+            try:
+                verts.append((float(parts[1]), float(parts[2]), float(parts[3])))
+            except ValueError:
+                _fail(path, f"line {lineno}: bad vertex coordinates: {line.strip()!r}")
+            nv += 1
+        elif want_faces and line.startswith("f "):
+            toks = line.split()[1:]
+            if len(toks) < 3:
+                _fail(path, f"line {lineno}: a face needs at least 3 vertices: {line.strip()!r}")
+            idx = []
+            for t in toks:
+                s = t.split("/", 1)[0]
+                try:
+                    i = int(s)
+                except ValueError:
+                    _fail(path, f"line {lineno}: bad face index {t!r}")
+                if i == 0:
+                    _fail(path, f"line {lineno}: OBJ indices are 1-based; 0 is invalid")
+                idx.append(i - 1 if i > 0 else nv + i)
+            for k in range(1, len(idx) - 1):  # quads (a, b, c, d) -> (a, b, c), (a, c, d)
+                tris.append((idx[0], idx[k], idx[k + 1]))
+    if not verts:
+        _fail(path, "OBJ file has no vertices")
+    v = np.asarray(verts, np.float64)
+    if not np.all(np.isfinite(v)):
+        _fail(path, "OBJ vertices contain NaN or Inf")
+    t = np.asarray(tris, np.int64).reshape(-1, 3)
+    if want_faces:
+        if t.shape[0] == 0:
+            _fail(path, "OBJ file has no faces")
+        if int(t.min()) < 0 or int(t.max()) >= len(v):
+            _fail(path, f"face indices out of range [1, {len(v)}]")
+    return v, t
+
 
 _PLY_TYPES = {"char": "i1", "int8": "i1", "uchar": "u1", "uint8": "u1", "short": "i2", "int16": "i2",
               "ushort": "u2", "uint16": "u2", "int": "i4", "int32": "i4", "uint": "u4", "uint32": "u4",

@@ -8,6 +8,7 @@ import numpy as np
 
 from ...errors import ModelFormatError
 from ...progress import track_items
+from ..meshes import parse_obj
 from .common import fail, index_vector, model_parts, numeric, triangle_array, unit_columns
 
 
@@ -74,55 +75,6 @@ def read_ict_npz(p: Path) -> dict:
     tri = _split_polygons(p, faces, V, "faces_quad")
     landmarks = None if lm is None else index_vector(p, lm, V, "landmarks_multipie68", base=0, n=68)
     return _ict_parts(p, neutral, tri, idm, exm, landmarks, "ICT-FaceKit (light npz)", meta)
-
-
-def parse_obj(path: Path, want_faces: bool = True):
-    """Minimal OBJ reader: 'v x y z' lines -> (V, 3) float64, 'f' lines (v, v/vt, v//vn, v/vt/vn; negative =
-    relative) -> list of 0-based polygons, fan-triangulated to (T, 3). Other lines are ignored."""
-    try:
-        text = path.read_text(encoding="utf-8", errors="replace")
-    except OSError as e:
-        raise ModelFormatError(f"{path}: cannot read OBJ: {e}") from e
-    verts, tris = [], []
-    nv = 0
-    for lineno, line in enumerate(text.splitlines(), 1):
-        if line.startswith("v "):
-            parts = line.split()
-            if len(parts) < 4:
-                fail(path, f"line {lineno}: vertex needs 3 coordinates: {line.strip()!r}")
-            try:
-                verts.append((float(parts[1]), float(parts[2]), float(parts[3])))
-            except ValueError:
-                fail(path, f"line {lineno}: bad vertex coordinates: {line.strip()!r}")
-            nv += 1
-        elif want_faces and line.startswith("f "):
-            toks = line.split()[1:]
-            if len(toks) < 3:
-                fail(path, f"line {lineno}: a face needs at least 3 vertices: {line.strip()!r}")
-            idx = []
-            for t in toks:
-                s = t.split("/", 1)[0]
-                try:
-                    i = int(s)
-                except ValueError:
-                    fail(path, f"line {lineno}: bad face index {t!r}")
-                if i == 0:
-                    fail(path, f"line {lineno}: OBJ indices are 1-based; 0 is invalid")
-                idx.append(i - 1 if i > 0 else nv + i)
-            for k in range(1, len(idx) - 1):  # quads (a, b, c, d) -> (a, b, c), (a, c, d)
-                tris.append((idx[0], idx[k], idx[k + 1]))
-    if not verts:
-        fail(path, "OBJ file has no vertices")
-    v = np.asarray(verts, np.float64)
-    if not np.all(np.isfinite(v)):
-        fail(path, "OBJ vertices contain NaN or Inf")
-    t = np.asarray(tris, np.int64).reshape(-1, 3)
-    if want_faces:
-        if t.shape[0] == 0:
-            fail(path, "OBJ file has no faces")
-        if int(t.min()) < 0 or int(t.max()) >= len(v):
-            fail(path, f"face indices out of range [1, {len(v)}]")
-    return v, t
 
 
 def read_ict_folder(p: Path) -> dict:

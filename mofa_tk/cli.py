@@ -1,4 +1,5 @@
-"""The `mofa` console script: `mofa fit ...`, `mofa train ...`, `mofa eval ...`.
+"""The `mofa` console script (also `python -m mofa_tk`): `mofa fit ...`, `mofa train ...`, `mofa eval ...`,
+`mofa synth ...`.
 
 Each sub-command is the `main(argv)` of a module in `mofa_tk/apps/`, also used by the scripts in `examples/`.
 """
@@ -11,6 +12,7 @@ COMMANDS = {
     "fit": ("mofa_tk.apps.fit_app", "fit a face model to one photo (analysis by synthesis)"),
     "train": ("mofa_tk.apps.train_app", "train the MoFA autoencoder (synthetic faces or a photo folder)"),
     "eval": ("mofa_tk.apps.eval_app", "fit every photo of a folder and write an evaluation report"),
+    "synth": ("mofa_tk.apps.synth_app", "write a folder of synthetic face photos with landmark files"),
 }
 
 

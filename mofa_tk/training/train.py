@@ -184,7 +184,8 @@ class TrainResult:
 
 
 # ============================================================================================ building blocks
-def _load_face_model(spec: str):
+def load_face_model(spec: str):
+    """A FaceModel from a command-line spec: "builtin" (or "builtin:default"), "builtin:bfm" or a model file."""
     if spec in ("builtin", "builtin:default"):
         return builtin_model()
     if spec == "builtin:bfm":
@@ -233,7 +234,7 @@ def build(cfg: TrainConfig, *, progress: bool = True):
     device = _resolve_device(cfg)
     if cfg.threads:
         torch.set_num_threads(int(cfg.threads))
-    model = _load_face_model(cfg.model)
+    model = load_face_model(cfg.model)
     if cfg.components is not None:
         model = model.truncate(*[int(k) for k in cfg.components])
     model = model.to(device)

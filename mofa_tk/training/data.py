@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import warnings
 from pathlib import Path
 
@@ -47,7 +48,8 @@ __all__ = ["ImageFolderFaces", "SyntheticFaces", "framing", "IMAGE_EXTENSIONS", 
 LANDMARK_EXTENSIONS = (".pts", ".json", ".npy")
 #: Name of the landmark cache written into the image folder when no cache_dir is given.
 CACHE_NAME = ".mofa_tk_landmarks.json"
-_CACHE_FORMAT = "mofa_tk.landmark_cache/1"
+_CACHE_FORMAT = "mofa_tk.landmark_cache/2"     # JSON lines: a header, then one line per photo (appended)
+_CACHE_FORMAT_V1 = "mofa_tk.landmark_cache/1"  # one JSON object, rewritten whole (read and converted)
 _MAX_FILE_WARNINGS = 10
 
 
@@ -173,8 +175,8 @@ class ImageFolderFaces(torch.utils.data.Dataset):
             cache_dir = Path(cache_dir).expanduser()
             digest = hashlib.sha1(str(root.resolve()).encode()).hexdigest()[:12]
             self.cache_path = cache_dir / f"landmarks_{digest}.json"
+        self._cache_writable = True
         self._cache = self._load_cache()
-        self._cache_dirty = 0
         self.skipped: dict[str, list] = {}
         self.landmark_source = {"file": 0, "cache": 0, "detected": 0}
         #: (landmark file, reason) of files that could not be used, detection ran instead (only with detect=True)
@@ -184,18 +186,15 @@ class ImageFolderFaces(torch.utils.data.Dataset):
         crops, lms, paths = [], [], []
         bar = progress_bar(fields=["kept {task.fields[kept]}, skipped {task.fields[skipped]}"], enabled=progress,
                            elapsed=False, remaining=True)
-        try:
-            with bar:
-                task = bar.add_task(f"scanning {root.name or root}", total=len(files), kept=0, skipped=0)
-                for p in files:
-                    item = self._load_one(p, detect, L)
-                    if item is not None:
-                        crops.append(item[0])
-                        lms.append(item[1])
-                        paths.append(p)
-                    bar.update(task, advance=1, kept=len(paths), skipped=self.n_skipped)
-        finally:
-            self._save_cache(final=True)   # detections are kept even if the scan is interrupted
+        with bar:      # every detection is appended to the cache at once: an interrupted scan keeps them all
+            task = bar.add_task(f"scanning {root.name or root}", total=len(files), kept=0, skipped=0)
+            for p in files:
+                item = self._load_one(p, detect, L)
+                if item is not None:
+                    crops.append(item[0])
+                    lms.append(item[1])
+                    paths.append(p)
+                bar.update(task, advance=1, kept=len(paths), skipped=self.n_skipped)
         n_skip = self.n_skipped
         if n_skip > _MAX_FILE_WARNINGS:
             _warn(f"ImageFolderFaces: {n_skip} of {len(files)} image(s) in {root} skipped "
@@ -285,8 +284,7 @@ class ImageFolderFaces(torch.utils.data.Dataset):
             self._skip("no landmarks", p, f"no landmark file beside it and {exc}")
             return None
         except L.NoFaceFoundError as exc:
-            self._cache[rel] = dict(stamp, landmarks=None, error=str(exc)[:300])
-            self._dirty()
+            self._record(rel, dict(stamp, landmarks=None, error=str(exc)[:300]))
             self._skip("no face", p, str(exc))
             return None
         except Exception as exc:  # noqa: BLE001 - MediaPipe may raise anything on an odd image
@@ -294,43 +292,74 @@ class ImageFolderFaces(torch.utils.data.Dataset):
             return None
         # rounded to 1e-3 px before use, so that a cached run uses exactly the landmarks of the first run
         lm = np.asarray(lm, np.float64).round(3)
-        self._cache[rel] = dict(stamp, landmarks=lm.tolist())
+        self._record(rel, dict(stamp, landmarks=lm.tolist()))
         self.landmark_source["detected"] += 1
-        self._dirty()
         return lm.astype(np.float32)
 
     # ------------------------------------------------------------------ cache file
     def _load_cache(self) -> dict:
+        """{relative path: entry} from the cache file: a header line, then one JSON line per photo (a later line
+        for the same photo wins; a line cut short by a crash is ignored). A cache of the previous one-object
+        format is read and rewritten in this one."""
         p = self.cache_path
         if not p.is_file():
             return {}
         try:
-            data = json.loads(p.read_text(encoding="utf-8"))
-            if data.get("format") != _CACHE_FORMAT or not isinstance(data.get("entries"), dict):
+            lines = p.read_text(encoding="utf-8").splitlines()
+            header = json.loads(lines[0]) if lines else None
+            if isinstance(header, dict) and header.get("format") == _CACHE_FORMAT_V1:
+                entries = header["entries"]
+                self._rewrite_cache(entries)
+                return entries
+            if not isinstance(header, dict) or header.get("format") != _CACHE_FORMAT:
                 raise ValueError(f"not a {_CACHE_FORMAT} file")
-            return data["entries"]
-        except (ValueError, OSError, AttributeError) as exc:
+        except (ValueError, OSError, AttributeError, KeyError, IndexError) as exc:
             _warn(f"ImageFolderFaces: ignoring unreadable landmark cache {p} ({exc}); landmarks will be detected again")
+            self._rewrite_cache({})
             return {}
+        entries = {}
+        for line in lines[1:]:
+            try:
+                e = json.loads(line)
+                entries[e.pop("path")] = e
+            except (ValueError, KeyError, AttributeError, TypeError):
+                continue                                   # a line cut short by an interrupted write
+        return entries
 
-    def _dirty(self) -> None:
-        self._cache_dirty += 1
-        if self._cache_dirty >= 25:  # write now and then, so an interrupted scan keeps its detections
-            self._save_cache()
-
-    def _save_cache(self, final: bool = False) -> None:
-        if not self._cache_dirty:
-            return
-        p = self.cache_path
-        data = {"format": _CACHE_FORMAT, "root": str(self.root.resolve()), "entries": self._cache}
+    def _rewrite_cache(self, entries: dict) -> None:
+        """Replace the cache file (atomically) by a header and `entries`."""
+        head = json.dumps({"format": _CACHE_FORMAT, "root": str(self.root.resolve())})
+        body = "".join(json.dumps(dict(e, path=k)) + "\n" for k, e in entries.items())
         try:
-            write_text(p, json.dumps(data))
-            self._cache_dirty = 0
+            write_text(self.cache_path, head + "\n" + body)
         except OSError as exc:
-            if final:
-                _warn(f"ImageFolderFaces: cannot write the landmark cache {p} ({exc}); pass cache_dir= "
-                      f"(--cache DIR) to keep detections for the next run")
-            self._cache_dirty = 0 if final else self._cache_dirty
+            self._cache_unwritable(exc)
+
+    def _record(self, rel: str, entry: dict) -> None:
+        """Keep `entry` for photo `rel` and append it to the cache file (one short write: linear in the number
+        of photos, and two processes appending to one cache do not overwrite each other's lines)."""
+        self._cache[rel] = entry
+        if not self._cache_writable:
+            return
+        try:
+            if not self.cache_path.is_file():
+                self._rewrite_cache({})
+            line = (json.dumps(dict(entry, path=rel)) + "\n").encode("utf-8")
+            with open(self.cache_path, "a+b") as f:
+                f.seek(0, os.SEEK_END)
+                if f.tell():
+                    f.seek(-1, os.SEEK_END)
+                    if f.read(1) != b"\n":      # the last line was cut short by a crash: start a new one
+                        line = b"\n" + line
+                f.write(line)
+        except OSError as exc:
+            self._cache_unwritable(exc)
+
+    def _cache_unwritable(self, exc) -> None:
+        if self._cache_writable:
+            _warn(f"ImageFolderFaces: cannot write the landmark cache {self.cache_path} ({exc}); pass cache_dir= "
+                  f"(--cache DIR) to keep detections for the next run")
+        self._cache_writable = False
 
     # ------------------------------------------------------------------ access
     def summary(self) -> str:

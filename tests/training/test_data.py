@@ -239,6 +239,44 @@ def test_detected_landmarks_are_cached(tmp_path, monkeypatch):
     assert any("ignoring unreadable landmark cache" in str(w.message) for w in rec)
 
 
+def test_landmark_cache_is_appended_and_survives_interruptions(tmp_path, monkeypatch):
+    """The cache gets one line per detection (no rewrite: a header + 3 lines after 3 detections), a line cut
+    short by a crash is ignored, later lines win, and a cache in the previous one-object format is read and
+    converted."""
+    rng = np.random.default_rng(2)
+    root = tmp_path / "app"
+    root.mkdir()
+    truth = {}
+    for k in range(3):
+        _write_png(root / f"f{k}.png", _ramp_image())
+        truth[f"f{k}.png"] = _face_landmarks(rng)
+    calls = []
+
+    def fake_detect(image, *, name=None, **kw):
+        calls.append(os.path.basename(name))
+        return truth[os.path.basename(name)]
+
+    monkeypatch.setattr(LM, "detect", fake_detect)
+    ds = ImageFolderFaces(root, 32, progress=False)
+    lines = ds.cache_path.read_text().splitlines()
+    assert len(lines) == 4 and json.loads(lines[0])["format"] == "mofa_tk.landmark_cache/2"
+    assert sorted(json.loads(x)["path"] for x in lines[1:]) == ["f0.png", "f1.png", "f2.png"]
+    # a crash in the middle of the last append: that photo is detected again, the others come from the cache
+    ds.cache_path.write_text("\n".join(lines[:3]) + "\n" + lines[3][: len(lines[3]) // 2])
+    calls.clear()
+    ds2 = ImageFolderFaces(root, 32, progress=False)
+    assert len(calls) == 1 and ds2.landmark_source == {"file": 0, "cache": 2, "detected": 1}
+    assert torch.equal(ds.landmarks, ds2.landmarks)
+    # the previous format: one JSON object with every entry
+    entries = {json.loads(x)["path"]: {k: v for k, v in json.loads(x).items() if k != "path"}
+               for x in ds.cache_path.read_text().splitlines()[1:] if x.strip().endswith("}")}
+    ds.cache_path.write_text(json.dumps({"format": "mofa_tk.landmark_cache/1", "root": str(root), "entries": entries}))
+    calls.clear()
+    ds3 = ImageFolderFaces(root, 32, progress=False)
+    assert calls == [] and ds3.landmark_source["cache"] == 3
+    assert json.loads(ds3.cache_path.read_text().splitlines()[0])["format"] == "mofa_tk.landmark_cache/2"
+
+
 def test_detector_unavailable_is_a_clear_error(tmp_path, monkeypatch):
     root = tmp_path / "nolm"
     root.mkdir()

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 from scipy.spatial.transform import Rotation
 
+from ..camera import Camera
 from ..errors import InputError
 from ..face.code import Code
 from ..face.decoder import FaceDecoder
@@ -99,10 +100,9 @@ class FitResult:
         """
         H, W = self.camera["image_size"]
         k = 1.0 if not max_side or max(H, W) <= max_side else max_side / max(H, W)
-        f = self.camera["focal"]
-        c = self.camera["principal"]
-        dec = FaceDecoder(self.model, image_size=(max(1, round(H * k)), max(1, round(W * k))),
-                          focal=(f[0] * k, f[1] * k), principal=(c[0] * k, c[1] * k), **self.decoder_options)
+        cam = Camera((H, W), self.camera["focal"], self.camera["principal"]).scaled(k)
+        dec = FaceDecoder(self.model, image_size=cam.image_size, focal=cam.focal, principal=cam.principal,
+                          **self.decoder_options)
         return dec, k
 
     @torch.no_grad()

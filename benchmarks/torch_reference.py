@@ -115,8 +115,8 @@ def _exit_silhouette(pos, tris, nbr, b, tid, Pf, Po, H, W, vertical):
     tc_all = torch.stack(tcs, 1)
     tc, kk = tc_all.min(1)
     has = tc < 2.0
-    A = q[torch.arange(q.shape[0]), kk]
-    Bv = q[torch.arange(q.shape[0]), (kk + 1) % 3]
+    A = q[torch.arange(q.shape[0], device=q.device), kk]
+    Bv = q[torch.arange(q.shape[0], device=q.device), (kk + 1) % 3]
     steep = (Bv[:, 1] - A[:, 1]).abs() >= (Bv[:, 0] - A[:, 0]).abs()
     nb = nbr.long()[t, kk]
     qn, okn = _screen(pos[b[:, None], tris.long()[nb.clamp(min=0)]], H, W)
@@ -132,14 +132,15 @@ def torch_antialias(color, rast, pos, tris, nbr):
     out = color.reshape(-1, C)
     ids = rast[..., 3].long()
     depth = rast[..., 2]
+    dev = color.device
     for vertical in (False, True):
         if vertical:
-            i0, j0 = torch.meshgrid(torch.arange(H - 1), torch.arange(W), indexing="ij")
+            i0, j0 = torch.meshgrid(torch.arange(H - 1, device=dev), torch.arange(W, device=dev), indexing="ij")
             i1, j1 = i0 + 1, j0
         else:
-            i0, j0 = torch.meshgrid(torch.arange(H), torch.arange(W - 1), indexing="ij")
+            i0, j0 = torch.meshgrid(torch.arange(H, device=dev), torch.arange(W - 1, device=dev), indexing="ij")
             i1, j1 = i0, j0 + 1
-        bb = torch.arange(B)[:, None, None].expand(B, *i0.shape).reshape(-1)
+        bb = torch.arange(B, device=dev)[:, None, None].expand(B, *i0.shape).reshape(-1)
         i0, j0, i1, j1 = (x.reshape(1, -1).expand(B, -1).reshape(-1) for x in (i0, j0, i1, j1))
         id0, id1 = ids[bb, i0, j0], ids[bb, i1, j1]
         m = id0 != id1

@@ -49,7 +49,7 @@ def intrinsics(focal, principal, B: int, device) -> torch.Tensor:
             if not all(math.isfinite(v) for v in pv):
                 raise InputError(f"principal: expected finite (cx, cy) in pixels, got {principal!r}")
             fx, fy = (fv[0], fv[0]) if len(fv) == 1 else fv
-            return torch.tensor([[fx, fy, pv[0], pv[1]]], dtype=torch.float32, device=device).expand(B, 4)
+            return C.constant(((fx, fy, pv[0], pv[1]),), device=device).expand(B, 4)
     f = C.as_tensor("focal", focal).to(device)
     if f.ndim == 0:
         f = f.reshape(1, 1).expand(B, 2)

@@ -11,6 +11,7 @@ positions in its kernel). A decoder forward thus reads the host once.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import threading
 
@@ -122,7 +123,8 @@ def check_finite(name: str, x: torch.Tensor, *, scope_input: bool = False) -> No
     x = x.detach()
     if _SCOPE.depth:
         if scope_input:
-            flag = ~torch.isfinite(x.sum()) if x.is_floating_point() else torch.zeros((), dtype=torch.bool)
+            flag = (~torch.isfinite(x.sum()) if x.is_floating_point()
+                    else torch.zeros((), dtype=torch.bool, device=x.device))
             _SCOPE.pending.append((name, x, flag))
         return
     if x.is_floating_point():
@@ -172,6 +174,24 @@ def check_device(name: str, x: torch.Tensor) -> torch.Tensor:
     else:
         hint = f"the {backend} backend reads tensors on {kdev} or the CPU"
     raise InputError(f"{name}: tensor on {dev}, but mofa_tk's kernels run on {kdev} ({hint})")
+
+
+def constant(values, dtype=torch.float32, device=None) -> torch.Tensor:
+    """Tensor of plain numbers `values` (nested tuples / lists) on `device`, built once per (values, dtype,
+    device) and shared: read-only, never write into it.
+
+    Building a tensor from Python numbers directly on a GPU copies from pageable host memory, which synchronises
+    the host with the GPU every time; ops and the camera take their constants from here instead.
+    """
+    def frozen(v):
+        return tuple(frozen(x) for x in v) if isinstance(v, (list, tuple)) else float(v)
+    return _constant(frozen(values), dtype, torch.device(device) if device is not None else torch.device("cpu"))
+
+
+@functools.lru_cache(maxsize=512)
+def _constant(values: tuple, dtype, device) -> torch.Tensor:
+    with torch.inference_mode(False), torch.no_grad():   # an ordinary tensor, usable in any autograd graph
+        return torch.tensor(values, dtype=dtype).to(device)
 
 
 def to_kernel(x: torch.Tensor, dtype=torch.float32) -> torch.Tensor:

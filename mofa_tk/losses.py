@@ -106,7 +106,7 @@ def sample_image(image, points) -> torch.Tensor:
     image = C.batch_of("image", image, B)
     pts = C.batch_of("points", pts.to(image.device), B)
     H, W = image.shape[1:3]
-    scale = torch.tensor([2.0 / W, 2.0 / H], dtype=pts.dtype, device=pts.device)
+    scale = C.constant((2.0 / W, 2.0 / H), pts.dtype, pts.device)
     grid = (pts * scale - 1.0)[:, None]                                    # (B, 1, N, 2)
     out = F.grid_sample(image.permute(0, 3, 1, 2), grid.to(image.dtype), mode="bilinear",
                         padding_mode="border", align_corners=False)       # (B, C, 1, N)

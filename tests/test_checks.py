@@ -107,4 +107,5 @@ def test_cuda_side_stream_and_sync_count():
             dec(code)
     finally:
         torch.cuda.set_sync_debug_mode("default")
-    assert len([x for x in w if "synchroniz" in str(x.message).lower()]) <= 1
+    syncs = [f"{x.filename}:{x.lineno}" for x in w if "synchroniz" in str(x.message).lower()]
+    assert len(syncs) <= 1, f"{len(syncs)} host synchronisations in one decoder forward, at: {syncs}"

@@ -203,6 +203,13 @@ class FaceDecoder(torch.nn.Module):
         self.register_buffer("landmark_valid", lm >= 0)
         self.register_buffer("boundary", self.mesh.boundary.clone())
 
+    def _apply(self, fn, *args, **kwargs):
+        # `dec.cuda()`, `dec.to(device)`: the model's tensors follow the buffers, so a forward does not copy the
+        # bases to the kernel device each time
+        out = super()._apply(fn, *args, **kwargs)
+        self.model = self.model.map_tensors(fn)
+        return out
+
     # camera parameters, read from `self.camera`
     image_size = property(lambda self: self.camera.image_size, doc="(H, W) pixels")
     focal = property(lambda self: self.camera.focal, doc="(fx, fy) pixels")

@@ -131,7 +131,12 @@ class FaceModel:
     # ---------------------------------------------------------------- transforms
     def to(self, device) -> "FaceModel":
         """Copy of the model with every tensor on `device`."""
-        return replace(self, **{f: getattr(self, f).to(device) for f in _TENSOR_FIELDS})
+        return self.map_tensors(lambda t: t.to(device))
+
+    def map_tensors(self, fn) -> "FaceModel":
+        """Copy of the model with `fn` applied to every tensor (dtypes are then restored: float32 bases, int32
+        triangles, int64 landmarks)."""
+        return replace(self, **{f: fn(getattr(self, f)) for f in _TENSOR_FIELDS})
 
     def truncate(self, k_id: int | None = None, k_exp: int | None = None, k_alb: int | None = None) -> "FaceModel":
         """Copy keeping the first k components of each basis (None keeps all).

@@ -129,7 +129,7 @@ def sh_basis(normals) -> torch.Tensor:
     x, y, z = n[..., 0], n[..., 1], n[..., 2]
     one = torch.ones_like(x)
     poly = torch.stack([one, y, z, x, x * y, y * z, 3 * z * z - 1, x * z, x * x - y * y], -1)
-    return poly * torch.tensor(SH_CONSTANTS, dtype=poly.dtype, device=poly.device)
+    return poly * C.constant(SH_CONSTANTS, poly.dtype, poly.device)
 
 
 def sh_basis_jacobian(normals: torch.Tensor, weights=None) -> torch.Tensor:
@@ -149,8 +149,10 @@ def sh_basis_jacobian(normals: torch.Tensor, weights=None) -> torch.Tensor:
             (2 * x, -2 * y, o)]
     grad = torch.stack([torch.stack(r, -1) for r in rows], -2)
     if weights is None:
-        weights = torch.tensor(SH_CONSTANTS, dtype=grad.dtype, device=grad.device)
-    return grad * torch.as_tensor(weights, dtype=grad.dtype, device=grad.device)[:, None]
+        weights = SH_CONSTANTS
+    if not isinstance(weights, torch.Tensor):
+        weights = C.constant(weights, grad.dtype, grad.device)
+    return grad * weights.to(dtype=grad.dtype, device=grad.device)[:, None]
 
 
 class _SHShade(torch.autograd.Function):

@@ -409,6 +409,21 @@ def test_model_without_albedo_basis(backend, face):
     assert torch.isfinite(code.grad).all()
 
 
+def test_module_moves_carry_the_model(face):
+    """dec.to() / .cuda() / .share_memory() apply to the model's tensors too, not only to the buffers, so a
+    forward does not copy the bases to the kernel device every time; the model keeps its dtypes."""
+    dec = FaceDecoder(face, image_size=64)
+    assert not dec.model.shape_basis.is_shared()
+    dec.share_memory()
+    assert all(getattr(dec.model, f).is_shared() for f in ("mean_shape", "shape_basis", "albedo_basis", "triangles"))
+    dec.double()
+    assert dec.center.dtype == torch.float64
+    assert dec.model.shape_basis.dtype == torch.float32 and dec.model.triangles.dtype == torch.int32
+    if torch.cuda.is_available():
+        dec.cuda()
+        assert dec.model.device.type == "cuda" and dec.center.is_cuda
+
+
 def test_decoder_errors(backend, face):
     dec = FaceDecoder(face, image_size=SIZE)
     with pytest.raises(InputError, match="N=48"):

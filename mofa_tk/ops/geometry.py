@@ -62,9 +62,8 @@ def linear_combine(mean, basis1, coef1, basis2=None, coef2=None) -> torch.Tensor
         b2 = C.to_kernel(basis2)
     # coefficients move to the kernel device outside the Function, so autograd returns their gradients on the
     # device they came from (inputs on the CPU are accepted with the cuda backend)
-    coef1 = coef1.to(device=mean_k.device, dtype=torch.float32)
-    coef2 = coef2.to(device=mean_k.device, dtype=torch.float32)
-    out = _LinearCombine.apply(mean_k, b1, b2, coef1, coef2)
+    out = _LinearCombine.apply(mean_k, b1, b2, coef1.to(device=mean_k.device, dtype=torch.float32),
+                               coef2.to(device=mean_k.device, dtype=torch.float32))
     return C.on_device_of(out, coef1)
 
 

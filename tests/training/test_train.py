@@ -123,7 +123,8 @@ def test_resume_is_bitwise_identical(tmp_path):
     reproducible). The straight run goes first in the same fresh process, so the resumed run starts from other
     RNG states and must restore them, with the weights, the AdamW state and the step, from the checkpoint.
     """
-    env = dict(os.environ, MOFA_TK_BACKEND="cpu", PYTHONPATH=str(ROOT))
+    env = dict(os.environ, MOFA_TK_BACKEND="cpu",
+               PYTHONPATH=os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p))
     r = subprocess.run([sys.executable, "-c", _RESUME_SCRIPT, str(tmp_path), json.dumps(TINY)], env=env,
                        capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert r.returncode == 0, r.stderr[-3000:]

@@ -33,7 +33,7 @@ if not log.handlers:
     log.propagate = False
 
 BACKENDS = ("auto", "cpu", "cuda", "vulkan")
-_state = {"backend": None, "generation": 0, "memory": {}}
+_state = {"backend": None, "generation": 0, "memory": {}, "cpu_threads": None}
 #: Vulkan drivers that run on the CPU (Mesa's lavapipe / llvmpipe, SwiftShader): slower than the cpu backend.
 SOFTWARE_VULKAN = ("llvmpipe", "lavapipe", "swiftshader")
 
@@ -182,6 +182,8 @@ def _try_init(name: str) -> str | None:
         return why
     arch = _arch_of(name)
     extra = _state["memory"] if name == "cuda" else {}
+    if name == "cpu" and _state["cpu_threads"]:
+        extra = {"cpu_max_num_threads": _state["cpu_threads"]}
     try:
         ti.init(arch=arch, default_fp=ti.f32, default_ip=ti.i32, offline_cache=True, log_level=ti.WARN, **extra)
     except Exception as exc:  # Taichi raises RuntimeError subclasses on driver problems
@@ -195,7 +197,7 @@ def _try_init(name: str) -> str | None:
 
 
 def init(backend: str | None = None, *, force: bool = False, device_memory_GB: float | None = None,
-         device_memory_fraction: float | None = None) -> str:
+         device_memory_fraction: float | None = None, cpu_threads: int | None = None) -> str:
     """Initialise the Taichi backend used by every mofa_tk op.
 
     backend: "auto" | "cpu" | "cuda" | "vulkan", or None to read `MOFA_TK_BACKEND` (default "auto").
@@ -204,6 +206,8 @@ def init(backend: str | None = None, *, force: bool = False, device_memory_GB: f
     device_memory_GB / device_memory_fraction: GPU memory Taichi reserves on CUDA (default Taichi's, 1 GiB),
     or the environment variables MOFA_TK_DEVICE_MEMORY_GB / MOFA_TK_DEVICE_MEMORY_FRACTION; give one of them.
     Torch's allocator does not see this memory.
+    cpu_threads: threads of the cpu backend's parallel loops (default: Taichi's, one per CPU); a different
+    value re-initialises an active cpu backend. Training ranks sharing one host divide the CPUs this way.
     Calling again with the backend already active is a no-op unless `force` (re-initialise it, e.g. after
     other code called `ti.init` itself). Switching backends re-initialises Taichi (previously compiled kernels
     are recompiled on first use).
@@ -216,6 +220,12 @@ def init(backend: str | None = None, *, force: bool = False, device_memory_GB: f
     if backend not in BACKENDS:
         raise ValueError(f"mofa_tk.init: backend must be one of {BACKENDS}, got {backend!r}")
     memory = device_memory_options(device_memory_GB, device_memory_fraction)
+    if cpu_threads is not None:
+        if isinstance(cpu_threads, bool) or int(cpu_threads) != cpu_threads or int(cpu_threads) < 1:
+            raise ValueError(f"mofa_tk.init: cpu_threads must be an integer >= 1, got {cpu_threads!r}")
+        if int(cpu_threads) != _state["cpu_threads"]:
+            _state["cpu_threads"] = int(cpu_threads)
+            force = force or _state["backend"] == "cpu"
     if memory != _state["memory"]:
         _state["memory"] = memory
         force = force or _state["backend"] == "cuda"

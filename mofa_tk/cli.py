@@ -1,5 +1,5 @@
 """The `mofa` console script (also `python -m mofa_tk`): `mofa fit ...`, `mofa train ...`, `mofa eval ...`,
-`mofa synth ...`.
+`mofa synth ...`, `mofa landmarks ...`.
 
 Each sub-command is the `main(argv)` of a module in `mofa_tk/apps/`, also used by the scripts in `examples/`.
 """
@@ -13,12 +13,13 @@ COMMANDS = {
     "train": ("mofa_tk.apps.train_app", "train the MoFA autoencoder (synthetic faces or a photo folder)"),
     "eval": ("mofa_tk.apps.eval_app", "fit every photo of a folder and write an evaluation report"),
     "synth": ("mofa_tk.apps.synth_app", "write a folder of synthetic face photos with landmark files"),
+    "landmarks": ("mofa_tk.apps.landmarks_app", "index a photo folder once (decode, detect landmarks), in parallel"),
 }
 
 
 def _usage() -> str:
     lines = ["usage: mofa <command> [options]", "", "commands:"]
-    lines += [f"  {name:<6} {help_}" for name, (_, help_) in COMMANDS.items()]
+    lines += [f"  {name:<9} {help_}" for name, (_, help_) in COMMANDS.items()]
     lines += ["", "Run `mofa <command> --help` for the options of a command."]
     return "\n".join(lines)
 

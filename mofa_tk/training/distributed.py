@@ -87,10 +87,21 @@ class Ranks:
             return None
         return max(1, (os.cpu_count() or 1) // self.local_world)
 
-    def start(self, device: torch.device, timeout_s: float = 600.0) -> None:
-        """Join the process group (gloo on the CPU, nccl on CUDA); a no-op for one rank."""
+    def start(self, device: torch.device, timeout_s: float | None = None) -> None:
+        """Join the process group (gloo on the CPU, nccl on CUDA); a no-op for one rank.
+
+        timeout_s: how long a collective waits for the other ranks (default MOFA_TK_DIST_TIMEOUT_S, else one
+        hour: the other ranks wait while rank 0 scans a photo folder the index does not know yet; index large
+        folders first with `mofa landmarks`). A rank that dies is reported by torchrun at once, not after it.
+        """
         if not self.distributed or dist.is_initialized():
             return
+        if timeout_s is None:
+            raw = os.environ.get("MOFA_TK_DIST_TIMEOUT_S", "3600")
+            try:
+                timeout_s = float(raw)
+            except ValueError:
+                raise InputError(f"MOFA_TK_DIST_TIMEOUT_S={raw!r} is not a number of seconds") from None
         if not dist.is_available():
             raise InputError("this torch build has no torch.distributed: train with one process")
         backend = "nccl" if device.type == "cuda" else "gloo"

@@ -2,10 +2,11 @@
 
 * `ImageFolderFaces(root, image_size)` -- every image in a folder (recursively): landmarks from a file beside
   the image (``name.pts`` / ``name.json`` / ``name.npy``, read with `mofa_tk.landmarks.read_landmarks`) or,
-  when there is none, detected once with `mofa_tk.landmarks.detect` and cached; each image is cropped with
-  `mofa_tk.landmarks.crop_face` to `image_size` and kept in memory as uint8 (N x S x S x 3 bytes, 12 KiB per
-  image at 64 px, 147 KiB at 224 px). Unreadable / corrupt images are skipped with a warning and counted
-  (`skipped`), never raised.
+  when there is none, detected once with `mofa_tk.landmarks.detect`; what the scan finds is kept in an
+  appended index, so a second scan decodes nothing. Photos are decoded and cropped with
+  `mofa_tk.landmarks.crop_face` to `image_size` on demand (`photo_loader`: in DataLoader workers), so memory
+  does not grow with the pixels of the folder. Unreadable / corrupt images are skipped with a warning and
+  counted (`skipped`), never raised.
 * `SyntheticFaces(decoder, n)` -- random codes rendered by a `FaceDecoder` over random backgrounds (smooth
   noise, linear colour gradients, plain colours), with the ground-truth code and landmarks: training runs with
   no data set on disk.

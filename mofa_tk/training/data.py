@@ -193,16 +193,15 @@ class ImageFolderFaces(torch.utils.data.Dataset):
         #: (landmark file, reason) of files that could not be used, detection ran instead (only with detect=True)
         self.landmark_files_ignored = []
         self._detector_error = None
-        self.load_failures: list = []    # (path, message) of photos that failed to decode after the scan
 
-        kept = {}                         # position in `files` -> (source landmarks, source name)
+        kept = {}                         # position in `files` -> (source landmarks, crop landmarks)
         jobs = []                         # photos the index does not know: decoded (and detected) by workers
         for k, p in enumerate(files):
             verdict = self._without_decoding(p, detect)
             if verdict is None:
                 continue
             if verdict[0] == "keep":
-                kept[k] = verdict[1:]
+                kept[k] = verdict[1]
             else:
                 jobs.append((k, p, verdict[1]))
         bar = progress_bar(fields=["kept {task.fields[kept]}, skipped {task.fields[skipped]}"], enabled=progress,
@@ -215,27 +214,22 @@ class ImageFolderFaces(torch.utils.data.Dataset):
                 if verdict is not None:
                     kept[k] = verdict
                 bar.update(task, advance=1, kept=len(kept), skipped=self.n_skipped)
-        paths, src = [], []
-        for k in sorted(kept):
-            lm, _ = kept[k]
-            paths.append(files[k])
-            src.append(lm)
+        order = sorted(kept)
         n_skip = self.n_skipped
         if n_skip > _MAX_FILE_WARNINGS:
             _warn(f"ImageFolderFaces: {n_skip} of {len(files)} image(s) in {root} skipped "
                   f"({self._reasons()}); see .skipped")
-        if not paths:
+        if not order:
             hint = ""
             if self._detector_error:
                 hint = f"; landmark detection is unavailable ({self._detector_error})"
             raise InputError(f"data folder {root}: none of its {len(files)} image file(s) is usable "
                              f"({self._reasons()}){hint}")
-        self.paths = paths
+        self.paths = [files[k] for k in order]
         #: (N, 68, 2) float32 landmarks in the original photos, pixels
-        self.source_landmarks = np.stack(src).astype(np.float32)
+        self.source_landmarks = np.stack([kept[k][0] for k in order]).astype(np.float32)
         #: (N, 68, 2) float32 landmarks in the crops, pixels
-        self.landmarks = torch.from_numpy(np.stack([self._transform(lm).from_original(lm.astype(np.float64))
-                                                    for lm in self.source_landmarks]).astype(np.float32))
+        self.landmarks = torch.from_numpy(np.stack([kept[k][1] for k in order]))
         self.n_files = len(files)
         self._cache = {}                  # the index stays on disk; only the kept photos stay in memory
 
@@ -252,16 +246,16 @@ class ImageFolderFaces(torch.utils.data.Dataset):
         if self.n_skipped <= _MAX_FILE_WARNINGS:
             _warn(f"ImageFolderFaces: skipping {path} ({reason}: {message})")
 
-    def _transform(self, lm):
-        return L.crop_transform(lm, self.image_size, self.crop_scale, rotate=self.rotate)
-
-    def _croppable(self, p: Path, lm) -> bool:
+    def _keep(self, p: Path, lm, source: str):
+        """(landmarks, crop landmarks) of a photo to keep, counted under `source`; None (skipped as
+        "unreadable") when its landmarks cannot place a crop."""
         try:
-            self._transform(lm)
-            return True
+            T = L.crop_transform(lm, self.image_size, self.crop_scale, rotate=self.rotate)
         except Exception as exc:  # noqa: BLE001 - one odd landmark set must not stop the scan
             self._skip("unreadable", p, f"cannot crop: {type(exc).__name__}: {exc}")
-            return False
+            return None
+        self.landmark_source[source] += 1
+        return lm, T.from_original(np.asarray(lm, np.float64)).astype(np.float32)
 
     def _side_landmarks(self, p: Path, detect: bool):
         """(landmarks or None, ok): the landmark file beside `p`; ok False when the photo is skipped for it."""
@@ -282,8 +276,8 @@ class ImageFolderFaces(torch.utils.data.Dataset):
         return None, True
 
     def _without_decoding(self, p: Path, detect: bool):
-        """What the landmark files and the index say about `p`: ("keep", landmarks, source), ("decode", side
-        landmarks or None), or None when it is skipped."""
+        """What the landmark files and the index say about `p`: ("keep", (landmarks, crop landmarks)),
+        ("decode", side landmarks or None), or None when it is skipped."""
         side, ok = self._side_landmarks(p, detect)
         if not ok:
             return None
@@ -294,17 +288,9 @@ class ImageFolderFaces(torch.utils.data.Dataset):
         if entry.get("reason") == "unreadable":
             self._skip("unreadable", p, f"{entry.get('error', 'unreadable')} (cached in {self.cache_path})")
             return None
-        if side is not None:
-            if not self._croppable(p, side):
-                return None
-            self.landmark_source["file"] += 1
-            return "keep", side, "file"
-        if entry.get("landmarks") is not None:
-            lm = entry["landmarks"]
-            if not self._croppable(p, lm):
-                return None
-            self.landmark_source["cache"] += 1
-            return "keep", lm, "cache"
+        if side is not None or entry.get("landmarks") is not None:
+            kept = self._keep(p, side, "file") if side is not None else self._keep(p, entry["landmarks"], "cache")
+            return None if kept is None else ("keep", kept)
         if entry.get("verified"):              # decodes, but no landmarks were ever detected for it
             if detect:
                 return "decode", None
@@ -314,7 +300,8 @@ class ImageFolderFaces(torch.utils.data.Dataset):
         return None
 
     def _after_decoding(self, p: Path, side, res: dict):
-        """Record a worker's result for `p` in the index; (landmarks, source) to keep it, None when skipped."""
+        """Record a worker's result for `p` in the index; (landmarks, crop landmarks) to keep it, None when
+        skipped."""
         rel, stamp = self._key(p)
         status = res["status"]
         if status == "unreadable":
@@ -336,18 +323,12 @@ class ImageFolderFaces(torch.utils.data.Dataset):
         if status == "detected":
             lm = np.asarray(res["landmarks"], np.float32)
             self._record(rel, dict(stamp, landmarks=lm))
-            if not self._croppable(p, lm):
-                return None
-            self.landmark_source["detected"] += 1
-            return lm, "detected"
+            return self._keep(p, lm, "detected")
         self._record(rel, dict(stamp, verified=True))          # status "decoded": landmarks from the side file
         if side is None:
             self._skip("no landmarks", p, "no landmark file beside it (.pts/.json/.npy) and detection is off")
             return None
-        if not self._croppable(p, side):
-            return None
-        self.landmark_source["file"] += 1
-        return side, "file"
+        return self._keep(p, side, "file")
 
     def _key(self, p: Path):
         st = p.stat()

@@ -115,11 +115,15 @@ class Ranks:
         if self.distributed and dist.is_initialized():
             dist.destroy_process_group()
 
+    def check_batch(self, batch_size: int) -> None:
+        """InputError unless a global batch of `batch_size` divides evenly over the ranks."""
+        if batch_size % self.world:
+            raise InputError(f"batch_size: the global batch of {batch_size} does not divide evenly over "
+                             f"{self.world} ranks (torchrun --nproc-per-node)")
+
     def share(self, indices: list) -> list:
         """This rank's items of a global batch: items rank, rank + world, ..."""
-        if len(indices) % self.world:
-            raise InputError(f"batch_size: the global batch of {len(indices)} does not divide evenly over "
-                             f"{self.world} ranks")
+        self.check_batch(len(indices))
         return list(indices[self.rank::self.world])
 
     def mean(self, values: torch.Tensor) -> torch.Tensor:

@@ -426,9 +426,7 @@ def train(config: TrainConfig, out_dir, *, resume: bool = False, progress: bool 
             at = ""
         raise CheckpointExistsError(f"{out} already holds a training checkpoint{at}; pass --resume (resume=True) "
                                     f"to continue it, or choose another output folder")
-    if cfg.batch_size % ranks.world:
-        raise InputError(f"batch_size: the global batch of {cfg.batch_size} does not divide evenly over "
-                         f"{ranks.world} ranks (torchrun --nproc-per-node)")
+    ranks.check_batch(cfg.batch_size)
     if ranks.main:
         out.mkdir(parents=True, exist_ok=True)
     try:

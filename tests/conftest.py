@@ -58,3 +58,16 @@ def shared_data():
     if not SHARED_DATA.is_dir():
         pytest.skip(f"real data folder {SHARED_DATA} is absent")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _private_cache(tmp_path_factory):
+    """Per-model caches (the MediaPipe map of `face.mediapipe_map`) go to a folder of this test session, never
+    to the user's ~/.cache."""
+    old = os.environ.get("MOFA_TK_CACHE_DIR")
+    os.environ["MOFA_TK_CACHE_DIR"] = str(tmp_path_factory.mktemp("mofa_tk_cache"))
+    yield
+    if old is None:
+        os.environ.pop("MOFA_TK_CACHE_DIR", None)
+    else:
+        os.environ["MOFA_TK_CACHE_DIR"] = old

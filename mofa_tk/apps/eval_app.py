@@ -34,7 +34,7 @@ from mofa_tk import evaluation as ev
 from mofa_tk import landmarks as mlm
 from mofa_tk.apps.errors import one_line as _one_line
 from mofa_tk.apps.errors import run_reporting_errors
-from mofa_tk.apps.options import ANCHOR_HELP, PHOTOMETRIC_HELP, REG_HELP, parse_reg
+from mofa_tk.apps.options import ANCHOR_HELP, DENSE_HELP, PHOTOMETRIC_HELP, REG_HELP, parse_reg
 from mofa_tk.errors import InputError
 from mofa_tk.evaluation.report import fmt_pct, fmt_sec
 from mofa_tk.fitting.pipeline import fit
@@ -60,16 +60,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=DEFAULT_OUT, metavar="DIR",
                    help=f"output folder (default ./{DEFAULT_OUT}; report files in it are replaced)")
     p.add_argument("--limit", type=int, default=None, metavar="N", help="evaluate only the first N photos (sorted)")
-    p.add_argument("--landmarks", choices=("detect", "annotation"), default="detect",
-                   help="fit from detected landmarks (default; NME vs annotation is then a real measurement) or "
+    p.add_argument("--landmarks", choices=("detect", "68", "annotation"), default="detect",
+                   help="fit from detected landmarks (default: MediaPipe's 68 iBUG points and its dense mesh; NME "
+                        "vs annotation is then a real measurement), '68': detected, the 68 points only, or "
                         "from the 68-point annotation (photos without one are skipped; NME is then the fit's "
                         "residual)")
+    p.add_argument("--dense-weight", type=float, default=None, metavar="W", help=DENSE_HELP)
     p.add_argument("--iters", type=int, default=None, metavar="N",
                    help="maximum photometric iterations per fit (default: fit's default, 30 for lm)")
     p.add_argument("--optimizer", choices=("lm", "adam"), default="lm", help="photometric optimiser (default lm)")
     p.add_argument("--size", type=int, default=224, metavar="PX", help="crop / render resolution (default 224)")
     p.add_argument("--reg", action="append", default=None, metavar="BLOCK=WEIGHT", help=REG_HELP)
-    p.add_argument("--photometric", choices=("all", "appearance"), default="all", help=PHOTOMETRIC_HELP)
+    p.add_argument("--photometric", choices=("appearance", "all"), default="appearance", help=PHOTOMETRIC_HELP)
     p.add_argument("--photometric-anchor", type=float, default=0.0, metavar="W", help=ANCHOR_HELP)
     p.add_argument("--no-recursive", action="store_true", help="do not search sub-folders")
     p.add_argument("--synthetic", type=int, default=0, metavar="N",
@@ -158,7 +160,7 @@ def run(args, argv) -> int:
         n_found = len(images)
         if args.limit is not None:
             images = images[:args.limit]
-        if args.landmarks == "detect":
+        if args.landmarks in ("detect", "68"):
             mlm._mediapipe()  # LandmarkDetectorUnavailableError (clear message) before any work
 
     if args.threads is not None:
@@ -182,6 +184,13 @@ def run(args, argv) -> int:
         fit_kwargs["reg_weights"] = reg
     fit_kwargs["photometric"] = args.photometric
     fit_kwargs["photometric_anchor"] = args.photometric_anchor
+    if args.landmarks == "annotation":
+        # annotated jaw points lie on the face's outline (300-W convention): sliding contour (fit's docstring)
+        fit_kwargs["contour"] = True
+    if args.dense_weight is not None:
+        if not args.dense_weight >= 0:
+            raise _Fail(f"--dense-weight: expected a weight >= 0, got {args.dense_weight}")
+        fit_kwargs["dense_weight"] = args.dense_weight
     if args.iters is not None:
         fit_kwargs["iters"] = args.iters
     prog = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
@@ -234,19 +243,21 @@ def run(args, argv) -> int:
                     base = {"index": i, "image": rel, "annotation_format": ann.format if ann else None,
                             "annotation_note": note}
                     img, reason, start_lm, detected, det_time = None, None, None, None, float("nan")
+                    start_mesh = None
                     try:
                         img = mio.load_image(path)
                     except (InputError, OSError) as exc:
                         reason = f"unreadable image: {_one_line(exc)}"
                     skipped = False
                     if img is not None:
-                        if args.landmarks == "detect":
+                        if args.landmarks in ("detect", "68"):
                             progress.update(task, description=f"{rel} (detect)")
                             t0 = time.perf_counter()
                             try:
-                                det = mlm.detect(img.rgb, name=rel)
+                                det, det_mesh = mlm.detect(img.rgb, name=rel, return_mesh=True)
                                 det_time = time.perf_counter() - t0
                                 start_lm, detected = det, det.astype(np.float64) / img.scale
+                                start_mesh = det_mesh[:, :2] if args.landmarks == "detect" else None
                             except mlm.NoFaceFoundError as exc:
                                 reason = f"no face found: {_one_line(exc)}"
                             except Exception as exc:  # a detector crash must not end the run
@@ -263,7 +274,7 @@ def run(args, argv) -> int:
                         else:
                             row = ev.evaluate_image(fit, img.rgb, model, pm["points"], annotation=ann,
                                                     landmarks=start_lm, detected=detected, scale=img.scale,
-                                                    fit_kwargs=fit_kwargs, scan=scan)
+                                                    fit_kwargs=fit_kwargs, scan=scan, mesh=start_mesh)
                         row = {**base, **row, "detect_time": det_time,
                                "landmarks_detected": detected, "landmarks_annotation":
                                    (ann.points if ann is not None else None)}

@@ -23,7 +23,8 @@ from scipy import ndimage
 import mofa_tk
 from mofa_tk import landmarks as mlm
 from mofa_tk.apps.errors import run_reporting_errors
-from mofa_tk.apps.options import ANCHOR_HELP, PHOTOMETRIC_HELP, REG_HELP, parse_reg
+from mofa_tk.fitting.problem import fit_reg_weights
+from mofa_tk.apps.options import ANCHOR_HELP, DENSE_HELP, PHOTOMETRIC_HELP, REG_HELP, parse_reg
 from mofa_tk.evaluation import metrics
 from mofa_tk.fitting.pipeline import fit
 from mofa_tk.io import images as mio
@@ -46,8 +47,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=DEFAULT_OUT, metavar="DIR",
                    help=f"output folder (default: ./{DEFAULT_OUT}; existing files are replaced, and the command "
                         f"says so)")
-    p.add_argument("--landmarks", default=None, metavar="FILE",
-                   help="68 iBUG landmarks (.pts, .json or .npy, in the photo's pixels) instead of detection")
+    p.add_argument("--landmarks", default=None, metavar="FILE|68",
+                   help="68 iBUG landmarks (.pts, .json or .npy, in the photo's pixels) instead of detection; "
+                        "'68': detect, but fit MediaPipe's 68 iBUG points only (no dense term; a file named 68: "
+                        "./68)")
+    p.add_argument("--dense-weight", type=float, default=None, metavar="W", help=DENSE_HELP)
     p.add_argument("--iters", type=int, default=None, metavar="N",
                    help="maximum iterations of the photometric stage (default: 30 for lm, 150 for adam)")
     p.add_argument("--optimizer", choices=("lm", "adam"), default="lm",
@@ -58,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0,
                    help="seed of torch / numpy RNGs (the fit itself draws no random numbers; default 0)")
     p.add_argument("--reg", action="append", default=None, metavar="BLOCK=WEIGHT", help=REG_HELP)
-    p.add_argument("--photometric", choices=("all", "appearance"), default="all", help=PHOTOMETRIC_HELP)
+    p.add_argument("--photometric", choices=("appearance", "all"), default="appearance", help=PHOTOMETRIC_HELP)
     p.add_argument("--photometric-anchor", type=float, default=0.0, metavar="W", help=ANCHOR_HELP)
     p.add_argument("--encoder", default=None, metavar="CKPT",
                    help="a trained encoder (checkpoint.pt of `mofa train`, or its folder) whose prediction "
@@ -214,7 +218,8 @@ def run(args) -> int:
                     f"{enc_config.get('model')} with components {enc_config.get('components')}")
 
     # ---- landmarks (file pixels -> working pixels)
-    if args.landmarks is not None:
+    fit_kw = {}
+    if args.landmarks is not None and args.landmarks != "68":
         lm_file = mlm.read_landmarks(args.landmarks)
         lm = lm_file * img.scale
         H, W = img.size
@@ -223,13 +228,21 @@ def run(args) -> int:
             raise _Fail(f"--landmarks {args.landmarks}: {int((~inside).sum())} point(s) lie far outside the "
                         f"{img.original_size[1]} x {img.original_size[0]} image (wrong file for this photo?)")
         lm_source = str(args.landmarks)
+        # annotated jaw points lie on the face's outline (300-W convention): sliding contour (fit's docstring)
+        fit_kw["contour"] = True
     else:
         t0 = time.perf_counter()
-        lm = mlm.detect(img.rgb, name=image_name)
+        lm, mesh = mlm.detect(img.rgb, name=image_name, return_mesh=True)
         t_detect = time.perf_counter() - t0
         lm_source = "detected (MediaPipe Face Mesh -> iBUG 68)"
+        if args.landmarks != "68":
+            fit_kw["mesh_landmarks"] = mesh[:, :2]
+            lm_source += " + the 478-point mesh (dense term)"
 
-    fit_kw = {}
+    if args.dense_weight is not None:
+        if not args.dense_weight >= 0:
+            raise _Fail(f"--dense-weight: expected a weight >= 0, got {args.dense_weight}")
+        fit_kw["dense_weight"] = args.dense_weight
     reg = parse_reg(args.reg)
     if reg is not None:
         fit_kw["reg_weights"] = reg
@@ -283,7 +296,10 @@ def run(args) -> int:
                                                          "step": enc_config.get("step"),
                                                          "crop_scale": enc_config["crop_scale"]},
                 "init": {k: v["init"] for k, v in res.losses.items() if "init" in v},
-                "reg_weights": reg, "photometric": args.photometric, "photometric_anchor": args.photometric_anchor,
+                "reg_weights": fit_reg_weights(model, reg), "reg_overrides": reg,
+                "photometric": args.photometric, "photometric_anchor": args.photometric_anchor,
+                "landmarks": "dense" if "mesh_landmarks" in fit_kw else "68",
+                "contour": fit_kw.get("contour", False),
                 "losses": {k: {kk: vv for kk, vv in v.items() if kk not in ("history", "times")}
                            for k, v in res.losses.items()},
                 "iterations": res.iterations, "converged": res.converged},

@@ -5,29 +5,33 @@ import math
 
 from mofa_tk.errors import InputError
 from mofa_tk.face.code import BLOCKS
-from mofa_tk.fitting.pipeline import FIT_REG_WEIGHTS
 
 REG_HELP = ("prior weight of one code block, BLOCK=WEIGHT (repeatable; blocks: rotation, translation, shape, "
-            "expression, reflectance, illumination); it replaces that block's default weight "
-            "(mofa_tk.fitting.pipeline.FIT_REG_WEIGHTS), e.g. --reg expression=80 for ICT-FaceKit (docs/evaluation.md)")
+            "expression, reflectance, illumination); it replaces that block's default weight for the model "
+            "(mofa_tk.fitting.problem.fit_reg_weights: FIT_REG_WEIGHTS and the model's own, e.g. ICT-FaceKit's "
+            "expression=80), e.g. --reg shape=0.3 (docs/evaluation.md)")
 
 
-PHOTOMETRIC_HELP = ("what the photometric stage refines: all (default) or appearance (pose, reflectance and "
-                    "illumination; shape and expression stay as the landmarks fitted them: better 3D on real photos, "
-                    "docs/evaluation.md)")
+PHOTOMETRIC_HELP = ("what the photometric stage refines: appearance (default: pose, reflectance and illumination; "
+                    "shape and expression stay as the landmarks fitted them: better 3D on real photos) or all "
+                    "(every block: better on synthetic faces of the model itself; docs/evaluation.md)")
 
 
 ANCHOR_HELP = ("prior weight (in units of the reg term weight) on how far the photometric stage may move shape and "
-               "expression from the landmark stage's estimate; default 0; 10 gave better 3D and 2D on real photos "
+               "expression from the landmark stage's estimate, with --photometric all; default 0 "
                "(docs/evaluation.md)")
+
+DENSE_HELP = ("weight of the dense term (MediaPipe's 478 Face Mesh points on the model's vertices) relative to the "
+              "68-point landmark term (default: fit's, 0.3); 0 = the 68 points only")
 
 
 def parse_reg(values) -> dict | None:
-    """['expression=80', ...] -> reg_weights for `mofa_tk.fit` (FIT_REG_WEIGHTS with those blocks replaced),
-    or None when no --reg was given. Raises InputError naming the bad entry."""
+    """['expression=80', ...] -> reg_weights for `mofa_tk.fit` ({block: weight}: those blocks replace the model's
+    prior weights, `fitting.problem.fit_reg_weights`), or None when no --reg was given. Raises InputError naming
+    the bad entry."""
     if not values:
         return None
-    out = dict(FIT_REG_WEIGHTS)
+    out = {}
     for item in values:
         name, sep, num = str(item).partition("=")
         name = name.strip()

@@ -47,7 +47,7 @@ def _nan_list(a):
 
 
 def evaluate_image(fit_fn, image, model, points, *, annotation=None, landmarks=None, detected=None,
-                   scale: float = 1.0, fit_kwargs=None, scan=None) -> dict:
+                   scale: float = 1.0, fit_kwargs=None, scan=None, mesh=None) -> dict:
     """Fit one photo with one model and measure it; never raises (except KeyboardInterrupt).
 
     fit_fn:     `mofa_tk.fitting.pipeline.fit` (passed in so that a caller can time / replace it)
@@ -56,6 +56,7 @@ def evaluate_image(fit_fn, image, model, points, *, annotation=None, landmarks=N
     annotation: Annotation or None (file pixels)
     landmarks:  (68, 2) landmarks the fit starts from, in WORKING pixels (detected or annotated)
     detected:   (68, 2) detected landmarks in FILE pixels (for the detector's own NME), or None
+    mesh:       (478, 2) MediaPipe Face Mesh points in WORKING pixels for the fit's dense term, or None
     scale:      working pixels per file pixel (`LoadedImage.scale`)
     fit_kwargs: extra keyword arguments of `fit` (iters, size, optimizer, ...)
     scan:       `io.meshes.Scan` of the photo's face, or None: adds the NoW-style scan-to-mesh error
@@ -78,7 +79,10 @@ def evaluate_image(fit_fn, image, model, points, *, annotation=None, landmarks=N
            "scan_std": float("nan"), "scan_median_eyes": float("nan"), "scan_median_landmarks": float("nan"),
            "scan_median_mean_face": float("nan")}
     try:
-        res = fit_fn(image, model, landmarks=landmarks, progress=False, **(fit_kwargs or {}))
+        kw = dict(fit_kwargs or {})
+        if mesh is not None:
+            kw["mesh_landmarks"] = mesh
+        res = fit_fn(image, model, landmarks=landmarks, progress=False, **kw)
     except KeyboardInterrupt:
         raise
     except Exception as exc:  # recorded, never fatal: the run goes on with the next photo

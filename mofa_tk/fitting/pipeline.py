@@ -30,6 +30,8 @@ from ..errors import InputError
 from ..face.builtin import builtin_model
 from ..face.code import BLOCKS
 from ..face.decoder import FaceDecoder
+from ..face.mediapipe_map import N_POINTS as N_MESH_POINTS
+from ..face.mediapipe_map import mediapipe_map
 from ..landmarks import DEFAULT_CROP_SCALE, crop_face, detect, read_landmarks, to_rgb_float
 from ..ops.geometry import morph
 from ..progress import progress_bar
@@ -44,6 +46,8 @@ DEFAULT_ITERS = {"lm": {"pose": 15, "landmarks": 25, "photometric": 30},
                  "adam": {"pose": 150, "landmarks": 300, "photometric": 150}}
 OPTIMIZERS = ("lm", "adam")
 #: What the photometric stage refines: every block, or the appearance and pose only (shape and expression kept).
+#: Default weight of the dense MediaPipe term relative to the 68-point landmark term.
+DENSE_WEIGHT = 0.3
 PHOTOMETRIC_MODES = {"all": None, "appearance": ("rotation", "translation", "reflectance", "illumination")}
 
 
@@ -63,7 +67,8 @@ def fit(image, model=None, landmarks=None, *, size: int = 224, optimizer: str = 
         crop_scale: float = DEFAULT_CROP_SCALE, focal=None, principal=None, tol: float = 3e-3,
         progress: bool = True,
         name: str | None = None, decoder_options: dict | None = None, init_code=None,
-        photometric: str = "all", photometric_anchor: float = 0.0) -> FitResult:
+        photometric: str = "appearance", photometric_anchor: float = 0.0, contour: bool = False,
+        mesh_landmarks=None, dense_weight: float = DENSE_WEIGHT) -> FitResult:
     """Fit the semantic code of `model` to one photo by analysis by synthesis (coarse to fine).
 
     image:      (H, W, 3) RGB, (H, W) grey or (H, W, 4) RGBA (alpha dropped); uint8, uint16 or float in
@@ -76,7 +81,9 @@ def fit(image, model=None, landmarks=None, *, size: int = 224, optimizer: str = 
     iters:      None (DEFAULT_ITERS[optimizer]), an int (maximum photometric iterations) or a dict
                 {stage: maximum iterations} for "pose", "landmarks", "photometric"
     weights, reg_weights, landmark_weights: as in `losses.mofa_loss` (defaults: Deep3DFaceRecon's term and
-                landmark weights; prior weights `FIT_REG_WEIGHTS` = Deep3DFaceRecon's + illumination 3.0)
+                landmark weights); reg_weights = {block: weight} replacing those blocks' prior weights of the
+                model (`problem.fit_reg_weights`: `FIT_REG_WEIGHTS` = Deep3DFaceRecon's + illumination 3.0, then
+                the model's own from its loader, e.g. ICT-FaceKit's expression 80)
     crop_scale: crop side / face size (`landmarks.crop_face`)
     focal:      the photo's focal length in ORIGINAL pixels if known (scalar or (fx, fy)); default: the
                 decoder's focal in the crop (1015 px at 224), i.e. focal / crop scale in the photo
@@ -85,15 +92,23 @@ def fit(image, model=None, landmarks=None, *, size: int = 224, optimizer: str = 
     progress:   show a rich progress bar per stage with the current loss
     name:       image name used in error messages
     decoder_options: extra `FaceDecoder` keyword arguments (distance, visibility_tol, ...)
-    photometric: "all" (default): the photometric stage refines every block; "appearance": it refines the pose,
-                reflectance and illumination only, keeping the landmark stage's shape and expression (on the 16
-                AFLW2000-3D photos that kept a 3D error 15-17 % below the mean face's for the built-in and Surrey
-                models, where refining the shape photometrically loses most of that; on synthetic faces of the
-                model itself refining the shape helps: docs/evaluation.md)
-    photometric_anchor: prior weight (times the "reg" term weight) on |shape - shape_lm|^2 + |expression -
-                expression_lm|^2 in the photometric stage, the landmark stage's estimate being the anchor; default
-                0 (none); 10 kept most of the landmark stage's 3D gain on real photos and improved their 2D error,
-                at some cost on synthetic faces (docs/evaluation.md)
+    photometric: "appearance" (default): the photometric stage refines the pose, reflectance and illumination,
+                keeping the landmark stage's shape and expression; "all": it refines every block. On real photos
+                with 3D ground truth (16 AFLW2000-3D photos, the james scan) refining the shape photometrically
+                raised the 3D error of every model (the colour models cannot explain real skin and light, so
+                the geometry bends to); on synthetic faces of the model itself it lowers it (docs/evaluation.md)
+    photometric_anchor: with photometric="all", a prior weight (times the "reg" term weight) on |shape -
+                shape_lm|^2 + |expression - expression_lm|^2, the landmark stage's estimate being the anchor;
+                default 0 (none)
+    contour:    slide the 16 jaw landmarks along the face's outline for the current pose (`contour`, after eos's
+                model contours) instead of keeping fixed vertices; a model without jaw landmarks (the Surrey
+                model) then fits the jaw points too. For landmarks annotated on the outline (the 300-W / iBUG
+                convention: `mofa fit --landmarks FILE` and `mofa eval --landmarks annotation` turn it on); off by
+                default because MediaPipe's jaw points behave like fixed vertices (measured: `face.mediapipe_map`)
+    mesh_landmarks: (478, 2) or (478, 3) MediaPipe Face Mesh points in `image` pixels for the dense term; found
+                by the detection when `landmarks` is None
+    dense_weight: weight of the dense term (MediaPipe's points on the model's vertices, `face.mediapipe_map`)
+                relative to the 68-point landmark term; 0 = the 68 landmarks only (`--landmarks 68`)
     init_code:  optional (N,) or (1, N) float code of `model` for THIS crop (same `size`-independent camera and
                 `crop_scale`), e.g. `Encoder.predict_code` of the crop (`mofa fit --encoder CKPT`). It competes
                 with the closed-form initialisations: the pose stage starts from whichever of the encoder's
@@ -146,8 +161,12 @@ def fit(image, model=None, landmarks=None, *, size: int = 224, optimizer: str = 
     H, W = rgb.shape[:2]
 
     t0 = time.perf_counter()
+    if not (dense_weight >= 0 and math.isfinite(dense_weight)):
+        raise InputError(f"dense_weight: expected a finite weight >= 0, got {dense_weight!r}")
+    mesh = None if mesh_landmarks is None else _as_mesh(mesh_landmarks)
     if landmarks is None:
-        lm = detect(rgb, name=name)
+        lm, found = detect(rgb, name=name, return_mesh=True)
+        mesh = found[:, :2] if mesh is None else mesh
         timings["detect"] = time.perf_counter() - t0
     else:
         lm = _as_landmarks(landmarks)
@@ -181,8 +200,11 @@ def fit(image, model=None, landmarks=None, *, size: int = 224, optimizer: str = 
         lw = torch.as_tensor(np.asarray(landmark_weights, np.float32))
         if lw.shape != (68,) or not torch.isfinite(lw).all() or (lw < 0).any():
             raise InputError(f"landmark_weights: expected 68 finite weights >= 0, got shape {tuple(lw.shape)}")
+    dense = None
+    if mesh is not None and dense_weight > 0:
+        dense = (torch.from_numpy(T.from_original(mesh).astype(np.float32)), mediapipe_map(model))
     prob = Problem(model, dec, torch.from_numpy(crop), torch.from_numpy(lm_crop.astype(np.float32)),
-                    weights or {}, reg_weights, lw)
+                    weights or {}, reg_weights, lw, contour=bool(contour), dense=dense, dense_weight=dense_weight)
 
     code = dec.code.zeros(1)
     enc_code = _as_init_code(init_code, dec.code.size) if init_code is not None else None
@@ -230,6 +252,17 @@ def fit(image, model=None, landmarks=None, *, size: int = 224, optimizer: str = 
         target_landmarks_crop=lm_crop.astype(np.float32), transform=T, camera=camera, losses=losses_out,
         timings=dict(timings), iterations=dict(iterations), converged=dict(converged), optimizer=optimizer,
         model=model, input_image=rgb, decoder_options=dec_opts, stage_codes=dict(stage_codes))
+
+
+def _as_mesh(mesh) -> np.ndarray:
+    """mesh_landmarks -> (478, 2) float64 pixels, or InputError."""
+    a = np.asarray(mesh.detach().cpu() if isinstance(mesh, torch.Tensor) else mesh, np.float64)
+    if a.ndim != 2 or a.shape[0] != N_MESH_POINTS or a.shape[1] not in (2, 3):
+        raise InputError(f"mesh_landmarks: expected ({N_MESH_POINTS}, 2) or ({N_MESH_POINTS}, 3) MediaPipe Face "
+                         f"Mesh points, got shape {a.shape}")
+    if np.isinf(a).any():
+        raise InputError("mesh_landmarks: contains Inf")
+    return a[:, :2]
 
 
 def _as_init_code(init_code, n: int) -> torch.Tensor:

@@ -11,8 +11,9 @@ from .. import losses as L
 from ..face.decoder import FaceDecoder
 from ..ops.shading import SH_BAND_FACTORS
 from ..rotation import axis_angle_to_matrix, matrix_to_axis_angle, skew
+from .contour import JAW, model_contour
 
-__all__ = ["Problem", "apply_delta", "prior_hessian", "FIT_REG_WEIGHTS", "GN_SAMPLE"]
+__all__ = ["Problem", "apply_delta", "prior_hessian", "FIT_REG_WEIGHTS", "GN_SAMPLE", "fit_reg_weights"]
 
 #: Prior weights of the fit (`losses.coefficient_regularizer`, times the "reg" term weight 3e-4):
 #: Deep3DFaceRecon's shape / expression / reflectance weights plus a weak prior on the illumination offset.
@@ -20,6 +21,18 @@ __all__ = ["Problem", "apply_delta", "prior_hessian", "FIT_REG_WEIGHTS", "GN_SAM
 #: globally darker albedo under a brighter light (on 8 synthetic faces the albedo error doubled, to twice
 #: that of the mean albedo); with it the fit is also better conditioned (docs/fitting.md).
 FIT_REG_WEIGHTS = dict(L.DEFAULT_REG_WEIGHTS, illumination=3.0)
+
+
+def fit_reg_weights(model, overrides: dict | None = None) -> dict:
+    """The prior weights of a fit of `model`: `FIT_REG_WEIGHTS`, then the model's own (``model.meta["fit_prior"]``,
+    declared by its loader, e.g. ICT-FaceKit's expression prior), then `overrides` ({block: weight}; the blocks
+    not named keep their weights)."""
+    out = dict(FIT_REG_WEIGHTS)
+    out.update((getattr(model, "meta", None) or {}).get("fit_prior", {}))
+    out.update(overrides or {})
+    return out
+
+
 #: About this many vertices (a fixed regular sample of the mesh, of which the visible ones are used) enter
 #: the Gauss-Newton matrix; the gradient always uses every visible vertex.
 GN_SAMPLE = 2000
@@ -29,7 +42,8 @@ class Problem:
     """Decoder, target crop and landmarks, and the loss evaluations every stage shares."""
 
     def __init__(self, model, dec: FaceDecoder, crop: torch.Tensor, target_lm: torch.Tensor, weights: dict,
-                 reg_weights: dict, landmark_weights: torch.Tensor | None):
+                 reg_weights: dict, landmark_weights: torch.Tensor | None, contour: bool = False,
+                 dense=None, dense_weight: float = 0.0):
         self.model = model
         self.dec = dec
         self.layout = dec.code
@@ -38,19 +52,69 @@ class Problem:
         self.w = dict(L.DEFAULT_WEIGHTS)
         self.w.update(weights)
         self.w["photo"] = 0.0                                     # the dense (vertex) term only
-        self.reg_w = dict(FIT_REG_WEIGHTS if reg_weights is None else reg_weights)
+        self.reg_w = fit_reg_weights(model, reg_weights)
         self.lm_w = landmark_weights
         self.anchor = None        # (weight, {block: (K,) target}) set by the photometric stage
         lm = dec.landmark_index
         self.lm_ok = (dec.landmark_valid & torch.isfinite(target_lm).all(-1))
         self.lm_idx = lm.clamp(min=0)
         # model rows at the landmark vertices (pure torch: the landmark stages never touch the full mesh)
-        self.lm_mean = model.mean_shape[self.lm_idx]
-        self.lm_S = model.shape_basis[self.lm_idx] * model.shape_std
-        self.lm_E = model.expr_basis[self.lm_idx] * model.expr_std
+        self.lm_mean, self.lm_S, self.lm_E = self.rows(self.lm_idx)
         self.not_boundary = ~dec.boundary
+        # sliding jaw points (`contour`): the candidate vertices' model rows, so a pose's outline is found
+        # without the full mesh
+        self.contour = model_contour(model) if contour else None
+        if self.contour is not None:
+            verts = self.contour.vertices
+            rows = torch.full((model.n_vertices,), -1, dtype=torch.int64)
+            rows[verts] = torch.arange(len(verts))
+            self._c_rows = rows[self.contour.candidates.clamp(min=0)]                     # (16, M)
+            self._c_model_rows = self.rows(verts)
+        # dense term: MediaPipe's mesh points (crop pixels) on the model's vertices (`face.mediapipe_map`)
+        self.dense = False
+        if dense is not None and dense_weight > 0:
+            target, mp = dense
+            target = torch.as_tensor(target, dtype=torch.float32)
+            self.dense = True
+            self.dense_idx = mp.vertices.clamp(min=0)
+            self.dense_target = target[None]                                  # (1, 478, 2)
+            self.dense_w = mp.weight.float()
+            self.dense_ok = (mp.vertices >= 0) & (mp.weight > 0) & torch.isfinite(target).all(-1)
+            self.w_dense = float(dense_weight) * self.w["landmark"]
+            self.d_mean, self.d_S, self.d_E = self.rows(self.dense_idx)
         Aband = SH_BAND_FACTORS
         self.band = torch.tensor([Aband[0]] + [Aband[1]] * 3 + [Aband[2]] * 5)
+
+    # ------------------------------------------------------------------ sliding jaw points
+    @torch.no_grad()
+    def slide_jaw(self, code: torch.Tensor, R: torch.Tensor | None = None) -> None:
+        """Move the 16 jaw landmarks to the outline of `code`'s face for its pose (`contour.Contour.assign`);
+        a no-op without a contour. The decoder's landmark vertices follow, so every term sees the same points."""
+        if self.contour is None:
+            return
+        if R is None:
+            R = axis_angle_to_matrix(self.layout.split(code.detach())["rotation"])[0]
+        R = R.float()
+        p, _ = self.project_rows(code.detach(), self._c_model_rows, R)
+        self.set_jaw(self.contour.assign(p[self._c_rows], R))
+
+    def set_jaw(self, idx: torch.Tensor) -> None:
+        """Use vertices `idx` (16,) int64 for the jaw landmarks `contour.JAW`."""
+        self.set_landmark_vertices(torch.tensor(JAW), idx)
+
+    def set_landmark_vertices(self, which: torch.Tensor, idx: torch.Tensor) -> None:
+        """Use vertices `idx` (n,) int64 for the iBUG landmarks `which` (n,) (the decoder's follow)."""
+        if torch.equal(self.lm_idx[which], idx) and bool(self.dec.landmark_valid[which].all()):
+            return
+        self.lm_idx = self.lm_idx.clone()
+        self.lm_idx[which] = idx
+        self.lm_mean, self.lm_S, self.lm_E = self.rows(self.lm_idx)
+        # new buffers, not in-place writes: a graph built before this call keeps the tensors it saw
+        index, valid = self.dec.landmark_index.clone(), self.dec.landmark_valid.clone()
+        index[which] = idx.to(index.device)
+        valid[which] = True
+        self.dec.landmark_index, self.dec.landmark_valid = index, valid
+        self.lm_ok = valid.cpu() & torch.isfinite(self.target[0]).all(-1)
 
     # ------------------------------------------------------------------ Gauss-Newton sample
     def gn_sample(self):
@@ -102,21 +166,43 @@ class Problem:
         return torch.bmm(Pn, ds)
 
     # ------------------------------------------------------------------ landmark-only model
-    def landmark_points(self, code: torch.Tensor, R: torch.Tensor | None = None):
-        """(68, 2) projected landmarks and (68, 3) model-space landmark vertices (pure torch)."""
+    def rows(self, idx: torch.Tensor):
+        """The model's rows at vertices `idx` (n,): mean (n, 3), scaled shape basis (n, 3, K_id) and expression
+        basis (n, 3, K_exp), so points of the mesh can be evaluated without the whole mesh."""
+        m = self.model
+        return m.mean_shape[idx], m.shape_basis[idx] * m.shape_std, m.expr_basis[idx] * m.expr_std
+
+    def project_rows(self, code: torch.Tensor, rows, R: torch.Tensor | None = None):
+        """(n, 2) pixels and (n, 3) model-space positions of the vertices of `rows` (`Problem.rows`) for
+        `code` (pure torch); R: optional (3, 3) rotation used instead of the code's."""
+        mean, S, E = rows
         bl = self.layout.split(code)
-        v = self.lm_mean + self.lm_S @ bl["shape"][0] + self.lm_E @ bl["expression"][0]
+        v = mean + S @ bl["shape"][0] + E @ bl["expression"][0]
         if R is None:
             R = axis_angle_to_matrix(bl["rotation"])[0]
         _, t = self.dec.camera_transform(R[None], bl["translation"])
-        x = v @ R.T + t[0]
-        return self.dec.project_points(x[None])[0], v
+        return self.dec.project_points((v @ R.T + t[0])[None])[0], v
+
+    def landmark_points(self, code: torch.Tensor, R: torch.Tensor | None = None):
+        """(68, 2) projected landmarks and (68, 3) model-space landmark vertices (pure torch)."""
+        return self.project_rows(code, (self.lm_mean, self.lm_S, self.lm_E), R)
+
+    def dense_points(self, code: torch.Tensor, R: torch.Tensor | None = None):
+        """(478, 2) projected dense-term vertices (pure torch); only with a dense term."""
+        return self.project_rows(code, (self.d_mean, self.d_S, self.d_E), R)[0]
+
+    def dense_term(self, p: torch.Tensor) -> torch.Tensor:
+        """w_dense * sum_i w_i |p_i - t_i|^2 / n_valid over MediaPipe's points; p (478, 2) pixels."""
+        return self.w_dense * L.landmark_loss(p[None], self.dense_target, self.dense_w, valid=self.dense_ok)
 
     def landmark_loss(self, code, R=None, reg_blocks=("shape", "expression")):
-        """Landmark term + prior on `reg_blocks` (the loss of the pose and landmark stages), with terms."""
+        """Landmark term (+ the dense term) + prior on `reg_blocks` (the loss of the pose and landmark stages),
+        with terms."""
         p, _ = self.landmark_points(code, R)
         terms = {"landmark": self.w["landmark"] * L.landmark_loss(p[None], self.target, self.lm_w,
                                                                   valid=self.lm_ok)}
+        if self.dense:
+            terms["dense"] = self.dense_term(self.dense_points(code, R))
         bl = self.layout.split(code)
         rw = {k: v for k, v in self.reg_w.items() if k in reg_blocks}
         if rw and self.w["reg"]:
@@ -154,6 +240,9 @@ class Problem:
         """MoFA's loss (`losses.mofa_loss`) on the vertex render `g` with a given visibility."""
         total, terms = L.mofa_loss(replace(g, visibility=vis), self.crop, self.target, weights=self.w,
                                    reg_weights=self.reg_w, landmark_weights=self.lm_w, robust=True)
+        if self.dense:
+            terms = dict(terms, dense=self.dense_term(g["verts_2d"][0, self.dense_idx]))
+            total = total + terms["dense"]
         extra = self.anchor_term(g)
         if extra is not None:
             terms = dict(terms, anchor=extra)

@@ -42,13 +42,18 @@ def fit_landmarks(prob: Problem, code, stage: StageLog, blocks, optimizer: str, 
     layout = prob.layout
     reg_blocks = tuple(b for b in ("shape", "expression") if b in blocks)
     if optimizer == "adam":
-        return adam_loop(stage, layout, code, blocks, lambda c: prob.landmark_loss(c, reg_blocks=reg_blocks), tol)
+        it = [0]
 
-    idx = prob.lm_idx
-    ok = prob.lm_ok
+        def lm_loss(c):
+            if it[0] % 5 == 0:
+                prob.slide_jaw(c)
+            it[0] += 1
+            return prob.landmark_loss(c, reg_blocks=reg_blocks)
+
+        return adam_loop(stage, layout, code, blocks, lm_loss, tol)
+
     w_lm = prob.w["landmark"]
     lw = prob.lm_w.double() if prob.lm_w is not None else torch.ones(68, dtype=torch.float64)
-    n_ok = max(int(ok.sum()), 1)
 
     def make_R(c):
         return axis_angle_to_matrix(c[:, layout.slices["rotation"]].double())[0]
@@ -59,6 +64,9 @@ def fit_landmarks(prob: Problem, code, stage: StageLog, blocks, optimizer: str, 
     def build(state):
         c = code if state is None else state
         R = make_R(c)
+        prob.slide_jaw(c, R)                     # the jaw points for this pose, fixed until the next build
+        idx, ok = prob.lm_idx, prob.lm_ok
+        n_ok = max(int(ok.sum()), 1)
         dw = torch.zeros(3, dtype=torch.float32, requires_grad=True)
         rest = c.detach().clone().requires_grad_(True)
         Rw = axis_angle_to_matrix(dw[None])[0] @ R.float()
@@ -73,6 +81,8 @@ def fit_landmarks(prob: Problem, code, stage: StageLog, blocks, optimizer: str, 
         Jg, _ = geometric_jacobian(prob, R, y, x, idx, blocks)              # (68, 2, P)
         W = (lw * ok.double()) * (2.0 * w_lm / n_ok)
         H = torch.einsum("n,nip,niq->pq", W[ok], Jg[ok], Jg[ok])
+        if prob.dense:
+            H = H + dense_gauss_newton(prob, R, bl, blocks)
         H = H + prior_hessian(prob, blocks, reg_blocks)
         return float(loss.detach()), g, H, None, c
 
@@ -87,6 +97,19 @@ def fit_landmarks(prob: Problem, code, stage: StageLog, blocks, optimizer: str, 
     return state, first
 
 
+def dense_gauss_newton(prob: Problem, R, bl, blocks):
+    """Gauss-Newton matrix (P, P) float64 of the dense MediaPipe term for `blocks` (exact for that term) at
+    the code blocks `bl` (float64) with rotation R (3, 3)."""
+    ok = prob.dense_ok
+    n_ok = max(int(ok.sum()), 1)
+    v = prob.d_mean.double() + prob.d_S.double() @ bl["shape"][0] + prob.d_E.double() @ bl["expression"][0]
+    y = (v - prob.dec.center.double()) @ R.double().T
+    x = y + (prob.dec.default_translation.double() + bl["translation"][0])
+    J, _ = geometric_jacobian(prob, R.double(), y[ok], x[ok], prob.dense_idx[ok], blocks)
+    W = prob.dense_w.double()[ok] * (2.0 * prob.w_dense / n_ok)
+    return torch.einsum("n,nip,niq->pq", W, J, J)
+
+
 def fit_dense(prob: Problem, code, stage: StageLog, optimizer: str, tol: float, blocks=None):
     """The code's blocks (default all; `blocks` names a subset) on MoFA's loss."""
     layout = prob.layout
@@ -95,8 +118,11 @@ def fit_dense(prob: Problem, code, stage: StageLog, optimizer: str, tol: float, 
         cache = {"vis": None, "it": 0}
 
         def loss_fn(c):
+            refresh = cache["vis"] is None or cache["it"] % 5 == 0 or not c.requires_grad
+            if refresh:
+                prob.slide_jaw(c)
             g = prob.geometry(c)
-            if cache["vis"] is None or cache["it"] % 5 == 0 or not c.requires_grad:
+            if refresh:
                 cache["vis"] = prob.visibility(g)
             cache["it"] += 1
             return prob.dense_loss(g, cache["vis"])
@@ -107,8 +133,6 @@ def fit_dense(prob: Problem, code, stage: StageLog, optimizer: str, tol: float, 
     P = sum(layout.sizes[b] for b in blocks)
     w_ph, w_lm = prob.w["vertex_photo"], prob.w["landmark"]
     lw = prob.lm_w.double() if prob.lm_w is not None else torch.ones(68, dtype=torch.float64)
-    ok = prob.lm_ok
-    n_ok = max(int(ok.sum()), 1)
     reg_blocks = tuple(b for b in ("shape", "expression", "reflectance", "illumination", "rotation", "translation")
                        if prob.reg_w.get(b, 0.0))
     prior = prior_hessian(prob, blocks, reg_blocks)
@@ -129,6 +153,9 @@ def fit_dense(prob: Problem, code, stage: StageLog, optimizer: str, tol: float, 
     def build(state):
         c = code if state is None else state
         R0 = axis_angle_to_matrix(c[:, layout.slices["rotation"]].double())[0]
+        prob.slide_jaw(c, R0)
+        ok = prob.lm_ok
+        n_ok = max(int(ok.sum()), 1)
         dw = torch.zeros(3, dtype=torch.float32, requires_grad=True)
         rest = c.detach().clone().requires_grad_(True)
         Rw = axis_angle_to_matrix(dw[None])[0] @ R0.float()
@@ -176,6 +203,10 @@ def fit_dense(prob: Problem, code, stage: StageLog, optimizer: str, tol: float, 
                 pg += nb
             W = (lw * 2.0 * w_lm / n_ok)
             H += torch.einsum("n,nip,niq->pq", W[ok], Jl_full[ok], Jl_full[ok])
+            if prob.dense:
+                Hd = dense_gauss_newton(prob, R0, layout.split(c.detach().double()), geo_blocks)
+                gi = torch.cat([torch.arange(off[b], off[b] + layout.sizes[b]) for b in geo_blocks])
+                H[gi[:, None], gi[None, :]] += Hd
         return float(loss.detach()), grad, H, {"vis": vis}, c
 
     def apply_step(state, delta, ctx):

@@ -16,6 +16,7 @@ import pytest
 import torch
 
 import mofa_tk
+from mofa_tk.fitting.problem import fit_reg_weights
 from mofa_tk.io import images as mio
 from mofa_tk.apps import fit_app
 from mofa_tk.face.decoder import FaceDecoder
@@ -225,13 +226,15 @@ def test_command_on_grey_and_rgba_photos_and_replacing(cpu, face, tmp_path, caps
     assert any("RGBA" in n for n in p["image"]["conversions"])
     assert p["landmarks"]["nme_inter_ocular"] < 0.05
     assert np.allclose(np.array(p["landmarks"]["target"]), face["lm"], atol=1e-4)
-    assert p["fit"]["reg_weights"] is None
+    assert p["fit"]["reg_overrides"] is None
+    assert p["fit"]["reg_weights"] == fit_reg_weights(mofa_tk.builtin_model())
 
 
 def test_command_reg_option_changes_the_prior(cpu, face, tmp_path, capsys):
     """--reg expression=W replaces that block's prior weight (the others keep FIT_REG_WEIGHTS): a prior 1e4x
     stronger pins the expression coefficients near zero, which the default prior does not."""
     from mofa_tk.fitting.pipeline import FIT_REG_WEIGHTS
+    assert fit_reg_weights(mofa_tk.builtin_model()) == FIT_REG_WEIGHTS      # the built-in model has no own prior
 
     runs = {}
     for name, extra in (("default", []), ("strong", ["--reg", "expression=8000"])):
@@ -241,6 +244,7 @@ def test_command_reg_option_changes_the_prior(cpu, face, tmp_path, capsys):
         assert rc == 0, se
         runs[name] = json.loads((out / "params.json").read_text())
     assert runs["strong"]["fit"]["reg_weights"] == dict(FIT_REG_WEIGHTS, expression=8000.0)
+    assert runs["strong"]["fit"]["reg_overrides"] == {"expression": 8000.0}
     expr = {k: np.abs(np.array(v["code"]["blocks"]["expression"])).max() for k, v in runs.items()}
     assert expr["strong"] < 0.2 * expr["default"], expr
 

@@ -33,17 +33,6 @@ from fit_scenes import random_code, rotation_error_deg, synthetic_scene
 N_SYNTHETIC_CI = 6
 
 
-@pytest.fixture
-def cpu(backend):
-    if backend != "cpu":
-        pytest.skip("fitting is backend-independent torch code over the ops (tested on every backend elsewhere); "
-                    "run on cpu only to save CI time")
-    return backend
-
-
-@pytest.fixture(scope="module")
-def model():
-    return mofa_tk.builtin_model()
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +45,7 @@ def fitted_scene(model):
         pytest.skip("fitting tests run on cpu only")
     sc = synthetic_scene(model, 3)
     res = fit(sc["image"], model, landmarks=sc["landmarks"], progress=False, focal=sc["focal"],
-              principal=sc["principal"])
+              principal=sc["principal"], photometric="all")
     return sc, res
 
 
@@ -256,7 +245,8 @@ def test_synthetic_ground_truth(cpu, model):
     for seed in range(N_SYNTHETIC_CI):
         sc = synthetic_scene(model, seed)
         lm = sc["landmarks"] + rng.normal(0, 0.5, sc["landmarks"].shape).astype(np.float32)
-        res = fit(sc["image"], model, landmarks=lm, progress=False, focal=sc["focal"], principal=sc["principal"])
+        res = fit(sc["image"], model, landmarks=lm, progress=False, focal=sc["focal"], principal=sc["principal"],
+                  photometric="all")
         gt = sc["decoder"].code.split(sc["code"])
         vm = res.verts_model.numpy()
         rows.append({
@@ -320,7 +310,7 @@ def test_fit_is_deterministic(cpu, model, fitted_scene):
     """No random numbers and no float atomics in the ops: a repeated fit is bit-identical to the first."""
     sc, res = fitted_scene
     again = fit(sc["image"], model, landmarks=sc["landmarks"], progress=False, focal=sc["focal"],
-                principal=sc["principal"])
+                principal=sc["principal"], photometric="all")
     assert torch.equal(again.code, res.code)
     assert torch.equal(again.verts_cam, res.verts_cam)
     assert np.array_equal(again.landmarks, res.landmarks)
@@ -332,7 +322,8 @@ def test_init_code_competes_with_the_closed_form_initialisation(cpu, model, fitt
     pose and appearance initialisations and starts the pose stage at its landmark loss; a bad one (the face
     turned by 120 degrees) loses to the closed-form estimates, and the fit then equals the plain fit."""
     sc, res = fitted_scene
-    kw = dict(landmarks=sc["landmarks"], progress=False, focal=sc["focal"], principal=sc["principal"])
+    kw = dict(landmarks=sc["landmarks"], progress=False, focal=sc["focal"], principal=sc["principal"],
+              photometric="all")
     good = fit(sc["image"], model, init_code=res.code, iters={"pose": 0, "landmarks": 0, "photometric": 0}, **kw)
     assert good.losses["pose"]["init"] == "encoder" and good.losses["appearance"]["init"] == "encoder"
     # the good code already is the optimum: its landmark loss is far below the closed-form pose's
@@ -353,7 +344,7 @@ def test_init_code_competes_with_the_closed_form_initialisation(cpu, model, fitt
 def test_adam_optimizer_decreases_the_loss(cpu, model, fitted_scene):
     sc, _ = fitted_scene
     res = fit(sc["image"], model, landmarks=sc["landmarks"], optimizer="adam", progress=False, focal=sc["focal"],
-              principal=sc["principal"], iters={"pose": 40, "landmarks": 80, "photometric": 15})
+              principal=sc["principal"], iters={"pose": 40, "landmarks": 80, "photometric": 15}, photometric="all")
     assert res.optimizer == "adam" and res.iterations["photometric"] <= 15
     assert res.losses["photometric"]["final"] < 0.9 * res.losses["photometric"]["initial"]
     assert metrics.landmark_nme(res.landmarks, sc["landmarks"]) < 0.05
@@ -468,10 +459,42 @@ def test_photometric_anchor_holds_the_shape_near_the_landmark_stage(cpu, model):
     moved = {}
     for w in (0.0, 100.0):
         res = fit(sc["image"], model, landmarks=sc["landmarks"], progress=False, focal=sc["focal"],
-                  principal=sc["principal"], photometric_anchor=w)
+                  principal=sc["principal"], photometric="all", photometric_anchor=w)
         lm, fin = (layout.split(res.stage_codes[s][None]) for s in ("landmarks", "photometric"))
         moved[w] = float(torch.cat([(fin[b] - lm[b]).reshape(-1) for b in ("shape", "expression")]).norm())
         assert ("anchor" in res.losses["photometric"]["terms"]) == (w > 0)
     assert moved[100.0] < 0.5 * moved[0.0], moved
     with pytest.raises(InputError, match="photometric_anchor"):
         fit(sc["image"], model, landmarks=sc["landmarks"], progress=False, photometric_anchor=-1.0)
+
+
+@pytest.mark.parametrize("which", ["builtin", "ict"])
+def test_default_photometric_stage_never_raises_the_3d_error(cpu, which):
+    """The guard of the default fit: on synthetic faces of the model itself (`evaluation.synthetic`, seeds the
+    documented evaluation does not use), the mesh after the photometric stage is never further from the true
+    face than the landmark stage's (face-region RMSE after rigid alignment), and both beat the mean face on
+    average. With photometric="all" this fails for ICT-FaceKit (worse on 5 of 10 faces, docs/evaluation.md)."""
+    from mofa_tk.evaluation.synthetic import face_region, synthetic_face
+
+    if which == "builtin":
+        m = mofa_tk.builtin_model()
+    else:
+        from pathlib import Path
+
+        shared = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+        path = shared / "models" / "ict_facekit" / "ict_facekit_light.npz"
+        if not path.is_file():
+            pytest.skip(f"needs {path}")
+        m = mofa_tk.load_model(path)
+    region = face_region(m)
+    rng = np.random.default_rng(2024)
+    final, stage, mean = [], [], []
+    for _ in range(3):
+        sf = synthetic_face(m, rng, image_size=256)
+        res = fit(sf.image, m, landmarks=sf.landmarks, focal=sf.focal, principal=sf.principal, progress=False)
+        gt = sf.verts_model[region]
+        final.append(metrics.point_to_point_rmse(res.verts_model.numpy()[region], gt))
+        stage.append(metrics.point_to_point_rmse(res.verts_at("landmarks").numpy()[region], gt))
+        mean.append(metrics.point_to_point_rmse(m.mean_shape.numpy()[region], gt))
+    assert all(f <= s + 1e-4 for f, s in zip(final, stage)), (final, stage)
+    assert np.mean(final) < np.mean(mean), (final, mean)

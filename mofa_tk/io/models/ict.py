@@ -22,10 +22,18 @@ from .common import fail, index_vector, model_parts, numeric, triangle_array, un
 _ICT_CM_TO_MM = 10.0
 
 
+#: Prior weights `fit` uses for ICT-FaceKit (`fitting.problem.fit_reg_weights`): its expressions are ARKit-style
+#: blendshapes that real faces use sparingly, so a prior std of 0.1 blendshape (weight 80 instead of the PCA
+#: models' 0.8). Chosen on synthetic ICT faces (`mofa eval --synthetic 10 --seed 1000`, a split the documented
+#: evaluation (seed 0) does not use): face-region RMSE 2.53 -> 1.88 mm (docs/evaluation.md).
+ICT_FIT_PRIOR = {"expression": 80.0}
+
+
 def _ict_parts(p, neutral, tri, id_modes, ex_modes, landmarks, name, meta) -> dict:
     V = neutral.shape[0]
     ib, istd = unit_columns(np.moveaxis(id_modes, 0, -1) * _ICT_CM_TO_MM)
     eb, estd = unit_columns(np.moveaxis(ex_modes, 0, -1) * _ICT_CM_TO_MM)
+    meta = dict(meta, fit_prior=dict(ICT_FIT_PRIOR))
     return model_parts(neutral * _ICT_CM_TO_MM, ib.reshape(V, 3, -1), istd, tri, expr_basis=eb.reshape(V, 3, -1),
                   expr_std=estd, landmarks=landmarks, name=name, meta=meta)
 

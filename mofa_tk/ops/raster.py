@@ -134,6 +134,19 @@ def scatter_plan(grad_numel: int):
     return kscatter.COPIES, K
 
 
+def scatter_buffer(want: bool, shape, device):
+    """(mode, gradient buffer) for a backward kernel scattering into a gradient of `shape`: the per-thread
+    copies (or one copy for atomics) of `scatter_plan`, zeroed; without a gradient wanted, the kernel never
+    touches it: one placeholder element."""
+    if not want:
+        return kscatter.ATOMIC, torch.zeros(1, device=device)
+    numel = 1
+    for n in shape:
+        numel *= int(n)
+    mode, n_copies = scatter_plan(numel)
+    return mode, torch.zeros(n_copies, *shape, device=device)
+
+
 def sum_copies(copies):
     """Sum over the leading axis of the per-thread gradient copies (K, ...), as a new tensor of one copy's size.
     Adding whole copies is about 3x faster than torch's strided `sum(0)`."""
@@ -260,10 +273,7 @@ class _Interpolate(torch.autograd.Function):
     def backward(ctx, grad_out):
         attrk, rastk, trisk = ctx.saved_tensors
         want_attr = ctx.needs_input_grad[0]
-        mode, n_copies = scatter_plan(attrk.numel()) if want_attr else (kscatter.ATOMIC, 1)
-        # without a gradient for attr the kernel never touches grad_attr: one placeholder element
-        grad_attr = (torch.zeros(n_copies, *attrk.shape, device=attrk.device) if want_attr
-                     else torch.zeros(1, device=attrk.device))
+        mode, grad_attr = scatter_buffer(want_attr, attrk.shape, attrk.device)
         grad_rast = torch.empty_like(rastk)
         B, HW, V, Ch, shared, cs = _interp_dims(attrk, rastk)
         launch(kinterp.interpolate_bwd, attrk.view(-1), rastk.view(-1), trisk.view(-1),

@@ -169,3 +169,115 @@ def texture_bwd(tex: nd(dtype=ti.f32, ndim=1),                 # (1 or B, TH, TW
                         add(grad_tex, gbase + o11 + c, w11 * g, scatter)
             grad_uv[2 * p] = gu * TW
             grad_uv[2 * p + 1] = gv * TH
+
+
+@ti.func
+def _sample_level(mip: ti.template(), off, TH, TW, C, c, u, v, boundary: ti.template()):
+    """Bilinear sample of channel c of one mip level stored at flat offset `off` (TH x TW texels)."""
+    i0, i1, j0, j1, ri0, ri1, cj0, cj1, fx, fy = _taps(u, v, TH, TW, LINEAR, boundary)
+    w00, w01, w10, w11, o00, o01, o10, o11 = _bilinear(0, i0, i1, j0, j1, ri0, ri1, cj0, cj1, fx, fy, TW, C)
+    return (w00 * mip[off + o00 + c] + w01 * mip[off + o01 + c] + w10 * mip[off + o10 + c]
+            + w11 * mip[off + o11 + c])
+
+
+@ti.func
+def _level_pair(lam, L, trilinear: ti.template()):
+    """(level l0, level l1, weight t of l1) for mip level lam in [0, L - 1]: the two levels around it
+    (trilinear) or the nearest one (t = 0)."""
+    l0 = ti.cast(ti.floor(lam), ti.i32)
+    t = lam - l0
+    if ti.static(not trilinear):
+        l0 = ti.cast(ti.floor(lam + 0.5), ti.i32)
+        t = 0.0
+    l0 = ti.min(ti.max(l0, 0), L - 1)
+    l1 = ti.min(l0 + 1, L - 1)
+    return l0, l1, t
+
+
+@ti.kernel
+def texture_mip_fwd(mip: nd(dtype=ti.f32, ndim=1),             # (1 or B, total) f32: the levels, each (THk, TWk, C)
+                    levels: nd(dtype=ti.i32, ndim=1),          # (L, 3) i32: offset in an item, THk, TWk
+                    uv: nd(dtype=ti.f32, ndim=1),              # (B, H, W, 2) f32
+                    lam: nd(dtype=ti.f32, ndim=1),             # (B, H, W) f32 mip level in [0, L - 1]
+                    out: nd(dtype=ti.f32, ndim=1),             # (B, H, W, C) f32 output
+                    B: ti.i32, HW: ti.i32, L: ti.i32, C: ti.i32, total: ti.i32, shared: ti.i32,
+                    run: ti.i32, n_runs: ti.i32,
+                    trilinear: ti.template(), boundary: ti.template()):
+    """Bilinear samples of the mip level(s) around lam, blended linearly between levels (trilinear) or from the
+    nearest level."""
+    for r in range(B * n_runs):
+        b, q0, q1 = flat_run(r, run, n_runs, HW)
+        item = (0 if shared else b) * total
+        for q in range(q0, q1):
+            p = b * HW + q
+            u, v = uv[2 * p], uv[2 * p + 1]
+            l0, l1, t = _level_pair(lam[p], L, trilinear)
+            for c in range(C):
+                s0 = _sample_level(mip, item + levels[3 * l0], levels[3 * l0 + 1], levels[3 * l0 + 2], C, c, u, v,
+                                   boundary)
+                val = s0
+                if t > 0.0:
+                    s1 = _sample_level(mip, item + levels[3 * l1], levels[3 * l1 + 1], levels[3 * l1 + 2], C, c, u,
+                                       v, boundary)
+                    val = (1.0 - t) * s0 + t * s1
+                out[C * p + c] = val
+
+
+@ti.func
+def _level_bwd(mip: ti.template(), grad_mip: ti.template(), gbase, off, TH, TW, C, u, v, p, scale,
+               grad_out: ti.template(), want_mip, boundary: ti.template(), scatter: ti.template()):
+    """Adjoint of `scale` x (bilinear sample of one level) for every channel at pixel p: scatters into grad_mip
+    and returns (d / d u, d / d v) summed over channels, and the samples' dot product with grad_out."""
+    i0, i1, j0, j1, ri0, ri1, cj0, cj1, fx, fy = _taps(u, v, TH, TW, LINEAR, boundary)
+    w00, w01, w10, w11, o00, o01, o10, o11 = _bilinear(0, i0, i1, j0, j1, ri0, ri1, cj0, cj1, fx, fy, TW, C)
+    gu, gv, gs = 0.0, 0.0, 0.0
+    for c in range(C):
+        g = grad_out[C * p + c]
+        t00, t01 = mip[off + o00 + c] * ri0 * cj0, mip[off + o01 + c] * ri0 * cj1
+        t10, t11 = mip[off + o10 + c] * ri1 * cj0, mip[off + o11 + c] * ri1 * cj1
+        gu += g * ((1.0 - fy) * (t01 - t00) + fy * (t11 - t10))
+        gv += g * ((1.0 - fx) * (t10 - t00) + fx * (t11 - t01))
+        gs += g * ((1.0 - fx) * (1.0 - fy) * t00 + fx * (1.0 - fy) * t01 + (1.0 - fx) * fy * t10 + fx * fy * t11)
+        if want_mip != 0:
+            sg = scale * g
+            add(grad_mip, gbase + off + o00 + c, w00 * sg, scatter)
+            add(grad_mip, gbase + off + o01 + c, w01 * sg, scatter)
+            add(grad_mip, gbase + off + o10 + c, w10 * sg, scatter)
+            add(grad_mip, gbase + off + o11 + c, w11 * sg, scatter)
+    return scale * gu * TW, scale * gv * TH, gs
+
+
+@ti.kernel
+def texture_mip_bwd(mip: nd(dtype=ti.f32, ndim=1), levels: nd(dtype=ti.i32, ndim=1),
+                    uv: nd(dtype=ti.f32, ndim=1), lam: nd(dtype=ti.f32, ndim=1),
+                    grad_out: nd(dtype=ti.f32, ndim=1),          # (B, H, W, C) f32
+                    grad_mip: nd(dtype=ti.f32, ndim=1),          # (copies, 1 or B, total) f32, zero on entry
+                    grad_uv: nd(dtype=ti.f32, ndim=1),           # (B, H, W, 2) f32 output
+                    grad_lam: nd(dtype=ti.f32, ndim=1),          # (B, H, W) f32 output
+                    B: ti.i32, HW: ti.i32, L: ti.i32, C: ti.i32, total: ti.i32, shared: ti.i32, want_mip: ti.i32,
+                    run: ti.i32, n_runs: ti.i32,
+                    trilinear: ti.template(), boundary: ti.template(), scatter: ti.template()):
+    """grad_mip += the sampling weights x grad_out; grad_uv; grad_lam = grad_out . (sample l1 - sample l0) for
+    trilinear filtering between two levels (0 for the nearest level, and where lam sits on the last level)."""
+    for r in range(B * n_runs):
+        b, q0, q1 = flat_run(r, run, n_runs, HW)
+        item = (0 if shared else b) * total
+        gbase = scatter_base((1 if shared else B) * total, scatter)
+        for q in range(q0, q1):
+            p = b * HW + q
+            u, v = uv[2 * p], uv[2 * p + 1]
+            l0, l1, t = _level_pair(lam[p], L, trilinear)
+            gu, gv, s0 = _level_bwd(mip, grad_mip, gbase, item + levels[3 * l0], levels[3 * l0 + 1],
+                                    levels[3 * l0 + 2], C, u, v, p, 1.0 - t, grad_out, want_mip, boundary, scatter)
+            gl = 0.0
+            if ti.static(trilinear):
+                if l1 != l0:
+                    gu1, gv1, s1 = _level_bwd(mip, grad_mip, gbase, item + levels[3 * l1], levels[3 * l1 + 1],
+                                              levels[3 * l1 + 2], C, u, v, p, t, grad_out, want_mip, boundary,
+                                              scatter)
+                    gu += gu1
+                    gv += gv1
+                    gl = s1 - s0
+            grad_uv[2 * p] = gu
+            grad_uv[2 * p + 1] = gv
+            grad_lam[p] = gl

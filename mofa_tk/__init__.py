@@ -47,7 +47,7 @@ from .errors import MofaError, ModelFormatError, BackendUnavailableError, InputE
 from .camera import Camera  # noqa: E402
 from .mesh import Mesh  # noqa: E402
 from .ops import (morph, rigid, project, to_clip, rasterize, interpolate, antialias,  # noqa: E402
-                  vertex_normals, sh_shade, ambient_sh, sh_basis, texture)
+                  vertex_normals, sh_shade, ambient_sh, sh_basis, texture, texture_construct_mip)
 from .rotation import axis_angle_to_matrix  # noqa: E402
 from .face import FaceModel, Code, FaceDecoder, Geometry, Shading, Render, builtin_model  # noqa: E402
 from .io import load_model  # noqa: E402
@@ -74,7 +74,7 @@ __all__ = [
     "MofaError", "ModelFormatError", "BackendUnavailableError", "InputError",
     "Camera", "Mesh", "FaceModel", "builtin_model", "load_model",
     "morph", "rigid", "project", "to_clip", "axis_angle_to_matrix",
-    "rasterize", "interpolate", "antialias", "texture",
+    "rasterize", "interpolate", "antialias", "texture", "texture_construct_mip",
     "vertex_normals", "sh_shade", "ambient_sh", "sh_basis",
     "Code", "FaceDecoder", "Geometry", "Shading", "Render", "losses", "metrics", "landmarks", "data", "fit", "FitResult",
     "Encoder", "MoFA", "load_encoder",

@@ -159,3 +159,120 @@ def test_texture_bad_input(backend):
     near = torch.tensor([[[[0.25, 0.625]]]])
     assert torch.allclose(mofa_tk.texture(t, far), mofa_tk.texture(t, near), atol=1e-5)
     assert torch.allclose(mofa_tk.texture(t, far, boundary_mode="zero"), torch.zeros(1, 1, 1, 1))
+
+
+# ------------------------------------------------------------------------------------------------ mipmaps
+def ref_pyramid(tex):
+    """2 x 2 averages down to 1 x 1 (a side of odd length drops its last texel, a side of 1 stays 1)."""
+    levels = [np.asarray(tex, np.float64)]
+    while max(levels[-1].shape[1:3]) > 1:
+        t = levels[-1]
+        kh, kw = min(2, t.shape[1]), min(2, t.shape[2])
+        h, w = t.shape[1] // kh, t.shape[2] // kw
+        t = t[:, :h * kh, :w * kw].reshape(t.shape[0], h, kh, w, kw, t.shape[3]).mean(axis=(2, 4))
+        levels.append(t)
+    return levels
+
+
+def ref_texture_mip(tex, uv, uv_da, bias, filt, boundary):
+    mips = ref_pyramid(tex)
+    L = len(mips)
+    TH, TW = mips[0].shape[1:3]
+    uv_da = np.asarray(uv_da, np.float64)
+    dx2 = (uv_da[..., 0] * TW) ** 2 + (uv_da[..., 2] * TH) ** 2
+    dy2 = (uv_da[..., 1] * TW) ** 2 + (uv_da[..., 3] * TH) ** 2
+    lam = 0.5 * np.log2(np.maximum(dx2, dy2)) + (0.0 if bias is None else bias)
+    lam = np.clip(lam, 0, L - 1)
+    B, H, W = uv.shape[:3]
+    out = np.zeros((B, H, W, mips[0].shape[3]))
+    for b in range(B):
+        a = 0 if mips[0].shape[0] == 1 else b
+        for y in range(H):
+            for x in range(W):
+                one = uv[b:b + 1, y:y + 1, x:x + 1]
+                sample = lambda k: ref_texture(mips[k][a:a + 1], one, "linear", boundary)[0, 0, 0]
+                if filt == "linear-mipmap-nearest":
+                    out[b, y, x] = sample(min(int(math.floor(lam[b, y, x] + 0.5)), L - 1))
+                else:
+                    l0 = int(math.floor(lam[b, y, x]))
+                    t = lam[b, y, x] - l0
+                    l1 = min(l0 + 1, L - 1)
+                    out[b, y, x] = (1 - t) * sample(l0) + t * sample(l1)
+    return out, lam
+
+
+def _uv_da(rng, B, H, W, TW, lo=-0.5, hi=4.5):
+    """Footprints whose mip levels 0.5 log2(...) have fractional parts away from 0 and 0.5 (no branch flips in
+    float32), some beyond the last level."""
+    lam = np.floor(rng.uniform(lo, hi, (B, H, W))) + rng.choice([0.2, 0.3, 0.7, 0.8], (B, H, W))
+    da = np.zeros((B, H, W, 4))
+    da[..., 0] = 2.0 ** lam / TW                       # du/dx: footprint 2^lam texels along x
+    da[..., 3] = 0.3 * 2.0 ** lam / TW                 # dv/dy: shorter
+    da[..., 1] = rng.uniform(-0.1, 0.1, (B, H, W)) * 2.0 ** lam / TW
+    return da
+
+
+@pytest.mark.parametrize("filt", ["linear-mipmap-nearest", "linear-mipmap-linear"])
+@pytest.mark.parametrize("boundary", BOUNDARIES)
+def test_mipmap_forward_matches_numpy(backend, filt, boundary):
+    rng = np.random.default_rng(21)
+    tex = rng.uniform(0, 1, (2, 16, 8, 3)).astype(np.float32)       # 5 levels: 16x8, 8x4, 4x2, 2x1, 1x1
+    uv = _uv(rng, 2, 4, 5, 16, 8)
+    da = _uv_da(rng, 2, 4, 5, 8).astype(np.float32)
+    out = mofa_tk.texture(torch.from_numpy(tex), torch.from_numpy(uv), uv_da=torch.from_numpy(da), filter_mode=filt,
+                          boundary_mode=boundary)
+    ref, lam = ref_texture_mip(tex, uv, da, None, filt, boundary)
+    assert lam.min() == 0 and lam.max() == 4 and ((lam > 0) & (lam < 4)).mean() > 0.5   # all kinds of levels
+    np.testing.assert_allclose(out.numpy(), ref, atol=3e-5)
+
+
+def test_mipmap_options(backend):
+    """auto = trilinear with uv_da; level 0 everywhere = bilinear; a bias shifts the level; a prebuilt pyramid
+    gives the same result; max_mip_level stops the pyramid (and the level) early."""
+    rng = np.random.default_rng(4)
+    tex = torch.from_numpy(rng.uniform(0, 1, (1, 8, 8, 2)).astype(np.float32))
+    uv = torch.from_numpy(_uv(rng, 2, 3, 3, 8, 8))
+    da = torch.from_numpy(_uv_da(rng, 2, 3, 3, 8, lo=0.0, hi=2.0).astype(np.float32))
+    tri = mofa_tk.texture(tex, uv, uv_da=da, filter_mode="linear-mipmap-linear")
+    assert torch.equal(mofa_tk.texture(tex, uv, uv_da=da), tri)
+    assert torch.equal(mofa_tk.texture(tex, uv, uv_da=da, mip=mofa_tk.texture_construct_mip(tex)), tri)
+    tiny = torch.full_like(da, 1e-4)
+    assert torch.allclose(mofa_tk.texture(tex, uv, uv_da=tiny), mofa_tk.texture(tex, uv), atol=1e-6)
+    bias = torch.full(uv.shape[:3], 0.5)
+    ref, _ = ref_texture_mip(tex.numpy(), uv.numpy(), da.numpy(), bias.numpy(), "linear-mipmap-linear", "wrap")
+    np.testing.assert_allclose(mofa_tk.texture(tex, uv, uv_da=da, mip_level_bias=bias).numpy(), ref, atol=3e-5)
+    huge = torch.full_like(da, 10.0)
+    level1 = ref_pyramid(tex.numpy())[1]
+    np.testing.assert_allclose(mofa_tk.texture(tex, uv, uv_da=huge, max_mip_level=1).numpy(),
+                               ref_texture(level1, uv.numpy(), "linear", "wrap"), atol=3e-5)
+    assert [tuple(m.shape) for m in mofa_tk.texture_construct_mip(torch.zeros(1, 5, 3, 1))] == \
+        [(1, 5, 3, 1), (1, 2, 1, 1), (1, 1, 1, 1)]
+    with pytest.raises(InputError, match="uv_da: expected shape"):
+        mofa_tk.texture(tex, uv, uv_da=da[..., :2])
+    with pytest.raises(InputError, match="mip"):
+        mofa_tk.texture(tex, uv, uv_da=da, mip=mofa_tk.texture_construct_mip(tex[:, :4]))
+
+
+@pytest.mark.parametrize("boundary", ["wrap", "clamp"])
+def test_mipmap_gradients_match_finite_differences(backend, boundary):
+    """Trilinear: d/d tex (through the pyramid), d/d uv and d/d uv_da (through the level) against float64
+    central differences of the reference."""
+    rng = np.random.default_rng(9)
+    tex = rng.uniform(0, 1, (1, 8, 4, 2))
+    uv = _uv(rng, 1, 3, 3, 8, 4, margin=0.2).astype(np.float64)
+    da = _uv_da(rng, 1, 3, 3, 4, lo=0.0, hi=2.9)
+    w = rng.normal(size=(1, 3, 3, 2))
+    filt = "linear-mipmap-linear"
+    t = torch.tensor(tex, dtype=torch.float32, requires_grad=True)
+    u = torch.tensor(uv, dtype=torch.float32, requires_grad=True)
+    d = torch.tensor(da, dtype=torch.float32, requires_grad=True)
+    (mofa_tk.texture(t, u, uv_da=d, filter_mode=filt, boundary_mode=boundary) * torch.from_numpy(w).float()).sum() \
+        .backward()
+    f = lambda tx, uu, dd: (ref_texture_mip(tx, uu, dd, None, filt, boundary)[0] * w).sum()
+    g_tex = _fd(lambda x: f(x, uv, da), tex, 1e-3)
+    g_uv = _fd(lambda x: f(tex, x, da), uv, 1e-5)
+    g_da = _fd(lambda x: f(tex, uv, x), da, 1e-6)
+    np.testing.assert_allclose(t.grad.numpy(), g_tex, atol=1e-4)
+    np.testing.assert_allclose(u.grad.numpy(), g_uv, atol=2e-3 * (np.abs(g_uv).max() + 1))
+    np.testing.assert_allclose(d.grad.numpy(), g_da, rtol=2e-3, atol=2e-3 * (np.abs(g_da).max() + 1))
+    assert np.abs(g_da).max() > 0.01 and np.abs(g_uv).max() > 0.1

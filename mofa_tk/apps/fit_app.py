@@ -23,6 +23,8 @@ from scipy import ndimage
 import mofa_tk
 from mofa_tk import landmarks as mlm
 from mofa_tk.apps.errors import run_reporting_errors
+from mofa_tk.camera import Camera
+from mofa_tk.face.uv import model_uvs, unwrap_photo
 from mofa_tk.fitting.problem import fit_reg_weights
 from mofa_tk.apps.options import ANCHOR_HELP, DENSE_HELP, PHOTOMETRIC_HELP, REG_HELP, parse_reg
 from mofa_tk.evaluation import metrics
@@ -31,7 +33,9 @@ from mofa_tk.io import images as mio
 from mofa_tk.io.files import output_folder_problem
 from mofa_tk.training.autoencoder import load_encoder
 
-OUTPUT_FILES = ("mesh.obj", "params.json", "overlay.png", "landmarks.png")
+OUTPUT_FILES = ("mesh.obj", "mesh_uv.obj", "mesh_uv.mtl", "texture.png", "params.json", "overlay.png",
+                "landmarks.png")
+TEXTURE_SIZE = 1024  # texels per side of texture.png
 DEFAULT_OUT = "mofa_fit_out"
 
 
@@ -266,6 +270,15 @@ def run(args) -> int:
               f"model-space vertices in mm (x to the subject's left, y up, z out of the face); "
               f"vertex colours = fitted reflectance (albedo), clipped to [0, 1]")
     mio.write_obj(paths["mesh.obj"], res.verts_model, res.triangles, res.albedo.clamp(0, 1), header=header)
+    # the photo's colours in the model's uv layout (hidden parts: the fit's shaded colours)
+    uvs, uv_source = model_uvs(model)
+    photo_cam = Camera.pinhole(res.camera["image_size"], res.camera["focal"], res.camera["principal"])
+    tex, seen = unwrap_photo(res.verts_cam, res.triangles, uvs, img.rgb, photo_cam, fill=res.vertex_colors,
+                             size=TEXTURE_SIZE)
+    mio.write_png(paths["texture.png"], tex.numpy())
+    mio.write_obj(paths["mesh_uv.obj"], res.verts_model, res.triangles,
+                  header=f"mofa_tk {mofa_tk.__version__} fit of {image_name}, model-space vertices in mm; texture: "
+                         f"the photo's colours in the {uv_source} uv layout", uvs=uvs, texture="texture.png")
     overlay = res.overlay(alpha=0.7)
     mio.write_png(paths["overlay.png"], overlay)
     mio.write_png(paths["landmarks.png"], draw_landmarks(img.rgb, res.target_landmarks, res.landmarks))
@@ -305,6 +318,10 @@ def run(args) -> int:
                 "iterations": res.iterations, "converged": res.converged},
         "timings_s": dict(({"detect": t_detect} if t_detect is not None else {}), **res.timings,
                           command=time.perf_counter() - t_all),
+        "texture": {"uv_layout": uv_source, "size": TEXTURE_SIZE,
+                    "from_photo_fraction": float(seen.float().mean()),
+                    "note": "texels whose surface point the photo shows take its colour; hidden ones the fit's "
+                            "shaded vertex colours"},
         "files": {n: str(p) for n, p in paths.items()},
     }
     mio.write_json(paths["params.json"], params)

@@ -222,7 +222,8 @@ def write_png(path, image) -> None:
     atomic_write(path, lambda tmp: iio.imwrite(tmp, a, extension=".png"))
 
 
-def write_obj(path, verts, triangles, colors=None, *, header: str | None = None) -> None:
+def write_obj(path, verts, triangles, colors=None, *, header: str | None = None, uvs=None,
+              texture: str | None = None) -> None:
     """Write a triangle mesh as Wavefront OBJ.
 
     verts:     (V, 3) positions (written as given, e.g. mm)
@@ -230,7 +231,11 @@ def write_obj(path, verts, triangles, colors=None, *, header: str | None = None)
     colors:    optional (V, 3) RGB in [0, 1] (clipped), written on the vertex lines as `v x y z r g b`
                (the de-facto extension read by MeshLab, Blender and trimesh)
     header:    optional comment lines (without '#')
-    The file is written atomically (`io.files.atomic_write`).
+    uvs:       optional (V, 2) texture coordinates per vertex in mofa_tk's convention (v along the texture's rows
+               from the top, as `texture`); written as `vt u (1 - v)` (OBJ's v points up) with faces `f a/a b/b c/c`
+    texture:   with uvs, the file name of the texture image: a material file PATH.mtl (`map_Kd texture`) is
+               written beside the OBJ and used by it
+    The files are written atomically (`io.files.atomic_write`).
     """
     v = np.asarray(verts.detach().cpu().numpy() if hasattr(verts, "detach") else verts, np.float64)
     t = np.asarray(triangles.detach().cpu().numpy() if hasattr(triangles, "detach") else triangles, np.int64)
@@ -253,9 +258,24 @@ def write_obj(path, verts, triangles, colors=None, *, header: str | None = None)
         vl = ["v %.5f %.5f %.5f %.4f %.4f %.4f" % tuple(row) for row in np.concatenate([v, c], 1)]
     else:
         vl = ["v %.5f %.5f %.5f" % tuple(row) for row in v]
+    if uvs is None:
+        lines += vl
+        lines += ["f %d %d %d" % tuple(row) for row in (t + 1)]
+        write_text(path, "\n".join(lines) + "\n", encoding="ascii")
+        return
+    uv = np.asarray(uvs.detach().cpu().numpy() if hasattr(uvs, "detach") else uvs, np.float64)
+    if uv.shape != (len(v), 2) or not np.isfinite(uv).all():
+        raise InputError(f"uvs: expected finite ({len(v)}, 2) texture coordinates, got shape {uv.shape}")
+    path = Path(path)
+    if texture is not None:
+        mtl = path.with_suffix(".mtl")
+        write_text(mtl, "newmtl face\nKa 1 1 1\nKd 1 1 1\nKs 0 0 0\nillum 1\nmap_Kd %s\n" % texture,
+                   encoding="utf-8")
+        lines += [f"mtllib {mtl.name}", "usemtl face"]
     lines += vl
-    lines += ["f %d %d %d" % tuple(row) for row in (t + 1)]
-    write_text(path, "\n".join(lines) + "\n", encoding="ascii")
+    lines += ["vt %.6f %.6f" % (a, 1.0 - b) for a, b in uv]
+    lines += ["f %d/%d %d/%d %d/%d" % (a, a, b, b, c, c) for a, b, c in (t + 1)]
+    write_text(path, "\n".join(lines) + "\n", encoding="utf-8")
 
 
 def _jsonable(x):

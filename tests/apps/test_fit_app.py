@@ -174,7 +174,8 @@ def test_draw_landmarks_marks_both_sets():
 
 # ============================================================================================ the command
 def test_example_runs_on_the_astronaut(cpu, tmp_path):
-    """`python examples/fit_single_image.py` with no image: the astronaut, detected landmarks, four files."""
+    """`python examples/fit_single_image.py` with no image: the astronaut, detected landmarks, the files of
+    OUTPUT_FILES, among them the UV-textured mesh (OBJ with vt and a material, the texture PNG)."""
     pytest.importorskip("skimage.data")
     pytest.importorskip("mediapipe")
     out = tmp_path / "out"
@@ -202,6 +203,16 @@ def test_example_runs_on_the_astronaut(cpu, tmp_path):
     import imageio.v3 as iio
     assert iio.imread(out / "overlay.png").shape == (512, 512, 3)
     assert iio.imread(out / "landmarks.png").shape[2] == 3
+    # UV-textured mesh: one vt per vertex, faces v/vt, the material names the texture
+    lines = (out / "mesh_uv.obj").read_text().splitlines()
+    vt = np.array([ln.split()[1:] for ln in lines if ln.startswith("vt ")], float)
+    fuv = [ln.split()[1:] for ln in lines if ln.startswith("f ")]
+    assert vt.shape == (model.n_vertices, 2) and (vt >= 0).all() and (vt <= 1).all()
+    assert len(fuv) == model.n_triangles and all(a.split("/")[0] == a.split("/")[1] for f in fuv for a in f)
+    assert "mtllib mesh_uv.mtl" in lines and "map_Kd texture.png" in (out / "mesh_uv.mtl").read_text()
+    tex = iio.imread(out / "texture.png")
+    assert tex.shape == (fit_app.TEXTURE_SIZE, fit_app.TEXTURE_SIZE, 3)
+    assert p["texture"]["uv_layout"] == "generated" and 0.5 < p["texture"]["from_photo_fraction"] < 1.0
 
 
 def test_command_on_grey_and_rgba_photos_and_replacing(cpu, face, tmp_path, capsys):

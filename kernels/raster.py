@@ -61,6 +61,9 @@ TILE = 16  # larger ones are cut into TILE x TILE tiles, one thread each: this b
 PACKED, DEPTH, ID = 0, 1, 2  # key-update modes (see module docstring)
 BBOX_SLACK = 1e-3  # pixels the bounding box is widened by, so that rounding in the projection of the vertices
                    # cannot leave out a pixel centre that the coverage test accepts
+PEEL_EPS = 2e-5  # depth peeling: a surface counts as behind the previous layer when its z/w exceeds it by more
+#                 (the resolve pass recomputes the winner's z/w in another form than the scan, so equal surfaces
+#                 may differ by float32 rounding; nearer surfaces than this merge with the layer in front)
 PROJ_LIMIT = 1e6  # projected coordinates (pixels; |z/w|) beyond this use the homogeneous test (no overflow in the
                   # 2-D edge functions)
 
@@ -161,21 +164,28 @@ def _cover(p0, p1, p2, s):
 
 
 @ti.func
-def _update(o, t, depth, key_a: ti.template(), key_b: ti.template(), mode: ti.template()):
+def _update(o, t, depth, key_a: ti.template(), key_b: ti.template(), floor: ti.template(), mode: ti.template(),
+            peel: ti.template()):
     """Offer (depth, triangle t) to the key of flat pixel o. A plain read first skips the atomic when the stored
-    key is already nearer (it can only decrease, so a stale read merely costs an unneeded atomic)."""
-    if ti.static(mode == PACKED):
-        # (depth + 2) is a positive float, so its bits order like the value: the high word orders by depth,
-        # the low word by triangle id (lowest id wins exact ties).
-        key = (ti.cast(ti.bit_cast(depth + 2.0, ti.i32), ti.i64) << 32) | ti.cast(t, ti.i64)
-        if key < key_a[o]:
-            ti.atomic_min(key_a[o], key)
-    elif ti.static(mode == DEPTH):
-        if depth < key_a[o]:
-            ti.atomic_min(key_a[o], depth)
-    else:  # ID: only where this triangle's depth equals the stored minimum (same code, bit-exact)
-        if depth == key_a[o]:
-            ti.atomic_min(key_b[o], ti.cast(t, ti.f32))
+    key is already nearer (it can only decrease, so a stale read merely costs an unneeded atomic). With peel,
+    only depths beyond floor[o] + PEEL_EPS take part (depth peeling: the nearest surface behind the previous
+    layer's); every pass of a mode applies the same test, so Vulkan's two scans agree."""
+    take = True
+    if ti.static(peel):
+        take = depth > floor[o] + PEEL_EPS
+    if take:
+        if ti.static(mode == PACKED):
+            # (depth + 2) is a positive float, so its bits order like the value: the high word orders by depth,
+            # the low word by triangle id (lowest id wins exact ties).
+            key = (ti.cast(ti.bit_cast(depth + 2.0, ti.i32), ti.i64) << 32) | ti.cast(t, ti.i64)
+            if key < key_a[o]:
+                ti.atomic_min(key_a[o], key)
+        elif ti.static(mode == DEPTH):
+            if depth < key_a[o]:
+                ti.atomic_min(key_a[o], depth)
+        else:  # ID: only where this triangle's depth equals the stored minimum (same code, bit-exact)
+            if depth == key_a[o]:
+                ti.atomic_min(key_b[o], ti.cast(t, ti.f32))
 
 
 @ti.func
@@ -222,18 +232,18 @@ def _cover_at(front, q0, q1, q2, p0, p1, p2, i, j, H, W, sx, sy):
 
 @ti.func
 def _scan(front, q0, q1, q2, p0, p1, p2, b, t, i0, i1, j0, j1, H, W, sx, sy, key_a: ti.template(),
-          key_b: ti.template(), mode: ti.template()):
+          key_b: ti.template(), floor: ti.template(), mode: ti.template(), peel: ti.template()):
     if i0 == i1 and j0 == j1:  # the common case for dense meshes: one pixel centre in the box
         covered, depth = _cover_at(front, q0, q1, q2, p0, p1, p2, i0, j0, H, W, sx, sy)
         if covered:
-            _update((b * H + i0) * W + j0, t, depth, key_a, key_b, mode)
+            _update((b * H + i0) * W + j0, t, depth, key_a, key_b, floor, mode, peel)
     else:
         for i in range(i0, i1 + 1):
             row = (b * H + i) * W
             for j in range(j0, j1 + 1):
                 covered, depth = _cover_at(front, q0, q1, q2, p0, p1, p2, i, j, H, W, sx, sy)
                 if covered:
-                    _update(row + j, t, depth, key_a, key_b, mode)
+                    _update(row + j, t, depth, key_a, key_b, floor, mode, peel)
 
 
 @ti.func
@@ -263,7 +273,7 @@ def _project_vertex(pos: ti.template(), proj: ti.template(), o, H, W):
 @ti.func
 def _raster_triangle(pos: ti.template(), proj: ti.template(), big: ti.template(), big_tiles: ti.template(),
                      status: ti.template(), V, T, H, W, sx, sy, cull_sign, key_a: ti.template(), key_b: ti.template(),
-                     b, t, v0, v1, v2, mode: ti.template()):
+                     floor: ti.template(), b, t, v0, v1, v2, mode: ti.template(), peel: ti.template()):
     """Triangle t = (v0, v1, v2) of batch item b: scanned at once when its bounding box has at most SMALL_MAX
     pixels. Otherwise it is appended to the list of large triangles (modes PACKED and DEPTH; mode ID reuses
     DEPTH's list): slot s = status[0]++, big[5 s:5 s + 5] = (k = b T + t, i0, i1, j0, j1), big_tiles[s] = its
@@ -271,7 +281,8 @@ def _raster_triangle(pos: ti.template(), proj: ti.template(), big: ti.template()
     front, q0, q1, q2, p0, p1, p2, i0, i1, j0, j1 = _setup(pos, proj, V, b, v0, v1, v2, H, W, cull_sign)
     if i1 >= i0 and j1 >= j0:
         if (i1 - i0 + 1) * (j1 - j0 + 1) <= SMALL_MAX:
-            _scan(front, q0, q1, q2, p0, p1, p2, b, t, i0, i1, j0, j1, H, W, sx, sy, key_a, key_b, mode)
+            _scan(front, q0, q1, q2, p0, p1, p2, b, t, i0, i1, j0, j1, H, W, sx, sy, key_a, key_b, floor, mode,
+                  peel)
         elif ti.static(mode != ID):
             s = ti.cast(ti.atomic_add(status[0], 1), ti.i32)
             big[5 * s], big[5 * s + 1], big[5 * s + 2] = b * T + t, i0, i1
@@ -299,10 +310,12 @@ def raster_pass(pos: nd(dtype=ti.f32, ndim=1),                        # (B V 4) 
                 n_runs: ti.i32,                                       # runs per row (or per item)
                 key_a: nd(ndim=1),                                    # (B H W) key buffer (sentinel on entry)
                 key_b: nd(ndim=1),                                    # (B H W) id buffer on Vulkan (= key_a on cpu/cuda)
+                floor: nd(dtype=ti.f32, ndim=1),                      # (B H W) f32 depth floor (peel), else (1,)
                 mode: ti.template(),                                  # key mode: PACKED, DEPTH or ID
                 project: ti.template(),                               # run the projection loop
                 resolve_after: ti.template(),                         # run the resolve loop
-                single: ti.template()):                               # B == 1: batch loops compiled away
+                single: ti.template(),                                # B == 1: batch loops compiled away
+                peel: ti.template()):                                 # keep only depths beyond floor
     """One launch for the whole forward when no triangle is large (one thread-pool round trip per loop, but one
     kernel call instead of three). Its parallel loops run one after another:
       1. (project) every vertex projected into proj; status[1] counts vertices with a NaN or Inf value;
@@ -322,8 +335,8 @@ def raster_pass(pos: nd(dtype=ti.f32, ndim=1),                        # (B V 4) 
     for t in range(T * ti.cast(status[1] == 0, ti.i32)):  # batch loop inside: triangle indices loaded once
         v0, v1, v2 = _tri(tris, t)
         for b in range(items(B, single)):
-            _raster_triangle(pos, proj, big, big_tiles, status, V, T, H, W, sx, sy, cull_sign, key_a, key_b, b, t,
-                             v0, v1, v2, mode)
+            _raster_triangle(pos, proj, big, big_tiles, status, V, T, H, W, sx, sy, cull_sign, key_a, key_b, floor,
+                             b, t, v0, v1, v2, mode, peel)
     if ti.static(resolve_after):
         for r in range(B * H * n_runs * ti.cast(status[0] == 0 and status[1] == 0, ti.i32)):
             _resolve_run(pos, tris, key_a, key_b, rast, V, H, W, sx, sy, r, run, n_runs, mode)
@@ -365,14 +378,16 @@ def raster_big(pos: nd(dtype=ti.f32, ndim=1),                         # (B V 4) 
                sy: ti.f32,                                            # 1 / H
                key_a: nd(ndim=1),                                     # (B H W) key buffer
                key_b: nd(ndim=1),                                     # (B H W) id buffer on Vulkan
-               mode: ti.template()):                                  # key mode: PACKED, DEPTH or ID
+               floor: nd(dtype=ti.f32, ndim=1),                       # (B H W) f32 depth floor (peel), else (1,)
+               mode: ti.template(),                                   # key mode: PACKED, DEPTH or ID
+               peel: ti.template()):                                  # keep only depths beyond floor
     """One task per TILE x TILE tile of a large triangle's bounding box."""
     for task in range(n_tasks):
         k, i0, i1, j0, j1 = _task(task, tile_end, big)
         b, t = k // T, k % T
         v0, v1, v2 = _tri(tris, t)
         front, q0, q1, q2, p0, p1, p2, bi0, bi1, bj0, bj1 = _setup(pos, proj, V, b, v0, v1, v2, H, W, 0)
-        _scan(front, q0, q1, q2, p0, p1, p2, b, t, i0, i1, j0, j1, H, W, sx, sy, key_a, key_b, mode)
+        _scan(front, q0, q1, q2, p0, p1, p2, b, t, i0, i1, j0, j1, H, W, sx, sy, key_a, key_b, floor, mode, peel)
 
 
 @ti.func

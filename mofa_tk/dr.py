@@ -12,9 +12,10 @@ its backend: cpu, vulkan or cuda; `mofa_tk.init` picks it, automatically on firs
 | `texture_construct_mip(tex, max_mip_level=None, cube_mode=False)` | `mofa_tk.texture_construct_mip` (no cube maps) |
 | `antialias(color, rast, pos, tri, topology_hash=None, pos_gradient_boost=1.0)` | `mofa_tk.antialias` (a 2-D pos is shared by the batch) |
 | `antialias_construct_topology_hash(tri)` | returns the `Mesh` of tri (its edge tables are built once and cached) |
+| `DepthPeeler(glctx, pos, tri, resolution, ranges=None, grad_db=True)`, `rasterize_next_layer()` | `ops.raster.rasterize_behind` with the previous layer's depth (instanced mode) |
 | `get_log_level()`, `set_log_level(level)` | kept for scripts that call them |
 
-Not provided: `DepthPeeler` (depth peeling), cube-map textures, `RasterizeGLContext`'s OpenGL options (ignored).
+Not provided: cube-map textures, depth peeling in range mode, `RasterizeGLContext`'s OpenGL options (ignored).
 Differences: rasterize rejects NaN / Inf positions (nvdiffrast renders them as missing triangles) and needs
 float32; `rast_db` is computed in torch from the positions (differentiable), not by the rasterizer.
 """
@@ -28,10 +29,11 @@ from .ops.derivatives import interpolate_derivatives, rast_derivatives
 from .ops.raster import antialias as _antialias
 from .ops.raster import interpolate as _interpolate
 from .ops.raster import rasterize as _rasterize
+from .ops.raster import rasterize_behind as _rasterize_behind
 from .ops.texture import texture as _texture
 from .ops.texture import texture_construct_mip as _construct_mip
 
-__all__ = ["RasterizeCudaContext", "RasterizeGLContext", "rasterize", "interpolate", "texture",
+__all__ = ["RasterizeCudaContext", "RasterizeGLContext", "DepthPeeler", "rasterize", "interpolate", "texture",
            "texture_construct_mip", "antialias", "antialias_construct_topology_hash", "get_log_level",
            "set_log_level"]
 
@@ -102,6 +104,44 @@ def rasterize(glctx, pos, tri, resolution, ranges=None, grad_db=True):
     if not grad_db:
         return rast, rast.new_zeros(*rast.shape[:3], 0)
     return rast, rast_derivatives(pos_db, tri_t, rast).to(rast.dtype)
+
+
+class DepthPeeler:
+    """nvdiffrast's depth peeler: `with DepthPeeler(glctx, pos, tri, resolution) as peeler:` then
+    `rast, rast_db = peeler.rasterize_next_layer()` returns the nearest layer first, then the surfaces behind it
+    (per pixel, the nearest one behind the previous layer's depth), until pixels run out of surfaces (zeros).
+    Instanced mode only (pos (B, V, 4)); `ops.raster.rasterize_behind` does the work."""
+
+    def __init__(self, glctx, pos, tri, resolution, ranges=None, grad_db=True):
+        if ranges is not None:
+            raise C.InputError("DepthPeeler: range mode is not supported by mofa_tk (use instanced pos (B, V, 4))")
+        self.pos, self.tri, self.grad_db = pos, tri, grad_db
+        self.resolution = (int(resolution[0]), int(resolution[1]))
+        self.floor = None
+
+    def __enter__(self):
+        self.floor = None
+        return self
+
+    def __exit__(self, *exc):
+        self.floor = None
+        return False
+
+    def rasterize_next_layer(self):
+        """(rast, rast_db) of the next depth layer."""
+        pos_t = C.as_tensor("pos", self.pos)
+        if pos_t.ndim != 3:
+            raise C.InputError(f"pos: expected (B, V, 4), got shape {tuple(pos_t.shape)}")
+        H, W = self.resolution
+        if self.floor is None:
+            self.floor = torch.full((pos_t.shape[0], H, W), -torch.inf, device=pos_t.device)
+        rast = _rasterize_behind(pos_t, self.tri, (H, W), self.floor)
+        # the next layer lies behind this one; where this one is empty, nothing is left
+        self.floor = torch.where(rast[..., 3] > 0, rast[..., 2].detach(), torch.full_like(rast[..., 2], torch.inf))
+        tri_t = self.tri.triangles if isinstance(self.tri, Mesh) else C.as_tensor("tri", self.tri, dtype=torch.int64)
+        if not self.grad_db:
+            return rast, rast.new_zeros(*rast.shape[:3], 0)
+        return rast, rast_derivatives(pos_t, tri_t, rast).to(rast.dtype)
 
 
 def interpolate(attr, rast, tri, rast_db=None, diff_attrs=None):

@@ -49,8 +49,9 @@ def _key_buffers(B, H, W):
     return bufs
 
 
-def _raster_forward(posk, trisk, H, W, cull_sign):
-    """Run the visibility passes and the resolve pass; returns rast (B, H, W, 4).
+def _raster_forward(posk, trisk, H, W, cull_sign, floor=None):
+    """Run the visibility passes and the resolve pass; returns rast (B, H, W, 4). floor: optional (B H W,) float32
+    depth floor (z/w) on the kernel device: only surfaces behind it are kept (depth peeling).
 
     Also the NaN / Inf check of the positions: the projection loop flags them (InputError naming pos_clip), so no
     separate reduction over pos_clip runs on the common path. Usually one launch (`raster_pass`, see
@@ -71,11 +72,13 @@ def _raster_forward(posk, trisk, H, W, cull_sign):
     status = torch.zeros(2, dtype=torch.int32 if mode == "packed" else torch.float32, device=posk.device)
     proj = torch.empty(B * V * 4, device=posk.device)
     run, n_runs = pixel_runs(W)
+    peel = floor is not None
+    floor = floor.contiguous().view(-1) if peel else torch.zeros(1, device=posk.device)
     try:
         tile_end, n_tasks = None, 0
         for m in modes:
             launch(kraster.raster_pass, pos1, proj, tris1, big, big_tiles, status, rast1, B, V, T, H, W, 1 / W, 1 / H,
-                   cull_sign, run, n_runs, key_a, key_b, m, m == modes[0], m == modes[-1], B == 1)
+                   cull_sign, run, n_runs, key_a, key_b, floor, m, m == modes[0], m == modes[-1], B == 1, peel)
             if tile_end is None:
                 n_large, n_bad = (int(x) for x in C.host_read(status, pending=True))
                 if n_bad:  # the scan did not run: the key buffers are clean
@@ -83,7 +86,7 @@ def _raster_forward(posk, trisk, H, W, cull_sign):
                 tile_end, n_tasks = _tile_prefix_sum(big_tiles, n_large) if n_large else (False, 0)
             if n_tasks:
                 launch(kraster.raster_big, pos1, proj, tris1, big, tile_end, n_tasks, V, T, H, W, 1 / W, 1 / H,
-                       key_a, key_b, m)
+                       key_a, key_b, floor, m, peel)
         if n_tasks:  # raster_pass left the resolve to this launch
             launch(kraster.resolve, pos1, tris1, key_a, key_b, rast1, B, V, H, W, 1 / W, 1 / H, run, n_runs,
                    modes[-1])
@@ -176,18 +179,19 @@ def _check_rast(rast, B=None):
 
 
 # --------------------------------------------------------------------------------------------- rasterize
-def _rasterize_on_kernel_device(pos, mesh, H, W, cull_sign):
+def _rasterize_on_kernel_device(pos, mesh, H, W, cull_sign, floor=None):
     """(pos and tris as the kernels read them, rast) for checked inputs."""
     ensure_init()
     posk = C.to_kernel(pos)
     trisk = mesh.on(posk.device)
-    return posk, trisk, _raster_forward(posk, trisk, H, W, cull_sign)
+    floork = None if floor is None else C.to_kernel(floor)
+    return posk, trisk, _raster_forward(posk, trisk, H, W, cull_sign, floork)
 
 
 class _Rasterize(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, pos, mesh, H, W, cull_sign):
-        posk, trisk, rast = _rasterize_on_kernel_device(pos, mesh, H, W, cull_sign)
+    def forward(ctx, pos, mesh, H, W, cull_sign, floor=None):
+        posk, trisk, rast = _rasterize_on_kernel_device(pos, mesh, H, W, cull_sign, floor)
         ctx.save_for_backward(posk, trisk, rast)
         return C.on_device_of(rast, pos)
 
@@ -204,7 +208,33 @@ class _Rasterize(torch.autograd.Function):
                    C.to_kernel(grad_rast).view(-1), grad_pos.view(-1), B, V, H, W, 1 / W, 1 / H, *pixel_runs(W),
                    mode)
         grad_pos = sum_copies(grad_pos)
-        return C.on_device_of(grad_pos, grad_rast), None, None, None, None
+        return C.on_device_of(grad_pos, grad_rast), None, None, None, None, None
+
+
+@torch_single_threaded
+def rasterize_behind(pos_clip, tris, resolution, depth_floor) -> torch.Tensor:
+    """`rasterize` keeping, per pixel, the nearest surface whose z/w lies behind `depth_floor` (depth peeling:
+    pass the previous layer's rast[..., 2], with +inf where it was empty, to get the next layer).
+
+    Args:
+        pos_clip, tris, resolution: as `rasterize`.
+        depth_floor: (B, H, W) float32 z/w per pixel; surfaces within kernels.raster.PEEL_EPS of it count as
+            the same layer. -inf keeps everything (the first layer).
+    Returns:
+        rast (B, H, W, 4) as `rasterize`. Gradients: as `rasterize`.
+    """
+    pos = _check_pos("pos_clip", pos_clip, finite=False)
+    mesh = as_mesh(tris, pos.shape[1])
+    H, W = C.image_size("resolution", resolution, square=False, max_side=16384)
+    floor = C.check_device("depth_floor", C.as_tensor("depth_floor", depth_floor))
+    C.check_shape("depth_floor", floor, "B,H,W", B=pos.shape[0], H=H, W=W)
+    if bool(torch.isnan(floor).any()):
+        raise C.InputError("depth_floor: contains NaN")
+    # the kernels compare finite floats: clamp the infinities to values beyond any z/w a surface can have
+    floor = floor.clamp(-1e30, 1e30).contiguous()
+    if not (pos.requires_grad and torch.is_grad_enabled()):
+        return C.on_device_of(_rasterize_on_kernel_device(pos, mesh, H, W, 0, floor)[2], pos)
+    return _Rasterize.apply(pos, mesh, H, W, 0, floor)
 
 
 @torch_single_threaded

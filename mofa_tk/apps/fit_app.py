@@ -71,6 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--encoder", default=None, metavar="CKPT",
                    help="a trained encoder (checkpoint.pt of `mofa train`, or its folder) whose prediction "
                         "initialises the fit; the model defaults to the one it was trained for")
+    p.add_argument("--export", action="append", default=None, choices=("glb",),
+                   help="also write the UV-textured mesh as mesh.glb (binary glTF, texture embedded; needs trimesh)")
     p.add_argument("--quiet", action="store_true", help="no progress bar and no summary, only the file list")
     return p
 
@@ -221,6 +223,12 @@ def run(args) -> int:
                     f"{model.name} ({mofa_tk.Code.for_model(model)}); it was trained for --model "
                     f"{enc_config.get('model')} with components {enc_config.get('components')}")
 
+    if args.export and "glb" in args.export:
+        try:
+            import trimesh  # noqa: F401
+        except ImportError:
+            raise _Fail("--export glb: needs the trimesh package (pip install trimesh)") from None
+
     # ---- landmarks (file pixels -> working pixels)
     fit_kw = {}
     if args.landmarks is not None and args.landmarks != "68":
@@ -324,6 +332,12 @@ def run(args) -> int:
                             "shaded vertex colours"},
         "files": {n: str(p) for n, p in paths.items()},
     }
+    if args.export and "glb" in args.export:
+        paths["mesh.glb"] = out_dir / "mesh.glb"
+        if paths["mesh.glb"].exists():
+            replaced.append("mesh.glb")
+        mio.write_glb(paths["mesh.glb"], res.verts_model / 1000.0, res.triangles, uvs, tex.numpy())
+        params["files"]["mesh.glb"] = str(paths["mesh.glb"])
     mio.write_json(paths["params.json"], params)
 
     if replaced:
@@ -335,7 +349,7 @@ def run(args) -> int:
               f"final loss {res.losses['photometric']['final']:.4g}, landmark NME {nme:.4f}")
         for note in img.notes:
             print(f"note: {note}")
-    for n in OUTPUT_FILES:
+    for n in paths:
         print(f"wrote {paths[n].resolve()}")
     return 0
 

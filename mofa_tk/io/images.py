@@ -278,6 +278,29 @@ def write_obj(path, verts, triangles, colors=None, *, header: str | None = None,
     write_text(path, "\n".join(lines) + "\n", encoding="utf-8")
 
 
+def write_glb(path, verts, triangles, uvs, texture) -> None:
+    """Write a UV-textured mesh as binary glTF (.glb, texture embedded as PNG) with trimesh.
+
+    verts (V, 3) (glTF units are metres: pass mm / 1000), triangles (T, 3), uvs (V, 2) in mofa_tk's convention
+    (v along the texture's rows from the top, which is glTF's too), texture (S, S, 3) float in [0, 1].
+    Raises ImportError when trimesh is missing. Written atomically (`io.files.atomic_write`).
+    """
+    import trimesh
+    from trimesh.visual.material import PBRMaterial
+    from trimesh.visual.texture import TextureVisuals
+
+    v = np.asarray(verts.detach().cpu().numpy() if hasattr(verts, "detach") else verts, np.float64)
+    t = np.asarray(triangles.detach().cpu().numpy() if hasattr(triangles, "detach") else triangles, np.int64)
+    uv = np.asarray(uvs.detach().cpu().numpy() if hasattr(uvs, "detach") else uvs, np.float64)
+    img = Image.fromarray((np.clip(np.asarray(texture), 0, 1) * 255 + 0.5).astype(np.uint8))
+    # trimesh's uv convention has v up (as OBJ) and flips it for glTF
+    mat = PBRMaterial(baseColorTexture=img, metallicFactor=0.0, roughnessFactor=1.0)
+    mesh = trimesh.Trimesh(v, t, process=False,
+                           visual=TextureVisuals(uv=np.stack([uv[:, 0], 1.0 - uv[:, 1]], 1), material=mat))
+    data = mesh.export(file_type="glb")
+    atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
+
+
 def _jsonable(x):
     if isinstance(x, dict):
         return {str(k): _jsonable(v) for k, v in x.items()}

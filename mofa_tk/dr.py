@@ -8,14 +8,15 @@ its backend: cpu, vulkan or cuda; `mofa_tk.init` picks it, automatically on firs
 | `RasterizeCudaContext(device=None)`, `RasterizeGLContext(...)` | accepted and ignored (no context is needed) |
 | `rasterize(glctx, pos, tri, resolution, ranges=None, grad_db=True)` -> `(rast, rast_db)` | `mofa_tk.rasterize` + `ops.derivatives.rast_derivatives` (rast_db has 0 channels when grad_db=False); range mode (2-D pos + `ranges`) rasterizes each range as one batch item |
 | `interpolate(attr, rast, tri, rast_db=None, diff_attrs=None)` -> `(out, out_da)` | `mofa_tk.interpolate` + `ops.derivatives.interpolate_derivatives` |
-| `texture(tex, uv, uv_da, mip_level_bias, mip, filter_mode, boundary_mode, max_mip_level)` | `mofa_tk.texture` (no cube maps) |
-| `texture_construct_mip(tex, max_mip_level=None, cube_mode=False)` | `mofa_tk.texture_construct_mip` (no cube maps) |
+| `texture(tex, uv, uv_da, mip_level_bias, mip, filter_mode, boundary_mode, max_mip_level)` | `mofa_tk.texture` (cube maps: each face filtered on its own, clamped at its edges) |
+| `texture_construct_mip(tex, max_mip_level=None, cube_mode=False)` | `mofa_tk.texture_construct_mip` (2-D; cube maps build theirs per call) |
 | `antialias(color, rast, pos, tri, topology_hash=None, pos_gradient_boost=1.0)` | `mofa_tk.antialias` (a 2-D pos is shared by the batch) |
 | `antialias_construct_topology_hash(tri)` | returns the `Mesh` of tri (its edge tables are built once and cached) |
 | `DepthPeeler(glctx, pos, tri, resolution, ranges=None, grad_db=True)`, `rasterize_next_layer()` | `ops.raster.rasterize_behind` with the previous layer's depth (instanced mode) |
 | `get_log_level()`, `set_log_level(level)` | kept for scripts that call them |
 
-Not provided: cube-map textures, depth peeling in range mode, `RasterizeGLContext`'s OpenGL options (ignored).
+Not provided: filtering across cube-map face edges, prebuilt cube-map pyramids, depth peeling in range mode,
+`RasterizeGLContext`'s OpenGL options (ignored).
 Differences: rasterize rejects NaN / Inf positions (nvdiffrast renders them as missing triangles) and needs
 float32; `rast_db` is computed in torch from the positions (differentiable), not by the rasterizer.
 """
@@ -156,17 +157,17 @@ def interpolate(attr, rast, tri, rast_db=None, diff_attrs=None):
 
 def texture(tex, uv, uv_da=None, mip_level_bias=None, mip=None, filter_mode="auto", boundary_mode="wrap",
             max_mip_level=None):
-    """nvdiffrast's `texture` (2-D textures; `mofa_tk.texture`)."""
-    if boundary_mode == "cube":
-        raise C.InputError("boundary_mode: cube maps are not supported by mofa_tk")
+    """nvdiffrast's `texture` (`mofa_tk.texture`; cube maps filtered per face, see its docstring)."""
     return _texture(tex, uv, uv_da=uv_da, mip_level_bias=mip_level_bias, mip=mip, filter_mode=filter_mode,
                     boundary_mode=boundary_mode, max_mip_level=max_mip_level)
 
 
 def texture_construct_mip(tex, max_mip_level=None, cube_mode=False):
-    """nvdiffrast's `texture_construct_mip` (2-D textures): the pyramid to pass as texture(mip=...)."""
+    """nvdiffrast's `texture_construct_mip` (2-D textures): the pyramid to pass as texture(mip=...). Cube maps
+    build their pyramid in each `texture` call."""
     if cube_mode:
-        raise C.InputError("cube_mode: cube maps are not supported by mofa_tk")
+        raise C.InputError("cube_mode: prebuilt cube-map pyramids are not supported by mofa_tk (texture builds "
+                           "the pyramid itself; pass mip=None)")
     return _construct_mip(tex, max_mip_level)
 
 

@@ -80,8 +80,10 @@ def test_pos_gradient_boost_scales_the_position_gradient(backend):
 
 def test_unsupported_options_are_refused(backend):
     pos, tri, uv, tex = _scene()
-    with pytest.raises(mofa_tk.InputError, match="cube"):
-        dr.texture(tex, torch.rand(1, 4, 4, 2), boundary_mode="cube")
+    cube = torch.rand(1, 6, 4, 4, 3)
+    assert dr.texture(cube, torch.randn(1, 4, 4, 3), boundary_mode="cube").shape == (1, 4, 4, 3)
+    with pytest.raises(mofa_tk.InputError, match="tex: expected shape"):
+        dr.texture(tex, torch.rand(1, 4, 4, 3), boundary_mode="cube")
     with pytest.raises(mofa_tk.InputError, match="cube"):
         dr.texture_construct_mip(tex, cube_mode=True)
     rast, _ = dr.rasterize(None, pos, tri, (8, 8))

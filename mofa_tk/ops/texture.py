@@ -16,7 +16,8 @@ from ..kernel_launch import launch, torch_single_threaded
 from ..kernels import texture as ktex
 from .raster import pixel_runs, scatter_buffer, sum_copies
 
-__all__ = ["texture", "texture_construct_mip", "FILTER_MODES", "MIP_FILTER_MODES", "BOUNDARY_MODES"]
+__all__ = ["texture", "texture_construct_mip", "cube_face_coords", "FILTER_MODES", "MIP_FILTER_MODES",
+           "BOUNDARY_MODES"]
 
 FILTER_MODES = {"nearest": ktex.NEAREST, "linear": ktex.LINEAR}
 BOUNDARY_MODES = {"wrap": ktex.WRAP, "clamp": ktex.CLAMP, "zero": ktex.ZERO}
@@ -125,7 +126,7 @@ def _mip_level(uv_da, bias, TH, TW, L, B, H, W, device):
 @torch_single_threaded
 def texture(tex, uv, uv_da=None, mip_level_bias=None, mip=None, filter_mode: str = "auto",
             boundary_mode: str = "wrap", max_mip_level: int | None = None) -> torch.Tensor:
-    """Sample a texture at texture coordinates (nvdiffrast's `texture` without mipmaps).
+    """Sample a texture at texture coordinates (nvdiffrast's `texture`).
 
     Args:
         tex: (B, TH, TW, C) or (TH, TW, C) float32 texture (a batch of 1 is shared by every item of uv).
@@ -138,7 +139,10 @@ def texture(tex, uv, uv_da=None, mip_level_bias=None, mip=None, filter_mode: str
         filter_mode: "nearest", "linear" (bilinear), "linear-mipmap-nearest" (bilinear in the nearest level),
             "linear-mipmap-linear" (trilinear); "auto": trilinear when uv_da or mip_level_bias is given, else
             bilinear.
-        boundary_mode: "wrap" (the texture repeats), "clamp" (the edge texels extend) or "zero" (zeros outside).
+        boundary_mode: "wrap" (the texture repeats), "clamp" (the edge texels extend), "zero" (zeros outside), or
+            "cube": tex is a cube map (B, 6, S, S, C) (faces +x, -x, +y, -y, +z, -z, OpenGL's layout), uv (B, H, W,
+            3) are directions and uv_da (B, H, W, 6) = (dx/dX, dx/dY, dy/dX, dy/dY, dz/dX, dz/dY); each face is
+            filtered on its own, clamped at its edges (nvdiffrast blends across the edge there).
         max_mip_level: at most this many levels below the texture (default: down to 1 x 1).
     Returns:
         (B, H, W, C) float32 (units of tex).
@@ -155,8 +159,11 @@ def texture(tex, uv, uv_da=None, mip_level_bias=None, mip=None, filter_mode: str
     if filter_mode not in FILTER_MODES and filter_mode not in MIP_FILTER_MODES:
         raise C.InputError(f"filter_mode: expected 'auto' or one of {tuple(FILTER_MODES) + tuple(MIP_FILTER_MODES)}, "
                            f"got {filter_mode!r}")
+    if boundary_mode == "cube":
+        return _texture_cube(tex, uv, uv_da, mip_level_bias, mip, filter_mode, max_mip_level)
     if boundary_mode not in BOUNDARY_MODES:
-        raise C.InputError(f"boundary_mode: expected one of {tuple(BOUNDARY_MODES)}, got {boundary_mode!r}")
+        raise C.InputError(f"boundary_mode: expected one of {tuple(BOUNDARY_MODES) + ('cube',)}, "
+                           f"got {boundary_mode!r}")
     tex = C.check_device("tex", C.as_tensor("tex", tex))
     if tex.ndim == 3:
         tex = tex[None]
@@ -199,3 +206,72 @@ def texture(tex, uv, uv_da=None, mip_level_bias=None, mip=None, filter_mode: str
     offsets = [sum(sizes[:k]) for k in range(L)]
     levels = torch.tensor([[offsets[k], mip[k].shape[1], mip[k].shape[2]] for k in range(L)], dtype=torch.int32)
     return _TextureMip.apply(flat, uv, lam, levels, Ch, MIP_FILTER_MODES[filter_mode], BOUNDARY_MODES[boundary_mode])
+
+
+# ---------------------------------------------------------------------------------------------- cube maps
+# Per face (+x, -x, +y, -y, +z, -z; OpenGL): s_c = A_S . d, t_c = A_T . d, major axis m = A_M . d; face coordinates
+# s = (s_c / m + 1) / 2 along the face's width, t = (t_c / m + 1) / 2 along its rows.
+_A_S = torch.tensor([[0, 0, -1], [0, 0, 1], [1, 0, 0], [1, 0, 0], [1, 0, 0], [-1, 0, 0]], dtype=torch.float32)
+_A_T = torch.tensor([[0, -1, 0], [0, -1, 0], [0, 0, 1], [0, 0, -1], [0, -1, 0], [0, -1, 0]], dtype=torch.float32)
+_A_M = torch.tensor([[1, 0, 0], [-1, 0, 0], [0, 1, 0], [0, -1, 0], [0, 0, 1], [0, 0, -1]], dtype=torch.float32)
+
+
+def cube_face_coords(d: torch.Tensor):
+    """Directions d (..., 3) -> (face (...,) int64, s (...,), t (...,)) of an OpenGL cube map (module table)."""
+    ax = d.abs()
+    x_major = (ax[..., 0] >= ax[..., 1]) & (ax[..., 0] >= ax[..., 2])
+    y_major = ~x_major & (ax[..., 1] >= ax[..., 2])
+    face = torch.where(x_major, torch.where(d[..., 0] >= 0, 0, 1),
+                       torch.where(y_major, torch.where(d[..., 1] >= 0, 2, 3), torch.where(d[..., 2] >= 0, 4, 5)))
+    dev = d.device
+    a_s, a_t, a_m = _A_S.to(dev, d.dtype)[face], _A_T.to(dev, d.dtype)[face], _A_M.to(dev, d.dtype)[face]
+    m = (a_m * d).sum(-1)
+    return face, ((a_s * d).sum(-1) / m + 1) / 2, ((a_t * d).sum(-1) / m + 1) / 2, (a_s, a_t, a_m, m)
+
+
+def _texture_cube(tex, uv, uv_da, mip_level_bias, mip, filter_mode, max_mip_level):
+    """Cube maps on the 2-D sampler: the 6 faces stacked into one (6 S, S) atlas, each direction mapped to its
+    face's rows (clamped half a texel inside the face, so bilinear taps stay on it) and its derivatives carried
+    to the atlas coordinates; mip levels stop while faces keep an even side (pooling never mixes two faces)."""
+    tex = C.check_device("tex", C.as_tensor("tex", tex))
+    if tex.ndim == 4:
+        tex = tex[None]
+    C.check_shape("tex", tex, "B,6,S,S,C")
+    C.check_finite("tex", tex)
+    uv = C.check_device("uv", C.as_tensor("uv", uv))
+    C.check_shape("uv", uv, "B,H,W,3")
+    C.check_finite("uv", uv)
+    if bool((uv.abs().amax(-1) == 0).any()):
+        raise C.InputError("uv: cube-map directions must not be zero")
+    if mip is not None:
+        raise C.InputError("mip: prebuilt pyramids are not supported for cube maps (the pyramid is built per call)")
+    A, S, Ch = tex.shape[0], tex.shape[2], tex.shape[4]
+    atlas = tex.reshape(A, 6 * S, S, Ch)
+    face, s, t, (a_s, a_t, a_m, m) = cube_face_coords(uv)
+    half = 0.5 / S
+    s_in, t_in = s.clamp(half, 1 - half), t.clamp(half, 1 - half)
+    atlas_uv = torch.stack([s_in, (face.to(uv.dtype) + t_in) / 6], -1).contiguous()
+    da = None
+    if uv_da is not None:
+        uv_da = C.check_device("uv_da", C.as_tensor("uv_da", uv_da))
+        C.check_shape("uv_da", uv_da, "B,H,W,6", B=uv.shape[0], H=uv.shape[1], W=uv.shape[2])
+        C.check_finite("uv_da", uv_da)
+        cols = []
+        for k in range(2):                                      # screen X, then Y
+            dd = uv_da[..., k::2]                               # (dx, dy, dz) along this screen axis
+            dm = (a_m * dd).sum(-1)
+            ds = ((a_s * dd).sum(-1) * m - (a_s * uv).sum(-1) * dm) / (2 * m * m)
+            dt = ((a_t * dd).sum(-1) * m - (a_t * uv).sum(-1) * dm) / (2 * m * m)
+            cols.append((ds, dt / 6))
+        da = torch.stack([cols[0][0], cols[1][0], cols[0][1], cols[1][1]], -1).contiguous()
+    levels, n = 0, S
+    while n % 2 == 0 and n > 1:
+        n //= 2
+        levels += 1
+    cap = levels if max_mip_level is None else min(levels, int(max_mip_level))
+    if filter_mode in MIP_FILTER_MODES or (filter_mode == "auto" and (da is not None or mip_level_bias is not None)):
+        mode = "linear-mipmap-linear" if filter_mode == "auto" else filter_mode
+        return texture(atlas, atlas_uv, uv_da=da, mip_level_bias=mip_level_bias, filter_mode=mode,
+                       boundary_mode="clamp", max_mip_level=cap)
+    return texture(atlas, atlas_uv, filter_mode="linear" if filter_mode == "auto" else filter_mode,
+                   boundary_mode="clamp")

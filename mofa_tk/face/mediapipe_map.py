@@ -24,12 +24,13 @@ from __future__ import annotations
 import hashlib
 import math
 import os
-import weakref
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from .model import ModelCache
 
 __all__ = ["MediaPipeMap", "mediapipe_map", "build_mediapipe_map", "VIEWS", "REGION_WEIGHTS", "cache_dir",
            "N_POINTS"]
@@ -42,7 +43,7 @@ VIEWS = ((0, 0), (-20, 0), (20, 0), (0, -12), (0, 12), (-35, 0), (35, 0))
 REGION_WEIGHTS = {"irises": 0.0, "oval": 1.0, "lips": 1.0, "eyes": 1.0, "brows": 1.0, "nose": 1.0, "other": 1.0}
 _SIZE = 512
 _VERSION = 1                      # bump when the build procedure changes (old cache files are then ignored)
-_MEMO: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+_MEMO = ModelCache()
 
 
 @dataclass(frozen=True)
@@ -76,10 +77,9 @@ def _fingerprint(model) -> str:
 def mediapipe_map(model, *, cache: bool = True) -> MediaPipeMap:
     """The map of `model` (built with `build_mediapipe_map` on first use, then cached in memory and on disk).
     Needs MediaPipe on first use for a model (`landmarks.LandmarkDetectorUnavailableError` otherwise)."""
-    try:
-        return _MEMO[model]
-    except (KeyError, TypeError):
-        pass
+    m = _MEMO.get(model)
+    if m is not None:
+        return m
     path = cache_dir() / f"mediapipe_map_{_fingerprint(model)}.npz"
     m = None
     if cache and path.is_file():
@@ -99,10 +99,7 @@ def mediapipe_map(model, *, cache: bool = True) -> MediaPipeMap:
                 os.replace(tmp, path)
             except OSError:
                 pass                                            # no writable cache: rebuilt next time
-    try:
-        _MEMO[model] = m
-    except TypeError:
-        pass
+    _MEMO.put(model, m)
     return m
 
 

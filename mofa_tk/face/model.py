@@ -10,6 +10,7 @@ so alpha, delta, beta ~ N(0, I) under the model's prior.
 """
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -176,3 +177,27 @@ class FaceModel:
         """Write the model to a `.npz` file that `mofa_tk.load_model` reads back exactly."""
         arrays = {f: getattr(self, f).detach().cpu().numpy() for f in _TENSOR_FIELDS}
         np.savez_compressed(path, format=np.array("mofa_tk.FaceModel/1"), name=np.array(self.name), **arrays)
+
+
+class ModelCache:
+    """Values derived once per `FaceModel` object (FaceModel compares by value and is unhashable, so entries are
+    keyed by id and checked by a weak reference; an entry goes when its model is collected)."""
+
+    def __init__(self):
+        self._entries = {}
+
+    def get(self, model):
+        """The cached value for this very object, or None."""
+        e = self._entries.get(id(model))
+        return e[1] if e is not None and e[0]() is model else None
+
+    def put(self, model, value) -> None:
+        key = id(model)
+        try:
+            ref = weakref.ref(model, lambda _r, k=key, d=self._entries: d.pop(k, None))
+        except TypeError:                 # not weak-referenceable: not cached
+            return
+        self._entries[key] = (ref, value)
+
+    def clear(self) -> None:
+        self._entries.clear()

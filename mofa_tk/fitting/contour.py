@@ -17,11 +17,12 @@ eos's model contours, each jaw point gets a line of candidate vertices, derived 
 """
 from __future__ import annotations
 
-import weakref
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+
+from ..face.model import ModelCache
 
 __all__ = ["JAW", "Contour", "model_contour", "JAW_HEIGHTS"]
 
@@ -34,7 +35,7 @@ JAW_HEIGHTS = (0.916, 0.766, 0.615, 0.465, 0.333, 0.201, 0.12, 0.04, 0.0, 0.04, 
 #: Candidates reach inwards to this fraction of the jaw point's distance from the midline.
 INNER_LIMIT = 0.3
 
-_CACHE: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+_CACHE = ModelCache()
 
 
 @dataclass(frozen=True)
@@ -79,15 +80,10 @@ class Contour:
 def model_contour(model) -> Contour | None:
     """The jaw contour of `model` (cached per model object), or None when the model lacks the chin (8) or
     the outer eye corners (36, 45) that place the lines."""
-    try:
-        return _CACHE[model]
-    except (KeyError, TypeError):
-        pass
-    c = _build(model)
-    try:
-        _CACHE[model] = c
-    except TypeError:
-        pass
+    c = _CACHE.get(model)
+    if c is None:
+        c = _build(model)
+        _CACHE.put(model, c)
     return c
 
 

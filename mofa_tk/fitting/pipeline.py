@@ -45,9 +45,9 @@ __all__ = ["fit", "FitResult", "STAGES", "DEFAULT_ITERS", "OPTIMIZERS", "FIT_REG
 DEFAULT_ITERS = {"lm": {"pose": 15, "landmarks": 25, "photometric": 30},
                  "adam": {"pose": 150, "landmarks": 300, "photometric": 150}}
 OPTIMIZERS = ("lm", "adam")
-#: What the photometric stage refines: every block, or the appearance and pose only (shape and expression kept).
 #: Default weight of the dense MediaPipe term relative to the 68-point landmark term.
 DENSE_WEIGHT = 0.3
+#: What the photometric stage refines: every block, or the appearance and pose only (shape and expression kept).
 PHOTOMETRIC_MODES = {"all": None, "appearance": ("rotation", "translation", "reflectance", "illumination")}
 
 

@@ -34,7 +34,7 @@ from mofa_tk import evaluation as ev
 from mofa_tk import landmarks as mlm
 from mofa_tk.apps.errors import one_line as _one_line
 from mofa_tk.apps.errors import run_reporting_errors
-from mofa_tk.apps.options import ANCHOR_HELP, DENSE_HELP, PHOTOMETRIC_HELP, REG_HELP, parse_reg
+from mofa_tk.apps.options import ANCHOR_HELP, DENSE_HELP, DEPTH_HELP, PHOTOMETRIC_HELP, REG_HELP, parse_reg
 from mofa_tk.errors import InputError
 from mofa_tk.evaluation.report import fmt_pct, fmt_sec
 from mofa_tk.fitting.pipeline import fit
@@ -66,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "from the 68-point annotation (photos without one are skipped; NME is then the fit's "
                         "residual)")
     p.add_argument("--dense-weight", type=float, default=None, metavar="W", help=DENSE_HELP)
+    p.add_argument("--depth-weight", type=float, default=None, metavar="W", help=DEPTH_HELP)
     p.add_argument("--iters", type=int, default=None, metavar="N",
                    help="maximum photometric iterations per fit (default: fit's default, 30 for lm)")
     p.add_argument("--optimizer", choices=("lm", "adam"), default="lm", help="photometric optimiser (default lm)")
@@ -191,6 +192,10 @@ def run(args, argv) -> int:
         if not args.dense_weight >= 0:
             raise _Fail(f"--dense-weight: expected a weight >= 0, got {args.dense_weight}")
         fit_kwargs["dense_weight"] = args.dense_weight
+    if args.depth_weight is not None:
+        if not args.depth_weight >= 0:
+            raise _Fail(f"--depth-weight: expected a weight >= 0, got {args.depth_weight}")
+        fit_kwargs["depth_weight"] = args.depth_weight
     if args.iters is not None:
         fit_kwargs["iters"] = args.iters
     prog = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
@@ -257,7 +262,7 @@ def run(args, argv) -> int:
                                 det, det_mesh = mlm.detect(img.rgb, name=rel, return_mesh=True)
                                 det_time = time.perf_counter() - t0
                                 start_lm, detected = det, det.astype(np.float64) / img.scale
-                                start_mesh = det_mesh[:, :2] if args.landmarks == "detect" else None
+                                start_mesh = det_mesh if args.landmarks == "detect" else None
                             except mlm.NoFaceFoundError as exc:
                                 reason = f"no face found: {_one_line(exc)}"
                             except Exception as exc:  # a detector crash must not end the run

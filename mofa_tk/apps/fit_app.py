@@ -26,7 +26,7 @@ from mofa_tk.apps.errors import run_reporting_errors
 from mofa_tk.camera import Camera
 from mofa_tk.face.uv import model_uvs, unwrap_photo
 from mofa_tk.fitting.problem import fit_reg_weights
-from mofa_tk.apps.options import ANCHOR_HELP, DENSE_HELP, PHOTOMETRIC_HELP, REG_HELP, parse_reg
+from mofa_tk.apps.options import ANCHOR_HELP, DENSE_HELP, DEPTH_HELP, PHOTOMETRIC_HELP, REG_HELP, parse_reg
 from mofa_tk.evaluation import metrics
 from mofa_tk.fitting.pipeline import fit
 from mofa_tk.io import images as mio
@@ -56,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "'68': detect, but fit MediaPipe's 68 iBUG points only (no dense term; a file named 68: "
                         "./68)")
     p.add_argument("--dense-weight", type=float, default=None, metavar="W", help=DENSE_HELP)
+    p.add_argument("--depth-weight", type=float, default=None, metavar="W", help=DEPTH_HELP)
     p.add_argument("--iters", type=int, default=None, metavar="N",
                    help="maximum iterations of the photometric stage (default: 30 for lm, 150 for adam)")
     p.add_argument("--optimizer", choices=("lm", "adam"), default="lm",
@@ -248,13 +249,17 @@ def run(args) -> int:
         t_detect = time.perf_counter() - t0
         lm_source = "detected (MediaPipe Face Mesh -> iBUG 68)"
         if args.landmarks != "68":
-            fit_kw["mesh_landmarks"] = mesh[:, :2]
+            fit_kw["mesh_landmarks"] = mesh
             lm_source += " + the 478-point mesh (dense term)"
 
     if args.dense_weight is not None:
         if not args.dense_weight >= 0:
             raise _Fail(f"--dense-weight: expected a weight >= 0, got {args.dense_weight}")
         fit_kw["dense_weight"] = args.dense_weight
+    if args.depth_weight is not None:
+        if not args.depth_weight >= 0:
+            raise _Fail(f"--depth-weight: expected a weight >= 0, got {args.depth_weight}")
+        fit_kw["depth_weight"] = args.depth_weight
     reg = parse_reg(args.reg)
     if reg is not None:
         fit_kw["reg_weights"] = reg

@@ -47,6 +47,10 @@ DEFAULT_ITERS = {"lm": {"pose": 15, "landmarks": 25, "photometric": 30},
 OPTIMIZERS = ("lm", "adam")
 #: Default weight of the dense MediaPipe term relative to the 68-point landmark term.
 DENSE_WEIGHT = 0.3
+#: Default weight of the depth term (MediaPipe's relative depths, up to scale) relative to the dense term: off
+#: (on the 16 AFLW2000-3D photos 0.3 lowered every model's 3D error, on the james scan it raised the built-in
+#: model's: docs/evaluation.md).
+DEPTH_WEIGHT = 0.0
 #: What the photometric stage refines: every block, or the appearance and pose only (shape and expression kept).
 PHOTOMETRIC_MODES = {"all": None, "appearance": ("rotation", "translation", "reflectance", "illumination")}
 
@@ -68,7 +72,7 @@ def fit(image, model=None, landmarks=None, *, size: int = 224, optimizer: str = 
         progress: bool = True,
         name: str | None = None, decoder_options: dict | None = None, init_code=None,
         photometric: str = "appearance", photometric_anchor: float = 0.0, contour: bool = False,
-        mesh_landmarks=None, dense_weight: float = DENSE_WEIGHT) -> FitResult:
+        mesh_landmarks=None, dense_weight: float = DENSE_WEIGHT, depth_weight: float = DEPTH_WEIGHT) -> FitResult:
     """Fit the semantic code of `model` to one photo by analysis by synthesis (coarse to fine).
 
     image:      (H, W, 3) RGB, (H, W) grey or (H, W, 4) RGBA (alpha dropped); uint8, uint16 or float in
@@ -105,10 +109,13 @@ def fit(image, model=None, landmarks=None, *, size: int = 224, optimizer: str = 
                 model) then fits the jaw points too. For landmarks annotated on the outline (the 300-W / iBUG
                 convention: `mofa fit --landmarks FILE` and `mofa eval --landmarks annotation` turn it on); off by
                 default because MediaPipe's jaw points behave like fixed vertices (measured: `face.mediapipe_map`)
-    mesh_landmarks: (478, 2) or (478, 3) MediaPipe Face Mesh points in `image` pixels for the dense term; found
-                by the detection when `landmarks` is None
+    mesh_landmarks: (478, 2) or (478, 3) MediaPipe Face Mesh points in `image` pixels (and relative z, pixels)
+                for the dense term; found by the detection when `landmarks` is None
     dense_weight: weight of the dense term (MediaPipe's points on the model's vertices, `face.mediapipe_map`)
                 relative to the 68-point landmark term; 0 = the 68 landmarks only (`--landmarks 68`)
+    depth_weight: weight, relative to the dense term, of a depth term on the same points: the dense vertices'
+                camera-space depths, centred and in pixels (focal / face distance), against MediaPipe's relative
+                z (mesh_landmarks' third column), up to a scale fitted in closed form; default 0 (off)
     init_code:  optional (N,) or (1, N) float code of `model` for THIS crop (same `size`-independent camera and
                 `crop_scale`), e.g. `Encoder.predict_code` of the crop (`mofa fit --encoder CKPT`). It competes
                 with the closed-form initialisations: the pose stage starts from whichever of the encoder's
@@ -161,12 +168,13 @@ def fit(image, model=None, landmarks=None, *, size: int = 224, optimizer: str = 
     H, W = rgb.shape[:2]
 
     t0 = time.perf_counter()
-    if not (dense_weight >= 0 and math.isfinite(dense_weight)):
-        raise InputError(f"dense_weight: expected a finite weight >= 0, got {dense_weight!r}")
+    for nm, wv in (("dense_weight", dense_weight), ("depth_weight", depth_weight)):
+        if isinstance(wv, bool) or not isinstance(wv, (int, float)) or not (wv >= 0 and math.isfinite(wv)):
+            raise InputError(f"{nm}: expected a finite weight >= 0, got {wv!r}")
     mesh = None if mesh_landmarks is None else _as_mesh(mesh_landmarks)
     if landmarks is None:
         lm, found = detect(rgb, name=name, return_mesh=True)
-        mesh = found[:, :2] if mesh is None else mesh
+        mesh = found if mesh is None else mesh
         timings["detect"] = time.perf_counter() - t0
     else:
         lm = _as_landmarks(landmarks)
@@ -202,9 +210,13 @@ def fit(image, model=None, landmarks=None, *, size: int = 224, optimizer: str = 
             raise InputError(f"landmark_weights: expected 68 finite weights >= 0, got shape {tuple(lw.shape)}")
     dense = None
     if mesh is not None and dense_weight > 0:
-        dense = (torch.from_numpy(T.from_original(mesh).astype(np.float32)), mediapipe_map(model))
+        pts = T.from_original(mesh[:, :2])
+        if mesh.shape[1] == 3:                     # MediaPipe's relative depth, in the crop's pixels
+            pts = np.concatenate([pts, mesh[:, 2:3] * T.scale], 1)
+        dense = (torch.from_numpy(pts.astype(np.float32)), mediapipe_map(model))
     prob = Problem(model, dec, torch.from_numpy(crop), torch.from_numpy(lm_crop.astype(np.float32)),
-                    weights or {}, reg_weights, lw, contour=bool(contour), dense=dense, dense_weight=dense_weight)
+                    weights or {}, reg_weights, lw, contour=bool(contour), dense=dense, dense_weight=dense_weight,
+                    depth_weight=depth_weight)
 
     code = dec.code.zeros(1)
     enc_code = _as_init_code(init_code, dec.code.size) if init_code is not None else None
@@ -262,7 +274,7 @@ def _as_mesh(mesh) -> np.ndarray:
                          f"Mesh points, got shape {a.shape}")
     if np.isinf(a).any():
         raise InputError("mesh_landmarks: contains Inf")
-    return a[:, :2]
+    return a
 
 
 def _as_init_code(init_code, n: int) -> torch.Tensor:

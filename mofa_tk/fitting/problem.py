@@ -43,7 +43,7 @@ class Problem:
 
     def __init__(self, model, dec: FaceDecoder, crop: torch.Tensor, target_lm: torch.Tensor, weights: dict,
                  reg_weights: dict, landmark_weights: torch.Tensor | None, contour: bool = False,
-                 dense=None, dense_weight: float = 0.0):
+                 dense=None, dense_weight: float = 0.0, depth_weight: float = 0.0):
         self.model = model
         self.dec = dec
         self.layout = dec.code
@@ -72,10 +72,15 @@ class Problem:
             self._c_model_rows = self.rows(verts)
         # dense term: MediaPipe's mesh points (crop pixels) on the model's vertices (`face.mediapipe_map`)
         self.dense = False
+        self.w_depth = 0.0
         if dense is not None and dense_weight > 0:
             target, mp = dense
             target = torch.as_tensor(target, dtype=torch.float32)
             self.dense = True
+            self.dense_depth = target[:, 2] if target.shape[1] == 3 else None
+            self.w_depth = float(depth_weight) * float(dense_weight) * self.w["landmark"] \
+                if self.dense_depth is not None else 0.0
+            target = target[:, :2]
             self.dense_idx = mp.vertices.clamp(min=0)
             self.dense_target = target[None]                                  # (1, 478, 2)
             self.dense_w = mp.weight.float()
@@ -175,21 +180,45 @@ class Problem:
     def project_rows(self, code: torch.Tensor, rows, R: torch.Tensor | None = None):
         """(n, 2) pixels and (n, 3) model-space positions of the vertices of `rows` (`Problem.rows`) for
         `code` (pure torch); R: optional (3, 3) rotation used instead of the code's."""
+        x, v = self.camera_rows(code, rows, R)
+        return self.dec.project_points(x[None])[0], v
+
+    def camera_rows(self, code: torch.Tensor, rows, R: torch.Tensor | None = None):
+        """(n, 3) camera-space and (n, 3) model-space positions (mm) of the vertices of `rows` for `code`."""
         mean, S, E = rows
         bl = self.layout.split(code)
         v = mean + S @ bl["shape"][0] + E @ bl["expression"][0]
         if R is None:
             R = axis_angle_to_matrix(bl["rotation"])[0]
         _, t = self.dec.camera_transform(R[None], bl["translation"])
-        return self.dec.project_points((v @ R.T + t[0])[None])[0], v
+        return v @ R.T + t[0], v
 
     def landmark_points(self, code: torch.Tensor, R: torch.Tensor | None = None):
         """(68, 2) projected landmarks and (68, 3) model-space landmark vertices (pure torch)."""
         return self.project_rows(code, (self.lm_mean, self.lm_S, self.lm_E), R)
 
     def dense_points(self, code: torch.Tensor, R: torch.Tensor | None = None):
-        """(478, 2) projected dense-term vertices (pure torch); only with a dense term."""
-        return self.project_rows(code, (self.d_mean, self.d_S, self.d_E), R)[0]
+        """(478, 3) camera-space dense-term vertices, mm (pure torch); only with a dense term."""
+        return self.camera_rows(code, (self.d_mean, self.d_S, self.d_E), R)[0]
+
+    def depth_scale(self, z_cam: torch.Tensor):
+        """(centred MediaPipe depths a, centred model depths b in pixels, best scale alpha >= 0 of b onto -a...)
+        for the depth term: MediaPipe's z (pixels, smaller = nearer) against k (Z - mean Z), k = f / depth."""
+        ok = self.dense_ok
+        zt = self.dense_depth[ok]
+        Z = z_cam[ok]
+        k = float(self.dec.focal[0]) / (-Z.mean()).clamp(min=1.0)
+        a = zt - zt.mean()
+        b = k * (Z - Z.mean())
+        alpha = (-(a * b).sum() / (b * b).sum().clamp(min=1e-12)).clamp(min=0.0)
+        return a, b, alpha, k
+
+    def depth_term(self, z_cam: torch.Tensor) -> torch.Tensor:
+        """w_depth * sum_i w_i (a_i + alpha b_i)^2 / n over MediaPipe's points (`depth_scale`): the relative depths
+        of the dense vertices against MediaPipe's z, up to the scale alpha (MediaPipe's z scale is loose)."""
+        a, b, alpha, _ = self.depth_scale(z_cam)
+        w = self.dense_w[self.dense_ok]
+        return self.w_depth * (w * (a + alpha.detach() * b) ** 2).sum() / max(int(self.dense_ok.sum()), 1)
 
     def dense_term(self, p: torch.Tensor) -> torch.Tensor:
         """w_dense * sum_i w_i |p_i - t_i|^2 / n_valid over MediaPipe's points; p (478, 2) pixels."""
@@ -202,7 +231,10 @@ class Problem:
         terms = {"landmark": self.w["landmark"] * L.landmark_loss(p[None], self.target, self.lm_w,
                                                                   valid=self.lm_ok)}
         if self.dense:
-            terms["dense"] = self.dense_term(self.dense_points(code, R))
+            x = self.dense_points(code, R)
+            terms["dense"] = self.dense_term(self.dec.project_points(x[None])[0])
+            if self.w_depth:
+                terms["depth"] = self.depth_term(x[:, 2])
         bl = self.layout.split(code)
         rw = {k: v for k, v in self.reg_w.items() if k in reg_blocks}
         if rw and self.w["reg"]:
@@ -243,6 +275,9 @@ class Problem:
         if self.dense:
             terms = dict(terms, dense=self.dense_term(g["verts_2d"][0, self.dense_idx]))
             total = total + terms["dense"]
+            if self.w_depth:
+                terms["depth"] = self.depth_term(g["verts_cam"][0, self.dense_idx, 2])
+                total = total + terms["depth"]
         extra = self.anchor_term(g)
         if extra is not None:
             terms = dict(terms, anchor=extra)

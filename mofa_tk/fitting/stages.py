@@ -107,7 +107,33 @@ def dense_gauss_newton(prob: Problem, R, bl, blocks):
     x = y + (prob.dec.default_translation.double() + bl["translation"][0])
     J, _ = geometric_jacobian(prob, R.double(), y[ok], x[ok], prob.dense_idx[ok], blocks)
     W = prob.dense_w.double()[ok] * (2.0 * prob.w_dense / n_ok)
-    return torch.einsum("n,nip,niq->pq", W, J, J)
+    H = torch.einsum("n,nip,niq->pq", W, J, J)
+    if prob.w_depth:
+        # depth term: r = a + alpha k (Z - mean Z); alpha and k held fixed (Gauss-Newton)
+        _, _, alpha, k = prob.depth_scale(x[:, 2].float())
+        Jz = depth_jacobian(prob, R.double(), y[ok], prob.dense_idx[ok], blocks)          # (n, P)
+        Jr = float(alpha) * float(k) * (Jz - Jz.mean(0, keepdim=True))
+        Wz = prob.dense_w.double()[ok] * (2.0 * prob.w_depth / n_ok)
+        H = H + torch.einsum("n,np,nq->pq", Wz, Jr, Jr)
+    return H
+
+
+def depth_jacobian(prob: Problem, R, y, idx, blocks):
+    """d(camera-space z)/d(params) (n, P) of vertices `idx` (y = R (v - center), (n, 3)), blocks as
+    `geometric_jacobian`."""
+    cols = []
+    for b in blocks:
+        if b == "rotation":
+            cols.append(torch.stack([y[:, 1], -y[:, 0], torch.zeros_like(y[:, 0])], -1))   # row 2 of -[y]x
+        elif b == "translation":
+            cols.append(torch.tensor([0.0, 0.0, 1.0], dtype=y.dtype).expand(len(y), 3))
+        elif b == "shape":
+            cols.append((prob.model.shape_basis[idx].to(y.dtype) * prob.model.shape_std.to(y.dtype))
+                        .transpose(1, 2) @ R[2])
+        elif b == "expression":
+            cols.append((prob.model.expr_basis[idx].to(y.dtype) * prob.model.expr_std.to(y.dtype))
+                        .transpose(1, 2) @ R[2])
+    return torch.cat(cols, -1)
 
 
 def fit_dense(prob: Problem, code, stage: StageLog, optimizer: str, tol: float, blocks=None):

@@ -114,3 +114,55 @@ def test_dense_points_improve_a_synthetic_fit(cpu, model, monkeypatch):
     # measured: 68 points 3.10 / 2.70 mm, with the dense term 3.04 / 2.16 mm
     assert np.mean(err[1.0]) < 0.95 * np.mean(err[0.0]), err
     assert all(d <= s + 0.02 for d, s in zip(err[1.0], err[0.0])), err
+
+
+def test_depth_term_and_its_gauss_newton_matrix(cpu, model):
+    """The depth term (MediaPipe's relative z against the dense vertices' centred depths in pixels, up to a
+    closed-form scale) against NumPy, and its Gauss-Newton matrix against autograd with the scale and the
+    pixels-per-mm factor held fixed."""
+    from mofa_tk.fitting.stages import dense_gauss_newton
+    from mofa_tk.rotation import axis_angle_to_matrix
+
+    rng = np.random.default_rng(4)
+    dec = FaceDecoder(model)
+    mp = _map(model, seed=5)
+    code = _code(dec, rng)
+    with torch.no_grad():
+        out = dec(code)
+    target = np.concatenate([rng.uniform(40, 180, (N_POINTS, 2)), rng.normal(0, 10, (N_POINTS, 1))], 1)
+    target = target.astype(np.float32)
+    prob = Problem(model, dec, out["image"][0], out["landmarks2d"][0], {}, None, None, dense=(target, mp),
+                   dense_weight=2.0, depth_weight=0.5)
+    ok = ((mp.vertices >= 0) & (mp.weight > 0)).numpy()
+    Z = out["verts_cam"][0].numpy().astype(np.float64)[mp.vertices.clamp(min=0).numpy(), 2][ok]
+    k = dec.focal[0] / (-Z.mean())
+    a = target[ok, 2] - target[ok, 2].mean()
+    b = k * (Z - Z.mean())
+    alpha = max(0.0, -(a * b).sum() / (b * b).sum())
+    w = mp.weight.numpy()[ok]
+    ref = 0.5 * 2.0 * prob.w["landmark"] * (w * (a + alpha * b) ** 2).sum() / ok.sum()
+    _, terms = prob.landmark_loss(code)
+    assert float(terms["depth"]) == pytest.approx(ref, rel=1e-4)
+    # Gauss-Newton part: H_total - H_dense (no depth) = 2 w_depth / n sum w J^T J, J = alpha k d(Z - mean Z)
+    blocks = ["rotation", "translation", "shape", "expression"]
+    bl = dec.code.split(code.double())
+    R = axis_angle_to_matrix(bl["rotation"])[0]
+    H = dense_gauss_newton(prob, R, bl, blocks)
+    w_depth, prob.w_depth = prob.w_depth, 0.0
+    H0 = dense_gauss_newton(prob, R, bl, blocks)
+    prob.w_depth = w_depth
+    mean, S, E = (t.double() for t in prob.rows(mp.vertices.clamp(min=0)))
+
+    def depths(params):
+        dw, tr, sh, ex = params[:3], params[3:6], params[6:6 + model.k_id], params[6 + model.k_id:]
+        Rw = axis_angle_to_matrix(dw[None])[0] @ R
+        v = mean + S @ sh + E @ ex
+        z = ((v - dec.center.double()) @ Rw.T + dec.default_translation.double() + tr)[:, 2]
+        z = z[torch.from_numpy(ok)]
+        return alpha * k * (z - z.mean())
+
+    x0 = torch.cat([torch.zeros(3, dtype=torch.float64), bl["translation"][0], bl["shape"][0], bl["expression"][0]])
+    J = torch.autograd.functional.jacobian(depths, x0)
+    H_ref = 2.0 * prob.w_depth / ok.sum() * torch.einsum("n,np,nq->pq", torch.from_numpy(w).double(), J, J)
+    assert torch.allclose(H - H0, H_ref, rtol=1e-4, atol=1e-9 * float(H_ref.abs().max()))
+    assert float(H_ref.abs().max()) > 0

@@ -26,7 +26,6 @@ def _index(i, n, boundary: ti.template()):
     """(index into [0, n), 1.0 if the texel counts else 0.0) for texel coordinate i along an axis of n texels."""
     k, ok = i, 1.0
     if ti.static(boundary == WRAP):
-        k = i
         if k < 0:
             k += n
         if k >= n:

@@ -28,7 +28,7 @@ from mofa_tk.face.uv import model_uvs, unwrap_photo
 from mofa_tk.fitting.problem import fit_reg_weights
 from mofa_tk.apps.options import ANCHOR_HELP, DENSE_HELP, DEPTH_HELP, PHOTOMETRIC_HELP, REG_HELP, parse_reg
 from mofa_tk.evaluation import metrics
-from mofa_tk.fitting.pipeline import fit
+from mofa_tk.fitting.pipeline import DENSE_WEIGHT, DEPTH_WEIGHT, fit
 from mofa_tk.io import images as mio
 from mofa_tk.io.files import output_folder_problem
 from mofa_tk.training.autoencoder import load_encoder
@@ -325,6 +325,8 @@ def run(args) -> int:
                 "reg_weights": fit_reg_weights(model, reg), "reg_overrides": reg,
                 "photometric": args.photometric, "photometric_anchor": args.photometric_anchor,
                 "landmarks": "dense" if "mesh_landmarks" in fit_kw else "68",
+                "dense_weight": fit_kw.get("dense_weight", DENSE_WEIGHT) if "mesh_landmarks" in fit_kw else 0.0,
+                "depth_weight": fit_kw.get("depth_weight", DEPTH_WEIGHT) if "mesh_landmarks" in fit_kw else 0.0,
                 "contour": fit_kw.get("contour", False),
                 "losses": {k: {kk: vv for kk, vv in v.items() if kk not in ("history", "times")}
                            for k, v in res.losses.items()},

@@ -56,7 +56,8 @@ def evaluate_image(fit_fn, image, model, points, *, annotation=None, landmarks=N
     annotation: Annotation or None (file pixels)
     landmarks:  (68, 2) landmarks the fit starts from, in WORKING pixels (detected or annotated)
     detected:   (68, 2) detected landmarks in FILE pixels (for the detector's own NME), or None
-    mesh:       (478, 2) MediaPipe Face Mesh points in WORKING pixels for the fit's dense term, or None
+    mesh:       (478, 2) or (478, 3) MediaPipe Face Mesh points in WORKING pixels (and relative z) for the fit's
+                dense term, or None
     scale:      working pixels per file pixel (`LoadedImage.scale`)
     fit_kwargs: extra keyword arguments of `fit` (iters, size, optimizer, ...)
     scan:       `io.meshes.Scan` of the photo's face, or None: adds the NoW-style scan-to-mesh error

@@ -32,8 +32,8 @@ import torch
 
 from .model import ModelCache
 
-__all__ = ["MediaPipeMap", "mediapipe_map", "build_mediapipe_map", "VIEWS", "REGION_WEIGHTS", "cache_dir",
-           "N_POINTS"]
+__all__ = ["MediaPipeMap", "mediapipe_map", "build_mediapipe_map", "render_mean_face", "VIEWS", "REGION_WEIGHTS",
+           "cache_dir", "N_POINTS"]
 
 N_POINTS = 478
 #: (yaw, pitch) degrees of the renders the map is measured on.

@@ -169,8 +169,13 @@ def fit(image, model=None, landmarks=None, *, size: int = 224, optimizer: str = 
 
     t0 = time.perf_counter()
     for nm, wv in (("dense_weight", dense_weight), ("depth_weight", depth_weight)):
-        if isinstance(wv, bool) or not isinstance(wv, (int, float)) or not (wv >= 0 and math.isfinite(wv)):
+        try:
+            ok = not isinstance(wv, bool) and float(wv) >= 0 and math.isfinite(float(wv))
+        except (TypeError, ValueError):
+            ok = False
+        if not ok:
             raise InputError(f"{nm}: expected a finite weight >= 0, got {wv!r}")
+    dense_weight, depth_weight = float(dense_weight), float(depth_weight)
     mesh = None if mesh_landmarks is None else _as_mesh(mesh_landmarks)
     if landmarks is None:
         lm, found = detect(rgb, name=name, return_mesh=True)

@@ -73,6 +73,18 @@ def _ranges(ranges, T):
     return r
 
 
+def _tri_tensor(tri) -> torch.Tensor:
+    """tri (a `Mesh` or (T, 3) indices) as an index tensor."""
+    return tri.triangles if isinstance(tri, Mesh) else C.as_tensor("tri", tri, dtype=torch.int64)
+
+
+def _with_db(rast, pos, tri, grad_db):
+    """(rast, rast_db): rast_db from `rast_derivatives` with grad_db, else 0 channels (nvdiffrast's returns)."""
+    if not grad_db:
+        return rast, rast.new_zeros(*rast.shape[:3], 0)
+    return rast, rast_derivatives(pos, _tri_tensor(tri), rast).to(rast.dtype)
+
+
 def rasterize(glctx, pos, tri, resolution, ranges=None, grad_db=True):
     """nvdiffrast's `rasterize`: (rast (B, H, W, 4), rast_db (B, H, W, 4 or 0)).
 
@@ -81,7 +93,7 @@ def rasterize(glctx, pos, tri, resolution, ranges=None, grad_db=True):
     """
     H, W = (int(resolution[0]), int(resolution[1]))
     pos_t = C.as_tensor("pos", pos)
-    tri_t = tri.triangles if isinstance(tri, Mesh) else C.as_tensor("tri", tri, dtype=torch.int64)
+    tri_t = _tri_tensor(tri)
     if ranges is None:
         if pos_t.ndim != 3:
             raise C.InputError(f"pos: instanced mode expects (B, V, 4), got shape {tuple(pos_t.shape)}; a 2-D pos "
@@ -102,9 +114,7 @@ def rasterize(glctx, pos, tri, resolution, ranges=None, grad_db=True):
             items.append(ra)
         rast = torch.cat(items, 0)
         pos_db = pos_t[None]
-    if not grad_db:
-        return rast, rast.new_zeros(*rast.shape[:3], 0)
-    return rast, rast_derivatives(pos_db, tri_t, rast).to(rast.dtype)
+    return _with_db(rast, pos_db, tri_t, grad_db)
 
 
 class DepthPeeler:
@@ -139,10 +149,7 @@ class DepthPeeler:
         rast = _rasterize_behind(pos_t, self.tri, (H, W), self.floor)
         # the next layer lies behind this one; where this one is empty, nothing is left
         self.floor = torch.where(rast[..., 3] > 0, rast[..., 2].detach(), torch.full_like(rast[..., 2], torch.inf))
-        tri_t = self.tri.triangles if isinstance(self.tri, Mesh) else C.as_tensor("tri", self.tri, dtype=torch.int64)
-        if not self.grad_db:
-            return rast, rast.new_zeros(*rast.shape[:3], 0)
-        return rast, rast_derivatives(pos_t, tri_t, rast).to(rast.dtype)
+        return _with_db(rast, pos_t, self.tri, self.grad_db)
 
 
 def interpolate(attr, rast, tri, rast_db=None, diff_attrs=None):

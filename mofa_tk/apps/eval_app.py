@@ -34,7 +34,8 @@ from mofa_tk import evaluation as ev
 from mofa_tk import landmarks as mlm
 from mofa_tk.apps.errors import one_line as _one_line
 from mofa_tk.apps.errors import run_reporting_errors
-from mofa_tk.apps.options import ANCHOR_HELP, DENSE_HELP, DEPTH_HELP, PHOTOMETRIC_HELP, REG_HELP, parse_reg
+from mofa_tk.apps.options import (ANCHOR_HELP, DENSE_HELP, DEPTH_HELP, PHOTOMETRIC_HELP, REG_HELP,
+                                  landmark_term_weights, parse_reg)
 from mofa_tk.errors import InputError
 from mofa_tk.evaluation.report import fmt_pct, fmt_sec
 from mofa_tk.fitting.pipeline import fit
@@ -188,14 +189,7 @@ def run(args, argv) -> int:
     if args.landmarks == "annotation":
         # annotated jaw points lie on the face's outline (300-W convention): sliding contour (fit's docstring)
         fit_kwargs["contour"] = True
-    if args.dense_weight is not None:
-        if not args.dense_weight >= 0:
-            raise _Fail(f"--dense-weight: expected a weight >= 0, got {args.dense_weight}")
-        fit_kwargs["dense_weight"] = args.dense_weight
-    if args.depth_weight is not None:
-        if not args.depth_weight >= 0:
-            raise _Fail(f"--depth-weight: expected a weight >= 0, got {args.depth_weight}")
-        fit_kwargs["depth_weight"] = args.depth_weight
+    fit_kwargs.update(landmark_term_weights(args))
     if args.iters is not None:
         fit_kwargs["iters"] = args.iters
     prog = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""

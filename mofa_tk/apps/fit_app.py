@@ -26,7 +26,8 @@ from mofa_tk.apps.errors import run_reporting_errors
 from mofa_tk.camera import Camera
 from mofa_tk.face.uv import model_uvs, unwrap_photo
 from mofa_tk.fitting.problem import fit_reg_weights
-from mofa_tk.apps.options import ANCHOR_HELP, DENSE_HELP, DEPTH_HELP, PHOTOMETRIC_HELP, REG_HELP, parse_reg
+from mofa_tk.apps.options import (ANCHOR_HELP, DENSE_HELP, DEPTH_HELP, PHOTOMETRIC_HELP, REG_HELP,
+                                  landmark_term_weights, parse_reg)
 from mofa_tk.evaluation import metrics
 from mofa_tk.fitting.pipeline import DENSE_WEIGHT, DEPTH_WEIGHT, fit
 from mofa_tk.io import images as mio
@@ -252,14 +253,7 @@ def run(args) -> int:
             fit_kw["mesh_landmarks"] = mesh
             lm_source += " + the 478-point mesh (dense term)"
 
-    if args.dense_weight is not None:
-        if not args.dense_weight >= 0:
-            raise _Fail(f"--dense-weight: expected a weight >= 0, got {args.dense_weight}")
-        fit_kw["dense_weight"] = args.dense_weight
-    if args.depth_weight is not None:
-        if not args.depth_weight >= 0:
-            raise _Fail(f"--depth-weight: expected a weight >= 0, got {args.depth_weight}")
-        fit_kw["depth_weight"] = args.depth_weight
+    fit_kw.update(landmark_term_weights(args))
     reg = parse_reg(args.reg)
     if reg is not None:
         fit_kw["reg_weights"] = reg

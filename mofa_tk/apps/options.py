@@ -27,6 +27,20 @@ DEPTH_HELP = ("weight of a depth term on MediaPipe's relative z of the same poin
               "(default 0: off; docs/evaluation.md)")
 
 
+def landmark_term_weights(args) -> dict:
+    """--dense-weight / --depth-weight -> the `fit` keyword arguments they set (none when not given). Raises
+    InputError naming the option when a weight is negative or NaN."""
+    out = {}
+    for opt, key in (("--dense-weight", "dense_weight"), ("--depth-weight", "depth_weight")):
+        w = getattr(args, key)
+        if w is None:
+            continue
+        if not w >= 0:
+            raise InputError(f"{opt}: expected a weight >= 0, got {w}")
+        out[key] = w
+    return out
+
+
 def parse_reg(values) -> dict | None:
     """['expression=80', ...] -> reg_weights for `mofa_tk.fit` ({block: weight}: those blocks replace the model's
     prior weights, `fitting.problem.fit_reg_weights`), or None when no --reg was given. Raises InputError naming

@@ -3,7 +3,9 @@
 Clip space follows OpenGL: a point in camera space (x right, y up, looking along -z) is multiplied by `projection`;
 `dr.rasterize` then puts NDC y = -1 on the first image row, so the examples flip rows when saving images.
 """
+import argparse
 import math
+import os
 
 import numpy as np
 import torch
@@ -62,3 +64,24 @@ def random_rotations(rng: np.random.Generator, B: int) -> torch.Tensor:
 def to_png(img: torch.Tensor) -> np.ndarray:
     """(H, W, 3) float image in [0, 1] with NDC y = -1 on row 0 -> uint8 with the top of the view on top."""
     return (img.detach().clamp(0, 1).flip(0).numpy() * 255 + 0.5).astype(np.uint8)
+
+
+def example_parser(doc: str, name: str, iters: int, res: int) -> argparse.ArgumentParser:
+    """The options every dr example takes: --iters, --res, --out (default NAME_out), --backend, --seed."""
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
+    ap.add_argument("--iters", type=int, default=iters)
+    ap.add_argument("--res", type=int, default=res)
+    ap.add_argument("--out", default=f"{name}_out")
+    ap.add_argument("--backend", default="cpu")
+    ap.add_argument("--seed", type=int, default=0)
+    return ap
+
+
+def write_picture(out_dir: str, name: str, image: np.ndarray) -> None:
+    """Write OUT_DIR/NAME.png (uint8 image) and say so."""
+    import imageio.v3 as iio
+
+    os.makedirs(out_dir, exist_ok=True)
+    path = os.path.join(out_dir, f"{name}.png")
+    iio.imwrite(path, image)
+    print(f"wrote {path}")

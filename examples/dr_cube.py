@@ -6,7 +6,6 @@
 Writes OUT/dr_cube.png: four fixed views of the target (top), the starting cube (middle) and the fit (bottom),
 and prints the image loss and the vertex error.
 """
-import argparse
 import os
 import sys
 
@@ -16,7 +15,8 @@ import torch
 sys.path.insert(0, os.path.dirname(__file__))
 import mofa_tk  # noqa: E402
 import mofa_tk.dr as dr  # noqa: E402
-from dr_common import clip_positions, cube, projection, random_rotations, to_png  # noqa: E402
+from dr_common import (clip_positions, cube, example_parser, projection, random_rotations, to_png,  # noqa: E402
+                       write_picture)
 
 
 def render(glctx, verts, colors, tri, rotations, res, proj):
@@ -27,13 +27,8 @@ def render(glctx, verts, colors, tri, rotations, res, proj):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--iters", type=int, default=400)
-    ap.add_argument("--res", type=int, default=64)
+    ap = example_parser(__doc__, "dr_cube", iters=400, res=64)
     ap.add_argument("--batch", type=int, default=4)
-    ap.add_argument("--out", default="dr_cube_out")
-    ap.add_argument("--backend", default="cpu")
-    ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
     mofa_tk.init(args.backend)
     rng = np.random.default_rng(args.seed)
@@ -65,12 +60,7 @@ def main(argv=None):
         for verts, cols in ((v_true, c_true), (v0, c0), (v.detach(), c.detach())):
             imgs = render(glctx, verts, cols, tri, views, 128, proj)
             rows.append(np.concatenate([to_png(im) for im in imgs], 1))
-    os.makedirs(args.out, exist_ok=True)
-    path = os.path.join(args.out, "dr_cube.png")
-    import imageio.v3 as iio
-
-    iio.imwrite(path, np.concatenate(rows, 0))
-    print(f"wrote {path}")
+    write_picture(args.out, "dr_cube", np.concatenate(rows, 0))
 
 
 if __name__ == "__main__":

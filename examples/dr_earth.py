@@ -20,7 +20,8 @@ from scipy import ndimage
 sys.path.insert(0, os.path.dirname(__file__))
 import mofa_tk  # noqa: E402
 import mofa_tk.dr as dr  # noqa: E402
-from dr_common import clip_positions, projection, random_rotations, to_png, uv_sphere  # noqa: E402
+from dr_common import (clip_positions, example_parser, projection, random_rotations, to_png,  # noqa: E402
+                       uv_sphere, write_picture)
 
 
 def planet_texture(rng, H=256, W=512):
@@ -47,14 +48,9 @@ def render(glctx, pos, tri, uvs, tex, res, mip):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--iters", type=int, default=300)
-    ap.add_argument("--res", type=int, default=128)
+    ap = example_parser(__doc__, "dr_earth", iters=300, res=128)
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--mip", action=argparse.BooleanOptionalAction, default=True)
-    ap.add_argument("--out", default="dr_earth_out")
-    ap.add_argument("--backend", default="cpu")
-    ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
     mofa_tk.init(args.backend)
     rng = np.random.default_rng(args.seed)
@@ -93,12 +89,7 @@ def main(argv=None):
     rows = [np.concatenate([to_png(im) for im in imgs], 1) for imgs in (t_img, f_img)]
     texrow = np.concatenate([tex_true.numpy(), tex.detach().clamp(0, 1).numpy()], 1)
     texrow = (ndimage.zoom(texrow, (rows[0].shape[1] / texrow.shape[1],) * 2 + (1,), order=1) * 255 + 0.5)
-    os.makedirs(args.out, exist_ok=True)
-    path = os.path.join(args.out, "dr_earth.png")
-    import imageio.v3 as iio
-
-    iio.imwrite(path, np.concatenate(rows + [texrow.astype(np.uint8)], 0))
-    print(f"wrote {path}")
+    write_picture(args.out, "dr_earth", np.concatenate(rows + [texrow.astype(np.uint8)], 0))
 
 
 if __name__ == "__main__":

@@ -7,7 +7,6 @@ the best kept. CPU: about 20 s.
 
 Writes OUT/dr_pose.png (target, start, result of the best restart) and prints the rotation error in degrees.
 """
-import argparse
 import math
 import os
 import sys
@@ -18,7 +17,8 @@ import torch
 sys.path.insert(0, os.path.dirname(__file__))
 import mofa_tk  # noqa: E402
 import mofa_tk.dr as dr  # noqa: E402
-from dr_common import clip_positions, cube, projection, random_rotations, to_png  # noqa: E402
+from dr_common import (clip_positions, cube, example_parser, projection, random_rotations, to_png,  # noqa: E402
+                       write_picture)
 from mofa_tk.rotation import axis_angle_to_matrix  # noqa: E402
 
 FACE_COLOURS = [(0.9, 0.2, 0.2), (0.2, 0.8, 0.2), (0.2, 0.3, 0.9), (0.9, 0.9, 0.2), (0.9, 0.3, 0.9),
@@ -53,13 +53,8 @@ def angle_deg(r1, r2):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--iters", type=int, default=250)
+    ap = example_parser(__doc__, "dr_pose", iters=250, res=96)
     ap.add_argument("--restarts", type=int, default=4)
-    ap.add_argument("--res", type=int, default=96)
-    ap.add_argument("--out", default="dr_pose_out")
-    ap.add_argument("--backend", default="cpu")
-    ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
     mofa_tk.init(args.backend)
     rng = np.random.default_rng(args.seed)
@@ -92,12 +87,7 @@ def main(argv=None):
     print(f"best restart: rotation error {best[3]:.2f} deg")
     with torch.no_grad():
         imgs = [render(glctx, verts, cols, tri, rr, 160, proj)[0] for rr in (r_true, best[1], best[2])]
-    os.makedirs(args.out, exist_ok=True)
-    path = os.path.join(args.out, "dr_pose.png")
-    import imageio.v3 as iio
-
-    iio.imwrite(path, np.concatenate([to_png(im) for im in imgs], 1))
-    print(f"wrote {path}")
+    write_picture(args.out, "dr_pose", np.concatenate([to_png(im) for im in imgs], 1))
 
 
 if __name__ == "__main__":

@@ -28,6 +28,17 @@ def _face_landmarks(rng, W=S_PHOTO, H=S_PHOTO):
     return ((lm - lm.mean(0)) * s + c).astype(np.float32)
 
 
+def _photo_folder(root, rng, n=3):
+    """n plain photos f0.png ... in a new folder `root`; returns {file name: the landmarks a fake detector
+    gives for it}."""
+    root.mkdir()
+    truth = {}
+    for k in range(n):
+        _write_png(root / f"f{k}.png", _ramp_image())
+        truth[f"f{k}.png"] = _face_landmarks(rng)
+    return truth
+
+
 _LAYOUT = {}
 
 
@@ -233,13 +244,8 @@ def test_unusable_landmark_file_falls_back_to_detection(tmp_path, monkeypatch):
 
 
 def test_detected_landmarks_are_cached(tmp_path, monkeypatch):
-    rng = np.random.default_rng(1)
     root = tmp_path / "det"
-    root.mkdir()
-    truth = {}
-    for k in range(3):
-        _write_png(root / f"f{k}.png", _ramp_image())
-        truth[f"f{k}.png"] = _face_landmarks(rng)
+    truth = _photo_folder(root, np.random.default_rng(1))
     _write_png(root / "noface.png", _ramp_image())
     calls = []
 
@@ -288,13 +294,8 @@ def test_landmark_cache_is_appended_and_survives_interruptions(tmp_path, monkeyp
     """The cache gets one line per detection (no rewrite: a header + 3 lines after 3 detections), a line cut
     short by a crash is ignored, later lines win, and a cache in the previous one-object format is read and
     converted."""
-    rng = np.random.default_rng(2)
     root = tmp_path / "app"
-    root.mkdir()
-    truth = {}
-    for k in range(3):
-        _write_png(root / f"f{k}.png", _ramp_image())
-        truth[f"f{k}.png"] = _face_landmarks(rng)
+    truth = _photo_folder(root, np.random.default_rng(2))
     calls = []
 
     def fake_detect(image, *, name=None, **kw):

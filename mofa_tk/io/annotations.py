@@ -22,7 +22,6 @@ shape predictor, not from a person) and TF_FLAME's 51-point ``*_lmks.npy``.
 """
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +31,7 @@ import scipy.io
 
 from ..errors import InputError
 from ..landmarks import read_landmarks
+from .ljson import read_ljson_groups
 
 __all__ = ["ANNOTATION_FORMATS", "Annotation", "read_pts68", "read_annotation_mat", "read_five_point_txt", "read_ljson",
            "find_annotation"]
@@ -163,7 +163,8 @@ def read_five_point_txt(path) -> Annotation:
 
 
 def read_ljson(path) -> Annotation:
-    """Read a menpo LJSON file (v1-v3): the first landmark group with 68 points.
+    """Read a menpo LJSON file (v1-v3): the first landmark group with 68 points (in iBUG order: a group whose labels
+    store the parts in another order is reordered, `io.ljson`).
 
     LJSON stores 2D points as (y, x) = (row, column) with integer pixel centres (menpo's convention);
     returns points (68, 2) float64 (u = x + 0.5, v = y + 0.5), null entries -> NaN. Raises
@@ -172,15 +173,7 @@ def read_ljson(path) -> Annotation:
     p = Path(os.fspath(path))
     if not p.is_file():
         raise FileNotFoundError(f"annotation file not found: {p}")
-    try:
-        d = json.loads(p.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        _bad(p, f"not valid JSON ({exc})")
-    groups = []
-    if isinstance(d, dict) and isinstance(d.get("groups"), dict):
-        groups = [g.get("landmarks", {}).get("points") for g in d["groups"].values() if isinstance(g, dict)]
-    elif isinstance(d, dict) and isinstance(d.get("landmarks"), dict):
-        groups = [d["landmarks"].get("points")]
+    groups = read_ljson_groups(p)
     for pts in groups:
         if isinstance(pts, list) and len(pts) == 68:
             a = np.array([[np.nan, np.nan] if q is None or None in q else q for q in pts], dtype=np.float64)

@@ -1,7 +1,6 @@
 """Reading 3D scans: triangle meshes from OBJ and PLY files, and their 3D landmarks (menpo LJSON or .npy)."""
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -9,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError, ModelFormatError
+from .ljson import read_ljson_groups
 
 __all__ = ["read_mesh", "parse_obj", "read_landmarks_3d", "find_scan", "Scan", "MESH_EXTENSIONS"]
 
@@ -170,7 +170,8 @@ def _fan(polys) -> np.ndarray:
 
 
 def read_landmarks_3d(path) -> np.ndarray:
-    """3D landmarks of a scan: the first 68-point group of a menpo LJSON file with 3D points, or a (N, 3) .npy.
+    """3D landmarks of a scan: the first group of 3D points of a menpo LJSON file (a 68-point group in iBUG order,
+    `io.ljson`), or a (N, 3) .npy.
 
     Returns (N, 3) float64 in the scan's units (NaN for missing points). Raises FileNotFoundError or
     InputError naming the file.
@@ -181,18 +182,9 @@ def read_landmarks_3d(path) -> np.ndarray:
     if p.suffix.lower() == ".npy":
         a = np.asarray(np.load(p, allow_pickle=False), np.float64)
     else:
-        try:
-            d = json.loads(p.read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise InputError(f"landmark file {str(p)!r}: not valid JSON ({exc})") from None
-        groups = d.get("groups", {}) if isinstance(d, dict) else {}
-        pts = [g.get("landmarks", {}).get("points") for g in groups.values() if isinstance(g, dict)] \
-            if isinstance(groups, dict) else []
-        if isinstance(d, dict) and isinstance(d.get("landmarks"), dict):
-            pts.append(d["landmarks"].get("points"))
         a = None
-        for q in pts:
-            if isinstance(q, list) and q and all(r is None or len(r) == 3 for r in q):
+        for q in read_ljson_groups(p):
+            if q and all(r is None or (isinstance(r, list) and len(r) == 3) for r in q):
                 a = np.array([[np.nan] * 3 if r is None or None in r else r for r in q], np.float64)
                 break
         if a is None:

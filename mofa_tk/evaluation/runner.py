@@ -11,7 +11,7 @@ from ..errors import InputError
 from ..face.builtin import builtin_model
 from ..io.models import load_model
 from .landmarks import INNER49, aflw_gt_3d, five_from_68, landmark_3d_error, nme5, nme68
-from .scan import scan_error
+from .scan import landmark_positions, scan_error
 
 __all__ = ["load_eval_model", "evaluate_image", "summarize", "stats", "albedo_note"]
 
@@ -185,8 +185,7 @@ def _scan_rows(row, res, model, scan) -> None:
         meshes.append(("_landmarks", res.verts_at("landmarks")))
     for suffix, verts in meshes:
         v = np.asarray(verts.detach().cpu(), np.float64)
-        lm = np.where((lm_idx >= 0)[:, None], v[np.clip(lm_idx, 0, None)], np.nan)
-        out = scan_error(v, tris, lm, scan.verts, scan.landmarks)
+        out = scan_error(v, tris, landmark_positions(v, lm_idx), scan.verts, scan.landmarks)
         row["scan_median" + suffix] = out["median"]
         if not suffix:
             row.update(scan_mean=out["mean"], scan_std=out["std"], scan_median_eyes=out["median_eyes"])

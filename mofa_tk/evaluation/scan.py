@@ -1,10 +1,12 @@
 """Scan-to-mesh error of a fitted face against a 3D scan, after the NoW benchmark's protocol.
 
 NoW (Sanyal et al., CVPR 2019) aligns the predicted mesh to the scan with a similarity transform estimated from
-corresponding landmarks, refines the alignment by rigid ICP (scale kept), and reports the distance from each
-scan point in the face region to the closest point of the predicted surface: median, mean and standard
-deviation. `scan_error` does the same with the 68 iBUG landmarks (those the model has), and a face region of
-scan points within `radius` of the scan's nose-tip landmark (iBUG 30). Distances are in the scan's units (mm for
+7 corresponding landmarks (eye corners, nose bottom, mouth corners), refines it by ICP, and reports the distance
+from each scan point in the face region to the closest point of the predicted surface: median, mean and
+standard deviation. `scan_error` aligns by the 68 iBUG landmarks (those the model has), keeps the landmarks'
+scale during ICP (rotation and translation only; NoW's ICP refines the scale too), and takes the scan points
+within `radius` of the scan's nose-tip landmark (iBUG 30; NoW centres its crop between the nose bottom and the
+inner eye corners). Its figures are therefore close to, not equal to, NoW's. Distances are in the scan's units (mm for
 NoW and REALY scans) and also given relative to the scan's outer-eye-corner distance (iBUG 36-45).
 
 Plain NumPy / SciPy in float64. Closest points on the mesh: the triangles around the nearest vertices and
@@ -19,7 +21,7 @@ from scipy.spatial import cKDTree
 from ..errors import InputError
 from ..mesh import vertex_face_adjacency
 
-__all__ = ["closest_points_on_mesh", "vertex_faces", "similarity_transform", "align_to_scan", "scan_error", "SCAN_RADIUS_EYES"]
+__all__ = ["closest_points_on_mesh", "vertex_faces", "landmark_positions", "similarity_transform", "align_to_scan", "scan_error", "SCAN_RADIUS_EYES"]
 
 #: Default face-region radius around the nose tip, in outer-eye-corner distances of the scan (about 100 mm).
 SCAN_RADIUS_EYES = 1.1
@@ -99,6 +101,13 @@ def closest_points_on_mesh(points, verts, tris, k: int = 16, incidence=None):
     return d[np.arange(n), best], cp[np.arange(n), best]
 
 
+def landmark_positions(verts, indices) -> np.ndarray:
+    """(68, 3) positions of landmark vertex `indices` (68,) int (-1: none, NaN row) on `verts` (V, 3)."""
+    li = np.asarray(indices, np.int64)
+    v = np.asarray(verts, np.float64)
+    return np.where((li >= 0)[:, None], v[np.clip(li, 0, None)], np.nan)
+
+
 def similarity_transform(src, dst, scale: bool = True):
     """(s, R, t) minimising sum |s R src_i + t - dst_i|^2 (Umeyama 1991; a proper rotation, det R = +1).
 
@@ -155,19 +164,23 @@ def scan_error(verts, tris, landmarks, scan_verts, scan_landmarks, radius: float
         verts (V, 3), tris (T, 3): the predicted mesh; landmarks (68, 3): its iBUG landmark positions (NaN for
             those it lacks).
         scan_verts (m, 3): the scan's points; scan_landmarks (68, 3): the scan's iBUG landmarks.
-        radius: face region around the scan's nose tip (landmark 30), in scan units; default SCAN_RADIUS_EYES
+        radius: face region around the scan's nose tip (landmark 30; the nose bottom, 33, when 30 is NaN, as
+            in NoW's 7 landmarks), in scan units; default SCAN_RADIUS_EYES
             times the scan's outer-eye-corner distance.
     Returns:
         {"median", "mean", "std" (scan units), "median_eyes", "mean_eyes" (/ outer-eye distance), "points" (in
         the region), "eye_distance", "scale" (of the landmark similarity)}.
     """
     slm = np.asarray(scan_landmarks, np.float64)
-    if slm.shape[0] < 46 or not np.isfinite(slm[[30, 36, 45]]).all():
-        raise InputError("scan_landmarks: need the iBUG nose tip (30) and outer eye corners (36, 45)")
+    if slm.shape[0] < 46 or not np.isfinite(slm[[36, 45]]).all() or \
+            not (np.isfinite(slm[30]).all() or np.isfinite(slm[33]).all()):
+        raise InputError("scan_landmarks: need the iBUG nose tip (30) or nose bottom (33) and the outer eye "
+                         "corners (36, 45)")
+    centre = slm[30] if np.isfinite(slm[30]).all() else slm[33]
     eyes = float(np.linalg.norm(slm[36] - slm[45]))
     r = SCAN_RADIUS_EYES * eyes if radius is None else float(radius)
     sv = np.asarray(scan_verts, np.float64)
-    region = sv[np.linalg.norm(sv - slm[30], axis=1) <= r]
+    region = sv[np.linalg.norm(sv - centre, axis=1) <= r]
     if len(region) < 10:
         raise InputError(f"scan: {len(region)} points within {r:.3g} of the nose tip; need at least 10")
     aligned, (s, _, _) = align_to_scan(verts, tris, landmarks, slm, region, iterations)

@@ -105,6 +105,15 @@ def test_scan_error_of_a_sphere_one_unit_larger():
     assert scan_error(same, stris, lm, scan, lm)["median"] < 0.01
     with pytest.raises(InputError, match="nose tip"):
         scan_error(same, stris, lm, scan, lm[:30])
+    # NoW's 7 landmarks (eye corners, nose bottom 33, mouth corners; NaN elsewhere): the same answer
+    lm7 = np.full_like(lm, np.nan)
+    now7 = [36, 39, 42, 45, 33, 48, 54]
+    lm7[now7] = lm[now7]
+    out7 = scan_error(s * pred @ R.T + t, ptris, s * lm7 @ R.T + t, scan, lm7, radius=1000.0)
+    assert out7["median"] == pytest.approx(1.0, abs=0.01) and out7["scale"] == pytest.approx(1 / s, rel=1e-6)
+    lm7[33] = np.nan
+    with pytest.raises(InputError, match="nose tip.*nose bottom"):
+        scan_error(same, stris, lm7, scan, lm7)
 
 
 def test_mesh_readers(tmp_path):

@@ -6,6 +6,8 @@
 | landmarks  | the 68 / 5-point NME and 3D landmark error of `mofa eval`                |
 | runner     | models to evaluate, one photo's row of metrics, summaries                |
 | synthetic  | synthetic faces with known meshes, fitted and scored                     |
+| scan       | NoW-style scan-to-mesh error of a fit against a 3D scan                  |
+| scan_views | fits of rendered views of a scan, scored against it                      |
 | tiles      | overlay and failure tiles, contact sheet                                 |
 | report     | report.md / results.json and the summary plot                           |
 

@@ -24,7 +24,7 @@ ANCHOR_HELP = ("prior weight (in units of the reg term weight) on how far the ph
 DENSE_HELP = ("weight of the dense term (MediaPipe's 478 Face Mesh points on the model's vertices) relative to the "
               "68-point landmark term (default: fit's, 0.3); 0 = the 68 points only")
 DEPTH_HELP = ("weight of a depth term on MediaPipe's relative z of the same points, relative to the dense term "
-              "(default 0: off; docs/evaluation.md)")
+              "(default 0.3, 0 = off; docs/evaluation.md)")
 
 
 def landmark_term_weights(args) -> dict:

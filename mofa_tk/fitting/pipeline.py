@@ -47,10 +47,9 @@ DEFAULT_ITERS = {"lm": {"pose": 15, "landmarks": 25, "photometric": 30},
 OPTIMIZERS = ("lm", "adam")
 #: Default weight of the dense MediaPipe term relative to the 68-point landmark term.
 DENSE_WEIGHT = 0.3
-#: Default weight of the depth term (MediaPipe's relative depths, up to scale) relative to the dense term: off
-#: (on the 16 AFLW2000-3D photos 0.3 lowered every model's 3D error, on the james scan it raised the built-in
-#: model's: docs/evaluation.md).
-DEPTH_WEIGHT = 0.0
+#: Default weight of the depth term (MediaPipe's relative depths, up to scale) relative to the dense term
+#: (checked on renders of a scan held out from every other choice: docs/evaluation.md).
+DEPTH_WEIGHT = 0.3
 #: What the photometric stage refines: every block, or the appearance and pose only (shape and expression kept).
 PHOTOMETRIC_MODES = {"all": None, "appearance": ("rotation", "translation", "reflectance", "illumination")}
 
@@ -115,7 +114,7 @@ def fit(image, model=None, landmarks=None, *, size: int = 224, optimizer: str = 
                 relative to the 68-point landmark term; 0 = the 68 landmarks only (`--landmarks 68`)
     depth_weight: weight, relative to the dense term, of a depth term on the same points: the dense vertices'
                 camera-space depths, centred and in pixels (focal / face distance), against MediaPipe's relative
-                z (mesh_landmarks' third column), up to a scale fitted in closed form; default 0 (off)
+                z (mesh_landmarks' third column), up to a scale fitted in closed form; 0 = off
     init_code:  optional (N,) or (1, N) float code of `model` for THIS crop (same `size`-independent camera and
                 `crop_scale`), e.g. `Encoder.predict_code` of the crop (`mofa fit --encoder CKPT`). It competes
                 with the closed-form initialisations: the pose stage starts from whichever of the encoder's

@@ -199,7 +199,7 @@ def test_example_runs_on_the_astronaut(cpu, tmp_path):
                                                   "illumination")] == [3, 3, 80, 64, 80, 27]
     assert set(p["timings_s"]) >= {"detect", "pose", "landmarks", "photometric", "total"}
     assert p["landmarks"]["nme_inter_ocular"] < 0.04
-    assert p["fit"]["landmarks"] == "dense" and p["fit"]["dense_weight"] == 0.3 and p["fit"]["depth_weight"] == 0
+    assert p["fit"]["landmarks"] == "dense" and p["fit"]["dense_weight"] == 0.3 and p["fit"]["depth_weight"] == 0.3
     assert p["fit"]["contour"] is False and p["fit"]["photometric"] == "appearance"
     assert abs(p["code"]["pose_degrees"]["yaw"]) < 15                  # a near-frontal portrait
     import imageio.v3 as iio

@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -99,6 +100,10 @@ def mediapipe_map(model, *, cache: bool = True) -> MediaPipeMap:
                 os.replace(tmp, path)
             except OSError:
                 pass                                            # no writable cache: rebuilt next time
+    if not float(m.weight.sum()) > 0:
+        warnings.warn(f"MediaPipe found no face on the renders of {model.name!r}'s mean face (face.mediapipe_map): "
+                      "the dense and depth terms do nothing for this model; its fits use the 68 landmarks only",
+                      RuntimeWarning, stacklevel=2)
     _MEMO.put(model, m)
     return m
 

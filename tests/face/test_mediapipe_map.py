@@ -70,3 +70,19 @@ def test_map_is_cached_on_disk_and_rebuilt_when_damaged(cpu, cache, monkeypatch)
     assert torch.equal(rebuilt.vertices, first.vertices)
     with np.load(files[0]) as z:
         assert np.array_equal(z["vertices"], first.vertices.numpy())
+
+
+def test_a_model_mediapipe_cannot_see_warns(cpu, cache, monkeypatch):
+    """No face found on any render: every weight is 0, and the user is told the dense term does nothing."""
+    import mofa_tk.landmarks as lmk
+
+    def no_face(*a, **k):
+        raise lmk.NoFaceFoundError("no face")
+
+    monkeypatch.setattr(lmk, "detect", no_face)
+    try:
+        with pytest.warns(RuntimeWarning, match="no face on the renders.*68 landmarks only"):
+            m = mm.mediapipe_map(mofa_tk.builtin_model(), cache=False)
+    finally:
+        mm._MEMO.clear()                    # later tests must not see this empty map
+    assert float(m.weight.sum()) == 0 and (m.vertices == -1).all()

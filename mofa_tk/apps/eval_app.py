@@ -301,7 +301,9 @@ def run(args, argv) -> int:
                 for tag, model in models:
                     task = progress.add_task(f"synthetic [{tag}]", total=args.synthetic)
                     region = ev.face_region(model)
-                    rows = ev.evaluate_synthetic(model, args.synthetic, seed=args.seed, fit_kwargs=fit_kwargs,
+                    # a synthetic face's landmarks are its fixed landmark vertices, projected: no sliding jaw
+                    rows = ev.evaluate_synthetic(model, args.synthetic, seed=args.seed,
+                                                 fit_kwargs={**fit_kwargs, "contour": False},
                                                  region=region, progress=lambda _i, t=task: progress.advance(t))
                     syn_models.append({"tag": tag, "name": model.name, "rows": rows,
                                        "summary": ev.summarize_synthetic(rows), "face_vertices": int(region.sum()),

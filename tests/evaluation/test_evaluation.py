@@ -401,3 +401,23 @@ def test_eval_command_on_shared_data_subset(shared_data, tmp_path, monkeypatch):
     d = rows["datasets__examples__000002.jpg"]
     assert d["status"] == "ok" and d["annotation_format"] == "five_point"
     assert math.isnan(d["nme"] if d["nme"] is not None else float("nan")) and d["nme5"] < 0.15
+
+
+def test_eval_synthetic_faces_never_slide_the_jaw(tmp_path, monkeypatch):
+    """`--landmarks annotation` slides the jaw of photo fits; synthetic faces, whose landmarks are fixed
+    vertices, are fitted without it."""
+    from mofa_tk.apps import eval_app
+
+    _no_bar_env(monkeypatch)
+    seen = []
+    real = eval_app.ev.evaluate_synthetic
+
+    def spy(model, n, **kw):
+        seen.append(kw["fit_kwargs"])
+        return real(model, n, **kw)
+
+    monkeypatch.setattr(eval_app.ev, "evaluate_synthetic", spy)
+    rc = eval_app.main(["--synthetic", "1", "--landmarks", "annotation", "--iters", "1", "--size", "96",
+                        "--quiet", "--out", str(tmp_path / "out")])
+    assert rc == 0 and len(seen) == 1 and seen[0]["contour"] is False
+    assert json.loads((tmp_path / "out" / "results.json").read_text())["synthetic"]["models"][0]["rows"]

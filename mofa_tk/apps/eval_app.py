@@ -68,6 +68,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "residual)")
     p.add_argument("--dense-weight", type=float, default=None, metavar="W", help=DENSE_HELP)
     p.add_argument("--depth-weight", type=float, default=None, metavar="W", help=DEPTH_HELP)
+    p.add_argument("--scan-protocol", choices=("landmarks68", "now"), default="landmarks68",
+                   help="scan metric for photos with a scan beside them: 'landmarks68' (default: similarity on the "
+                        "68 landmarks, rigid ICP, region around the nose tip) or 'now' (NoW's 7 landmarks, crop "
+                        "and scaled ICP; docs/evaluation.md)")
     p.add_argument("--iters", type=int, default=None, metavar="N",
                    help="maximum photometric iterations per fit (default: fit's default, 30 for lm)")
     p.add_argument("--optimizer", choices=("lm", "adam"), default="lm", help="photometric optimiser (default lm)")
@@ -198,7 +202,7 @@ def run(args, argv) -> int:
     command = f"{prefix} {shlex.join(argv)}"
     meta = {"command": command, "date": ev.timestamp(), "mofa_tk": mofa_tk.__version__, "backend": backend,
             "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
-            "landmarks_mode": args.landmarks,
+            "landmarks_mode": args.landmarks, "scan_protocol": args.scan_protocol,
             "fit_options": {k: v for k, v in fit_kwargs.items()} | ({} if args.iters is not None
                                                                      else {"iters": "default"}),
             "partial": False}
@@ -273,7 +277,8 @@ def run(args, argv) -> int:
                         else:
                             row = ev.evaluate_image(fit, img.rgb, model, pm["points"], annotation=ann,
                                                     landmarks=start_lm, detected=detected, scale=img.scale,
-                                                    fit_kwargs=fit_kwargs, scan=scan, mesh=start_mesh)
+                                                    fit_kwargs=fit_kwargs, scan=scan, mesh=start_mesh,
+                                                    scan_protocol=args.scan_protocol)
                         row = {**base, **row, "detect_time": det_time,
                                "landmarks_detected": detected, "landmarks_annotation":
                                    (ann.points if ann is not None else None)}

@@ -98,10 +98,14 @@ def write_report(run: dict, out_dir) -> dict:
                          f"{fmt_pct(s['err3d_inner_mean_face']['median'])} |")
             L.append("")
         if any(m["summary"]["scan_median"]["n"] for m in models):
-            L += ["## 3D scans (NoW protocol)", "",
-                  "Scan points within 1.1 outer-eye distances of the scan's nose tip, distance to the fitted surface "
-                  "after a landmark similarity alignment and rigid ICP (mofa_tk.evaluation.scan); in the scan's "
-                  "units (mm for NoW / REALY scans). Means over the photos with a scan.", "",
+            now = meta.get("scan_protocol") == "now"
+            L += ["## 3D scans (NoW protocol)" if now else "## 3D scans (NoW-style)", "",
+                  ("NoW's protocol: scan points in NoW's face crop, distance to the fitted surface after a similarity "
+                   "on NoW's 7 landmarks and an ICP refining rotation, translation and scale" if now else
+                   "Scan points within 1.1 outer-eye distances of the scan's nose tip, distance to the fitted "
+                   "surface after a similarity on the 68 landmarks and rigid ICP") +
+                  " (mofa_tk.evaluation.scan); in the scan's units (mm for NoW / REALY scans). Means over the "
+                  "photos with a scan.", "",
                   "| model | scans | fit: median / mean / std | landmark stage: median | mean face: median | "
                   "fit median / outer-eye distance |", "|---|---|---|---|---|---|"]
             for m in models:

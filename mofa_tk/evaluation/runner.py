@@ -47,7 +47,8 @@ def _nan_list(a):
 
 
 def evaluate_image(fit_fn, image, model, points, *, annotation=None, landmarks=None, detected=None,
-                   scale: float = 1.0, fit_kwargs=None, scan=None, mesh=None) -> dict:
+                   scale: float = 1.0, fit_kwargs=None, scan=None, mesh=None,
+                   scan_protocol: str = "landmarks68") -> dict:
     """Fit one photo with one model and measure it; never raises (except KeyboardInterrupt).
 
     fit_fn:     `mofa_tk.fitting.pipeline.fit` (passed in so that a caller can time / replace it)
@@ -64,6 +65,7 @@ def evaluate_image(fit_fn, image, model, points, *, annotation=None, landmarks=N
                 (`evaluation.scan.scan_error`) of the fit, of the landmark stage and of the mean face:
                 scan_median / scan_mean / scan_std (scan units), scan_median_eyes, and the _landmarks and
                 _mean_face forms of scan_median
+    scan_protocol: `scan_error`'s protocol, "landmarks68" or "now"
 
     Returns a dict: status ("ok" | "failed"), reason, fit_time (s), nme / nme_inner / nme_bbox /
     nme_detector / nme_detector_inner / nme5 / nme5_detector (fractions, NaN when not applicable), err3d /
@@ -95,7 +97,7 @@ def evaluate_image(fit_fn, image, model, points, *, annotation=None, landmarks=N
     row["landmarks_fit"] = fitted
     if scan is not None:
         try:
-            _scan_rows(row, res, model, scan)
+            _scan_rows(row, res, model, scan, scan_protocol)
         except InputError as exc:
             row["reason"] = f"scan metric not computed: {' '.join(str(exc).split())}"
     if annotation is None:
@@ -176,7 +178,7 @@ def summarize(rows: list) -> dict:
     return out
 
 
-def _scan_rows(row, res, model, scan) -> None:
+def _scan_rows(row, res, model, scan, protocol: str) -> None:
     """The scan metric of the fit, of the landmark stage and of the mean face, into `row`."""
     tris = np.asarray(model.triangles.cpu(), np.int64)
     lm_idx = np.asarray(model.landmarks.cpu(), np.int64)
@@ -185,7 +187,7 @@ def _scan_rows(row, res, model, scan) -> None:
         meshes.append(("_landmarks", res.verts_at("landmarks")))
     for suffix, verts in meshes:
         v = np.asarray(verts.detach().cpu(), np.float64)
-        out = scan_error(v, tris, landmark_positions(v, lm_idx), scan.verts, scan.landmarks)
+        out = scan_error(v, tris, landmark_positions(v, lm_idx), scan.verts, scan.landmarks, protocol=protocol)
         row["scan_median" + suffix] = out["median"]
         if not suffix:
             row.update(scan_mean=out["mean"], scan_std=out["std"], scan_median_eyes=out["median_eyes"])

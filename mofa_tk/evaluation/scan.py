@@ -21,7 +21,11 @@ from scipy.spatial import cKDTree
 from ..errors import InputError
 from ..mesh import vertex_face_adjacency
 
-__all__ = ["closest_points_on_mesh", "vertex_faces", "landmark_positions", "similarity_transform", "align_to_scan", "scan_error", "SCAN_RADIUS_EYES"]
+__all__ = ["closest_points_on_mesh", "vertex_faces", "landmark_positions", "similarity_transform", "now_region", "NOW7",
+           "align_to_scan", "scan_error", "SCAN_RADIUS_EYES"]
+
+#: NoW's 7 landmarks as iBUG indices: outer and inner eye corners, nose bottom, mouth corners.
+NOW7 = (36, 39, 42, 45, 33, 48, 54)
 
 #: Default face-region radius around the nose tip, in outer-eye-corner distances of the scan (about 100 mm).
 SCAN_RADIUS_EYES = 1.1
@@ -124,15 +128,18 @@ def similarity_transform(src, dst, scale: bool = True):
     return s, R, md - s * R @ ms
 
 
-def align_to_scan(verts, tris, landmarks, scan_landmarks, scan_points, iterations: int = 30):
-    """The NoW alignment of a predicted mesh to a scan.
+def align_to_scan(verts, tris, landmarks, scan_landmarks, scan_points, iterations: int = 30,
+                  icp_scale: bool = False):
+    """Align a predicted mesh to a scan: a similarity on the landmarks, then ICP.
 
     Args:
         verts (V, 3), tris (T, 3): the predicted mesh (any units).
         landmarks (n, 3), scan_landmarks (n, 3): corresponding landmarks on the mesh and on the scan (NaN rows
             are left out; at least 3 are needed).
         scan_points (m, 3): the scan points the rigid ICP fits the mesh to (the face region).
-        iterations: rigid ICP steps after the landmark similarity (stops earlier when the mean distance settles).
+        iterations: ICP steps after the landmark similarity (stops earlier when the mean distance settles).
+        icp_scale: False: the ICP moves the mesh rigidly (the landmarks' scale is kept); True: it refines the
+            scale too (NoW's ICP).
     Returns:
         (verts aligned to the scan (V, 3), (s, R, t) of the whole transform).
     """
@@ -146,18 +153,28 @@ def align_to_scan(verts, tris, landmarks, scan_landmarks, scan_points, iteration
     last = np.inf
     for _ in range(iterations):
         d, closest = closest_points_on_mesh(scan_points, v, tris, incidence=inc)
-        # rigid update taking the closest surface points onto the scan points, applied to the mesh
-        _, dR, dt = similarity_transform(closest, scan_points, scale=False)
-        v = v @ dR.T + dt
-        R, t = dR @ R, dR @ t + dt
+        # update taking the closest surface points onto the scan points, applied to the mesh
+        ds, dR, dt = similarity_transform(closest, scan_points, scale=icp_scale)
+        v = ds * v @ dR.T + dt
+        s, R, t = ds * s, dR @ R, ds * dR @ t + dt
         if last - d.mean() < 1e-6 * max(last, 1e-12):
             break
         last = d.mean()
     return v, (s, R, t)
 
 
+def now_region(scan_landmarks):
+    """NoW's face crop from iBUG landmarks: (centre (3,), radius). The centre lies 0.3 of the way from the nose
+    bottom (33) to the midpoint of the inner eye corners (39, 42); the radius is 1.4 x the mean of the outer-eye
+    distance (36-45) and that nose length."""
+    slm = np.asarray(scan_landmarks, np.float64)
+    bridge = (slm[39] + slm[42]) / 2
+    centre = slm[33] + 0.3 * (bridge - slm[33])
+    return centre, 1.4 * (np.linalg.norm(slm[36] - slm[45]) + np.linalg.norm(bridge - slm[33])) / 2
+
+
 def scan_error(verts, tris, landmarks, scan_verts, scan_landmarks, radius: float | None = None,
-               iterations: int = 30) -> dict:
+               iterations: int = 30, protocol: str = "landmarks68") -> dict:
     """NoW-style scan-to-mesh error of a predicted face.
 
     Args:
@@ -165,25 +182,39 @@ def scan_error(verts, tris, landmarks, scan_verts, scan_landmarks, radius: float
             those it lacks).
         scan_verts (m, 3): the scan's points; scan_landmarks (68, 3): the scan's iBUG landmarks.
         radius: face region around the scan's nose tip (landmark 30; the nose bottom, 33, when 30 is NaN, as
-            in NoW's 7 landmarks), in scan units; default SCAN_RADIUS_EYES
-            times the scan's outer-eye-corner distance.
+            in NoW's 7 landmarks), in scan units; default SCAN_RADIUS_EYES times the scan's outer-eye-corner
+            distance. Not used by protocol "now".
+        protocol: "landmarks68" (the module docstring's) or "now": NoW's own choices: the similarity from the
+            7 landmarks NOW7 only, NoW's crop (`now_region`), and an ICP that refines the scale too.
     Returns:
         {"median", "mean", "std" (scan units), "median_eyes", "mean_eyes" (/ outer-eye distance), "points" (in
-        the region), "eye_distance", "scale" (of the landmark similarity)}.
+        the region), "eye_distance", "scale" (of the whole alignment: the landmark similarity's, times the
+        ICP's under protocol "now")}.
     """
+    if protocol not in ("landmarks68", "now"):
+        raise InputError(f"protocol: expected 'landmarks68' or 'now', got {protocol!r}")
     slm = np.asarray(scan_landmarks, np.float64)
-    if slm.shape[0] < 46 or not np.isfinite(slm[[36, 45]]).all() or \
+    lm = np.asarray(landmarks, np.float64)
+    if protocol == "now":
+        if slm.shape[0] < 68 or not np.isfinite(slm[list(NOW7)]).all():
+            raise InputError(f"scan_landmarks: protocol 'now' needs the 7 iBUG landmarks {NOW7}")
+        keep = np.full(len(lm), False)
+        keep[list(NOW7)] = True
+        lm = np.where(keep[:, None], lm, np.nan)
+        centre, r = now_region(slm)
+    elif slm.shape[0] < 46 or not np.isfinite(slm[[36, 45]]).all() or \
             not (np.isfinite(slm[30]).all() or np.isfinite(slm[33]).all()):
         raise InputError("scan_landmarks: need the iBUG nose tip (30) or nose bottom (33) and the outer eye "
                          "corners (36, 45)")
-    centre = slm[30] if np.isfinite(slm[30]).all() else slm[33]
+    else:
+        centre = slm[30] if np.isfinite(slm[30]).all() else slm[33]
+        r = SCAN_RADIUS_EYES * float(np.linalg.norm(slm[36] - slm[45])) if radius is None else float(radius)
     eyes = float(np.linalg.norm(slm[36] - slm[45]))
-    r = SCAN_RADIUS_EYES * eyes if radius is None else float(radius)
     sv = np.asarray(scan_verts, np.float64)
     region = sv[np.linalg.norm(sv - centre, axis=1) <= r]
     if len(region) < 10:
-        raise InputError(f"scan: {len(region)} points within {r:.3g} of the nose tip; need at least 10")
-    aligned, (s, _, _) = align_to_scan(verts, tris, landmarks, slm, region, iterations)
+        raise InputError(f"scan: {len(region)} points within {r:.3g} of the face centre; need at least 10")
+    aligned, (s, _, _) = align_to_scan(verts, tris, lm, slm, region, iterations, icp_scale=protocol == "now")
     d, _ = closest_points_on_mesh(region, aligned, tris, incidence=vertex_faces(tris, len(aligned)))
     return {"median": float(np.median(d)), "mean": float(d.mean()), "std": float(d.std()),
             "median_eyes": float(np.median(d) / eyes), "mean_eyes": float(d.mean() / eyes),

@@ -189,3 +189,52 @@ def test_find_scan_and_the_scan_rows_of_evaluate_image(tmp_path):
     assert row["scan_median_mean_face"] < 1e-6 and row["scan_median_landmarks"] < 1e-6
     assert row["scan_median"] > 0.1 and row["scan_mean"] >= row["scan_median"] * 0.5
     assert row["scan_median_eyes"] == pytest.approx(row["scan_median"] / np.linalg.norm(lm[36] - lm[45]))
+    # the NoW protocol through evaluate_image: same answers for the identical meshes, and the scan_error value
+    now = ev.evaluate_image(lambda *a, **k: _R(), np.zeros((64, 64, 3), np.float32), model, list(range(68)),
+                            scan=scan, scan_protocol="now")
+    assert now["scan_median_mean_face"] < 1e-6
+    from mofa_tk.evaluation.scan import landmark_positions, scan_error
+    b = bigger.double().numpy()
+    ref = scan_error(b, tris, landmark_positions(b, model.landmarks.numpy()), scan.verts, scan.landmarks,
+                     protocol="now")
+    assert now["scan_median"] == pytest.approx(ref["median"], rel=1e-9) and now["scan_median"] != row["scan_median"]
+
+
+def test_now_protocol_region_landmarks_and_scale():
+    """protocol="now": NoW's crop (centre 0.3 of the way from the nose bottom to the inner-eye midpoint, radius
+    1.4 x the mean of the outer-eye distance and that nose length), only the 7 NOW7 landmarks, and an ICP that
+    refines the scale: concentric spheres of radius 50 and 51 then meet (error ~0, whole scale 50/51 / s),
+    where the 68-landmark protocol keeps them 1 apart."""
+    from mofa_tk.evaluation.scan import NOW7, now_region
+
+    slm = np.zeros((68, 3))
+    slm[33] = [0, 0, 0]
+    slm[39], slm[42] = [-1, 10, 0], [1, 10, 0]
+    slm[36], slm[45] = [-20, 10, 0], [20, 10, 0]
+    c, r = now_region(slm)
+    np.testing.assert_allclose(c, [0, 3, 0])
+    assert r == pytest.approx(1.4 * (40 + 10) / 2)
+
+    scan, _ = _icosphere(50.0, 4)
+    pred, ptris = _icosphere(51.0, 5)
+    rng = np.random.default_rng(3)
+    lm = _landmarks_on(scan, rng)
+    R = axis_angle_to_matrix(torch.tensor([[0.2, -0.3, 0.1]], dtype=torch.float64))[0].numpy()
+    s, t = 2.5, np.array([3.0, 1.0, -9.0])
+    moved, mlm = s * pred @ R.T + t, s * lm @ R.T + t
+    now = scan_error(moved, ptris, mlm, scan, lm, protocol="now")
+    assert now["median"] < 0.05 and now["scale"] == pytest.approx(50 / 51 / s, rel=2e-3)
+    cen, rad = now_region(lm)
+    assert now["points"] == int((np.linalg.norm(scan - cen, axis=1) <= rad).sum())
+    assert scan_error(moved, ptris, mlm, scan, lm, radius=1000.0)["median"] == pytest.approx(1.0, abs=0.01)
+    # landmarks other than NOW7 do not enter
+    junk = mlm.copy()
+    others = np.setdiff1d(np.arange(68), NOW7)
+    junk[others] += rng.normal(0, 30, (len(others), 3))
+    assert scan_error(moved, ptris, junk, scan, lm, protocol="now")["median"] == pytest.approx(now["median"], abs=1e-6)
+    with pytest.raises(InputError, match="protocol"):
+        scan_error(moved, ptris, mlm, scan, lm, protocol="NoW")
+    lm7 = lm.copy()
+    lm7[39] = np.nan
+    with pytest.raises(InputError, match="7 iBUG landmarks"):
+        scan_error(moved, ptris, mlm, scan, lm7, protocol="now")

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 import mofa_tk
-from mofa_tk.errors import InputError, ModelFormatError
+from mofa_tk.errors import InputError, MofaError
 from mofa_tk.evaluation.runner import load_eval_model
 from mofa_tk.evaluation.scan_views import (SCAN_VIEWS, evaluate_scan_views, ibug68_landmarks, render_scan_views,
                                            scan_face_model)
@@ -62,9 +62,9 @@ def main(argv=None) -> int:
         weights = args.depth_weight if args.depth_weight is not None else [0.0, DEPTH_WEIGHT]
         settings = [(f"depth {w:g}", {"depth_weight": w}) for w in weights]
         images = render_scan_views(scan_face_model(verts, tris, lm), args.views, args.size)
-        rows = evaluate_scan_views(models, verts, tris, lm, images, settings, detect=detect,
+        rows = evaluate_scan_views(models, verts, lm, images, settings, detect=detect,
                                    progress=lambda s: print(f"  {s}", file=sys.stderr, flush=True))
-    except (InputError, FileNotFoundError, ModelFormatError) as exc:
+    except (MofaError, FileNotFoundError) as exc:   # bad files, no face, MediaPipe missing, ...
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(f"{'model':20s} {'setting':12s} " + " ".join(f"{y:+.0f}/{q:+.0f}".rjust(8) for y, q in args.views)

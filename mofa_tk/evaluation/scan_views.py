@@ -15,6 +15,7 @@ from ..errors import InputError
 from ..face.mediapipe_map import render_mean_face
 from ..face.model import FaceModel
 from ..fitting.pipeline import fit as _fit
+from ..landmarks import NoFaceFoundError
 from .scan import landmark_positions, scan_error
 
 __all__ = ["SCAN_VIEWS", "ibug68_landmarks", "scan_face_model", "render_scan_views", "evaluate_scan_views"]
@@ -29,7 +30,8 @@ def ibug68_landmarks(landmarks, name: str = "landmarks") -> np.ndarray:
     ``scan_lmks.npy``; the jaw is then NaN). Raises InputError naming `name` for any other count."""
     a = np.asarray(landmarks, np.float64)
     if a.ndim != 2 or a.shape[1] != 3 or a.shape[0] not in (51, 68):
-        raise InputError(f"{name}: expected (68, 3) or (51, 3) iBUG landmarks (51 = points 17-67), got shape {a.shape}")
+        raise InputError(f"{name}: expected (68, 3) or (51, 3) iBUG landmarks (51 = points 17-67), "
+                         f"got shape {a.shape}")
     if a.shape[0] == 68:
         return a
     out = np.full((68, 3), np.nan)
@@ -63,22 +65,32 @@ def render_scan_views(scan_model: FaceModel, views=SCAN_VIEWS, size: int = 512) 
             for yaw, pitch in views]
 
 
-def evaluate_scan_views(models, verts, tris, landmarks, images, settings, *, detect, max_points: int = 6000,
+def evaluate_scan_views(models, verts, landmarks, images, settings, *, detect, max_points: int = 6000,
                         progress=None) -> list:
     """Fit every render with every model under every setting; scan error of each fit and of the mean face.
 
     Args:
-        models: [(tag, FaceModel)]; verts (V, 3), tris, landmarks (68, 3): the scan (mm; `ibug68_landmarks`).
+        models: [(tag, FaceModel)]; verts (V, 3), landmarks (68, 3): the scan's points and landmarks (mm;
+            `ibug68_landmarks`).
         images: renders (`render_scan_views`); settings: [(name, dict of `fit` keyword arguments)].
         detect: `landmarks.detect` (passed in: MediaPipe is optional), called as detect(img, return_mesh=True).
         max_points: scan points the metric uses (an even subsample of the scan's vertices, for speed).
         progress: optional callable(str) told about each fit.
     Returns:
         rows: {"model", "setting", "view" (index), "median" (mm), "mean_face" (mm: the model's mean face)}.
+    Raises:
+        InputError naming the view when MediaPipe finds no face in a render (a scan facing away from +z, or
+        too small a crop of the head).
     """
     v = np.asarray(verts, np.float64)
     pts = v[:: max(1, len(v) // max_points)]
-    detections = [detect(img, return_mesh=True) for img in images]
+    detections = []
+    for i, img in enumerate(images):
+        try:
+            detections.append(detect(img, return_mesh=True))
+        except NoFaceFoundError:
+            raise InputError(f"scan render {i + 1} of {len(images)}: MediaPipe found no face (is the scan's face "
+                             "towards +z, with y up?)") from None
     rows = []
     for tag, model in models:
         tris_m = np.asarray(model.triangles.cpu(), np.int64)

@@ -35,11 +35,15 @@ def test_the_mean_face_as_a_scan_is_fitted_back(backend):
     np.testing.assert_allclose(sm.mean_shape.numpy() + sm.meta["centre"], verts, atol=1e-4)
     images = render_scan_views(sm, [(0, 0), (-30, 0)], size=384)
     assert len(images) == 2 and images[0].shape == (384, 384, 3) and images[0].dtype == np.float32
-    rows = evaluate_scan_views([("builtin", model)], verts, tris, lm, images, [("default", {})], detect=detect)
+    rows = evaluate_scan_views([("builtin", model)], verts, lm, images, [("default", {})], detect=detect)
     assert [r["view"] for r in rows] == [0, 1]
     assert rows[0]["mean_face"] < 1e-6                     # the same mesh
     for r in rows:
         assert r["median"] < 1.2, r                        # mm; measured 0.76 and 0.84
+    # a render without a face (here: plain grey) is named
+    with pytest.raises(InputError, match="render 1 of 1: MediaPipe found no face"):
+        evaluate_scan_views([("builtin", model)], verts, lm, [np.full((256, 256, 3), 0.3, np.float32)], [],
+                            detect=detect)
 
 
 def test_example_script_names_a_bad_landmark_file(tmp_path, capsys):

@@ -71,7 +71,8 @@ def read_ljson_groups(path) -> list:
         list of point lists (each point a list of 2 or 3 numbers, or None / a list with None when missing), in
         file order: v3 ``groups``, then a v1/v2 top-level ``landmarks`` group.
     Raises:
-        FileNotFoundError; InputError naming the file when it is not JSON or its labels are inconsistent.
+        FileNotFoundError; InputError naming the file when it is not JSON, a point is not a list of numbers, or
+        its labels are inconsistent.
     """
     p = Path(os.fspath(path))
     if not p.is_file():
@@ -91,6 +92,11 @@ def read_ljson_groups(path) -> list:
         pts = lm.get("points") if isinstance(lm, dict) else None
         if not isinstance(pts, list):
             continue
+        for i, q in enumerate(pts):
+            if not (q is None or (isinstance(q, list) and all(x is None or (isinstance(x, (int, float))
+                                                                           and not isinstance(x, bool)) for x in q))):
+                raise InputError(f"landmark file {str(p)!r}: point {i} of a group is {q!r}, not a list of numbers "
+                                 "(or null)")
         order = ibug68_order(g.get("labels"), len(pts), p)
         out.append(pts if order is None else [pts[i] for i in order])
     return out

@@ -77,3 +77,16 @@ def test_menpo3d_james_landmarks_are_in_ibug_order(shared_data):
     assert lm[17:27, 1].min() > lm[36:48, 1].max() - 5
     assert lm[8, 1] < lm[48:68, 1].min()
     assert 80 < np.linalg.norm(lm[36] - lm[45]) < 110  # an adult outer-eye-corner distance, mm
+
+
+def test_a_point_that_is_not_a_list_of_numbers_names_the_file(tmp_path):
+    f = tmp_path / "bad.ljson"
+    for bad in (5, "1,2,3", [1, "x", 3], [True, 2, 3]):
+        f.write_text(json.dumps({"landmarks": {"points": [[1, 2, 3], bad]}}))
+        with pytest.raises(InputError, match=r"bad\.ljson.*point 1"):
+            read_landmarks_3d(f)
+        with pytest.raises(InputError, match=r"bad\.ljson.*point 1"):
+            read_ljson(f)
+    f.write_text("{not json")
+    with pytest.raises(InputError, match=r"bad\.ljson.*not valid JSON"):
+        read_ljson(f)

@@ -4,7 +4,7 @@
         [--views YAW,PITCH ...] [--depth-weight W ...] [--size PX] [--out FILE.json]
 
 SCAN: a triangle mesh (.obj / .ply), x to the subject's left, y up, z towards the camera; LANDMARKS: its iBUG
-landmarks in 3D, 68 or the 51 inner ones (.npy, or menpo .ljson); --scale: scan units -> mm (1000 for metres).
+landmarks in 3D, 68, the 51 inner ones or NoW's 7 (.npy, menpo .ljson or MeshLab .pp); --scale: scan units -> mm (1000 for metres).
 Each --depth-weight W is one setting of the fit (default: 0 and the fit's default). Prints, per model and
 setting, the scan-to-mesh median (mm) of each view's fit, their mean, and the model's mean face.
 Example (the FLAME fitting scan in ../shared/data):
@@ -25,10 +25,9 @@ import numpy as np
 import mofa_tk
 from mofa_tk.errors import InputError, MofaError
 from mofa_tk.evaluation.runner import load_eval_model
-from mofa_tk.evaluation.scan_views import (SCAN_VIEWS, evaluate_scan_views, ibug68_landmarks, render_scan_views,
-                                           scan_face_model)
+from mofa_tk.evaluation.scan_views import SCAN_VIEWS, evaluate_scan_views, render_scan_views, scan_face_model
 from mofa_tk.fitting.pipeline import DEPTH_WEIGHT
-from mofa_tk.io.meshes import read_landmarks_3d, read_mesh
+from mofa_tk.io.meshes import ibug68_landmarks, read_landmarks_3d, read_mesh
 
 
 def _view(text: str):

@@ -19,13 +19,11 @@ import torch
 from scipy.spatial import cKDTree
 
 from ..errors import InputError
+from ..io.meshes import NOW7
 from ..mesh import vertex_face_adjacency
 
 __all__ = ["closest_points_on_mesh", "vertex_faces", "landmark_positions", "similarity_transform", "now_region", "NOW7",
            "align_to_scan", "scan_error", "SCAN_RADIUS_EYES"]
-
-#: NoW's 7 landmarks as iBUG indices: outer and inner eye corners, nose bottom, mouth corners.
-NOW7 = (36, 39, 42, 45, 33, 48, 54)
 
 #: Default face-region radius around the nose tip, in outer-eye-corner distances of the scan (about 100 mm).
 SCAN_RADIUS_EYES = 1.1

@@ -18,25 +18,11 @@ from ..fitting.pipeline import fit as _fit
 from ..landmarks import NoFaceFoundError
 from .scan import landmark_positions, scan_error
 
-__all__ = ["SCAN_VIEWS", "ibug68_landmarks", "scan_face_model", "render_scan_views", "evaluate_scan_views"]
+__all__ = ["SCAN_VIEWS", "scan_face_model", "render_scan_views", "evaluate_scan_views"]
 
 #: Default (yaw, pitch) degrees of the renders.
 SCAN_VIEWS = ((0, 0), (-30, 0), (30, 0), (0, -15), (-50, 0))
 _SKIN = (0.55, 0.38, 0.30)   # linear RGB reflectance of the untextured scan
-
-
-def ibug68_landmarks(landmarks, name: str = "landmarks") -> np.ndarray:
-    """(68, 3) iBUG landmarks from 68 points, or from the 51 inner ones (iBUG 17-67, e.g. FLAME's
-    ``scan_lmks.npy``; the jaw is then NaN). Raises InputError naming `name` for any other count."""
-    a = np.asarray(landmarks, np.float64)
-    if a.ndim != 2 or a.shape[1] != 3 or a.shape[0] not in (51, 68):
-        raise InputError(f"{name}: expected (68, 3) or (51, 3) iBUG landmarks (51 = points 17-67), "
-                         f"got shape {a.shape}")
-    if a.shape[0] == 68:
-        return a
-    out = np.full((68, 3), np.nan)
-    out[17:] = a
-    return out
 
 
 def scan_face_model(verts, tris, landmarks) -> FaceModel:
@@ -71,7 +57,7 @@ def evaluate_scan_views(models, verts, landmarks, images, settings, *, detect, m
 
     Args:
         models: [(tag, FaceModel)]; verts (V, 3), landmarks (68, 3): the scan's points and landmarks (mm;
-            `ibug68_landmarks`).
+            `io.meshes.ibug68_landmarks`).
         images: renders (`render_scan_views`); settings: [(name, dict of `fit` keyword arguments)].
         detect: `landmarks.detect` (passed in: MediaPipe is optional), called as detect(img, return_mesh=True).
         max_points: scan points the metric uses (an even subsample of the scan's vertices, for speed).

@@ -10,7 +10,12 @@ import numpy as np
 from ..errors import InputError, ModelFormatError
 from .ljson import read_ljson_groups
 
-__all__ = ["read_mesh", "parse_obj", "read_landmarks_3d", "find_scan", "Scan", "MESH_EXTENSIONS"]
+__all__ = ["read_mesh", "parse_obj", "read_landmarks_3d", "ibug68_landmarks", "find_scan", "Scan", "MESH_EXTENSIONS",
+           "NOW7"]
+
+#: NoW's 7 landmarks (in the order of its .pp files) as iBUG indices: outer and inner eye corners, nose bottom,
+#: mouth corners.
+NOW7 = (36, 39, 42, 45, 33, 48, 54)
 
 #: Scan file extensions `read_mesh` reads.
 MESH_EXTENSIONS = (".obj", ".ply")
@@ -169,9 +174,23 @@ def _fan(polys) -> np.ndarray:
     return np.asarray(out, np.int64).reshape(-1, 3)
 
 
+def _read_picked_points(p: Path) -> np.ndarray:
+    """The <point x= y= z=> elements of a MeshLab picked-points file, in file order (unchecked ones too)."""
+    import xml.etree.ElementTree as ET
+
+    try:
+        root = ET.parse(p).getroot()
+        pts = [[float(e.attrib[k]) for k in ("x", "y", "z")] for e in root.iter("point")]
+    except (ET.ParseError, KeyError, ValueError) as exc:
+        raise InputError(f"landmark file {str(p)!r}: not a MeshLab picked-points file ({exc})") from None
+    if not pts:
+        raise InputError(f"landmark file {str(p)!r}: no <point x= y= z=> elements")
+    return np.asarray(pts, np.float64)
+
+
 def read_landmarks_3d(path) -> np.ndarray:
     """3D landmarks of a scan: the first group of 3D points of a menpo LJSON file (a 68-point group in iBUG order,
-    `io.ljson`), or a (N, 3) .npy.
+    `io.ljson`), a (N, 3) .npy, or a MeshLab picked-points .pp (NoW's landmark files), points in file order.
 
     Returns (N, 3) float64 in the scan's units (NaN for missing points). Raises FileNotFoundError or
     InputError naming the file.
@@ -181,6 +200,8 @@ def read_landmarks_3d(path) -> np.ndarray:
         raise FileNotFoundError(f"landmark file not found: {p}")
     if p.suffix.lower() == ".npy":
         a = np.asarray(np.load(p, allow_pickle=False), np.float64)
+    elif p.suffix.lower() == ".pp":
+        a = _read_picked_points(p)
     else:
         a = None
         for q in read_ljson_groups(p):
@@ -192,6 +213,30 @@ def read_landmarks_3d(path) -> np.ndarray:
     if a.ndim != 2 or a.shape[1] != 3:
         raise InputError(f"landmark file {str(p)!r}: expected (N, 3) points, got shape {a.shape}")
     return a
+
+
+def ibug68_landmarks(landmarks, name: str = "landmarks") -> np.ndarray:
+    """(68, 3) iBUG landmarks (NaN where not given) from 68 points, the 51 inner ones (iBUG 17-67, e.g. FLAME's
+    ``scan_lmks.npy``), or NoW's 7 (`NOW7`: eye corners, nose bottom, mouth corners; listed from either side
+    of the face: the side is told by the nose bottom lying in front of the eye and mouth corners). Raises
+    InputError naming `name` for any other count."""
+    a = np.asarray(landmarks, np.float64)
+    if a.ndim != 2 or a.shape[1] != 3 or a.shape[0] not in (7, 51, 68):
+        raise InputError(f"{name}: expected (68, 3), (51, 3) or (7, 3) iBUG / NoW landmarks, got shape {a.shape}")
+    if a.shape[0] == 68:
+        return a
+    out = np.full((68, 3), np.nan)
+    if a.shape[0] == 51:
+        out[17:] = a
+        return out
+    # iBUG's 36 is the subject's right outer eye corner: with x from 36 to 45 and y from the mouth up to the
+    # eyes, x cross y points out of the face, where the nose bottom is
+    eyes, mouth = a[[0, 3]].mean(0), a[[5, 6]].mean(0)
+    normal = np.cross(a[3] - a[0], eyes - mouth)
+    if (a[4] - a[[0, 1, 2, 3, 5, 6]].mean(0)) @ normal < 0:
+        a = a[[3, 2, 1, 0, 4, 6, 5]]                           # listed from the subject's left
+    out[list(NOW7)] = a
+    return out
 
 
 @dataclass
@@ -207,22 +252,22 @@ class Scan:
 def find_scan(image):
     """The scan beside photo `image`: (Scan or None, note or None).
 
-    A scan is NAME.obj or NAME.ply beside NAME.jpg (any photo extension), with its 68 iBUG landmarks in 3D in
-    NAME.ljson (menpo) or NAME_lmks.npy / NAME.npy. A scan that cannot be read gives a note instead.
+    A scan is NAME.obj or NAME.ply beside NAME.jpg (any photo extension), with its iBUG landmarks in 3D in
+    NAME.ljson (menpo), NAME_lmks.npy / NAME.npy, or NAME.pp (MeshLab picked points, NoW's 7): 68 points, the
+    51 inner ones or NoW's 7 (`ibug68_landmarks`). A scan that cannot be read gives a note instead.
     """
     image = Path(os.fspath(image))
     mesh = next((image.with_suffix(e) for e in MESH_EXTENSIONS if image.with_suffix(e).is_file()), None)
     if mesh is None:
         return None, None
-    cands = [image.with_suffix(".ljson"), image.parent / f"{image.stem}_lmks.npy", image.with_suffix(".npy")]
+    cands = [image.with_suffix(".ljson"), image.parent / f"{image.stem}_lmks.npy", image.with_suffix(".npy"),
+             image.with_suffix(".pp")]
     lm_path = next((c for c in cands if c.is_file()), None)
     if lm_path is None:
         return None, f"scan {mesh.name}: no 3D landmark file ({', '.join(c.name for c in cands)})"
     try:
         verts, tris = read_mesh(mesh)
-        lm = read_landmarks_3d(lm_path)
+        lm = ibug68_landmarks(read_landmarks_3d(lm_path), lm_path.name)
     except (InputError, ModelFormatError, OSError) as exc:
         return None, f"scan {mesh.name}: {' '.join(str(exc).split())}"
-    if lm.shape[0] != 68:
-        return None, f"scan {mesh.name}: {lm.shape[0]} landmarks in {lm_path.name}; the iBUG 68 are needed"
     return Scan(verts, tris, lm, mesh), None

@@ -1,4 +1,4 @@
-"""Fits of rendered scan views (mofa_tk.evaluation.scan_views): the landmark conversion, and the whole loop on a
+"""Fits of rendered scan views (mofa_tk.evaluation.scan_views): the whole loop on a
 "scan" whose answer is known: the built-in model's own mean face (its mean-face error is 0, and a fit of its
 renders must come back within about a millimetre: MediaPipe's points scatter by about 2 mm, docs/fitting.md). Needs MediaPipe for the loop (skipped without it)."""
 import numpy as np
@@ -7,18 +7,7 @@ import pytest
 import mofa_tk
 from mofa_tk import InputError
 from mofa_tk.evaluation.scan import landmark_positions
-from mofa_tk.evaluation.scan_views import evaluate_scan_views, ibug68_landmarks, render_scan_views, scan_face_model
-
-
-def test_51_inner_landmarks_become_ibug_17_to_67():
-    inner = np.arange(51 * 3, dtype=np.float64).reshape(51, 3)
-    out = ibug68_landmarks(inner)
-    assert out.shape == (68, 3) and np.isnan(out[:17]).all()
-    np.testing.assert_array_equal(out[17:], inner)
-    full = np.ones((68, 3))
-    np.testing.assert_array_equal(ibug68_landmarks(full), full)
-    with pytest.raises(InputError, match=r"lm\.npy.*\(49, 3\)"):
-        ibug68_landmarks(np.zeros((49, 3)), "lm.npy")
+from mofa_tk.evaluation.scan_views import evaluate_scan_views, render_scan_views, scan_face_model
 
 
 def test_the_mean_face_as_a_scan_is_fitted_back(backend):

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
 import numpy as np
 
@@ -27,6 +26,7 @@ from mofa_tk.errors import InputError, MofaError
 from mofa_tk.evaluation.runner import load_eval_model
 from mofa_tk.evaluation.scan_views import SCAN_VIEWS, evaluate_scan_views, render_scan_views, scan_face_model
 from mofa_tk.fitting.pipeline import DEPTH_WEIGHT
+from mofa_tk.io.files import write_text
 from mofa_tk.io.meshes import ibug68_landmarks, read_landmarks_3d, read_mesh
 
 
@@ -52,6 +52,8 @@ def main(argv=None) -> int:
     try:
         if not args.scale > 0:
             raise InputError(f"--scale: expected a positive number, got {args.scale}")
+        if args.size < 128:
+            raise InputError(f"--size: expected at least 128 px (MediaPipe needs a visible face), got {args.size}")
         verts, tris = read_mesh(args.scan)
         lm = ibug68_landmarks(read_landmarks_3d(args.landmarks), args.landmarks) * args.scale
         verts = np.asarray(verts, np.float64) * args.scale
@@ -75,7 +77,7 @@ def main(argv=None) -> int:
             print(f"{tag[:20]:20s} {name:12s} " + " ".join(f"{x['median']:8.3f}" for x in r)
                   + f" {m:8.3f} {base:10.3f} {100 * (1 - m / base):+5.1f}%")
     if args.out:
-        Path(args.out).write_text(json.dumps(rows, indent=1))
+        write_text(args.out, json.dumps(rows, indent=1))
     return 0
 
 

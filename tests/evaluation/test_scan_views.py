@@ -50,3 +50,5 @@ def test_example_script_names_a_bad_landmark_file(tmp_path, capsys):
     assert "lm.npy" in capsys.readouterr().err
     assert mod.main([str(obj), str(tmp_path / "lm.npy"), "--scale", "0"]) == 2
     assert "--scale" in capsys.readouterr().err
+    assert mod.main([str(obj), str(tmp_path / "lm.npy"), "--size", "16"]) == 2
+    assert "--size" in capsys.readouterr().err

@@ -196,18 +196,19 @@ def scan_error(verts, tris, landmarks, scan_verts, scan_landmarks, radius: float
     if protocol == "now":
         if slm.shape[0] < 68 or not np.isfinite(slm[list(NOW7)]).all():
             raise InputError(f"scan_landmarks: protocol 'now' needs the 7 iBUG landmarks {NOW7}")
-        keep = np.full(len(lm), False)
-        keep[list(NOW7)] = True
-        lm = np.where(keep[:, None], lm, np.nan)
-        centre, r = now_region(slm)
     elif slm.shape[0] < 46 or not np.isfinite(slm[[36, 45]]).all() or \
             not (np.isfinite(slm[30]).all() or np.isfinite(slm[33]).all()):
         raise InputError("scan_landmarks: need the iBUG nose tip (30) or nose bottom (33) and the outer eye "
                          "corners (36, 45)")
+    eyes = float(np.linalg.norm(slm[36] - slm[45]))
+    if protocol == "now":
+        keep = np.full(len(lm), False)
+        keep[list(NOW7)] = True
+        lm = np.where(keep[:, None], lm, np.nan)
+        centre, r = now_region(slm)
     else:
         centre = slm[30] if np.isfinite(slm[30]).all() else slm[33]
-        r = SCAN_RADIUS_EYES * float(np.linalg.norm(slm[36] - slm[45])) if radius is None else float(radius)
-    eyes = float(np.linalg.norm(slm[36] - slm[45]))
+        r = SCAN_RADIUS_EYES * eyes if radius is None else float(radius)
     sv = np.asarray(scan_verts, np.float64)
     region = sv[np.linalg.norm(sv - centre, axis=1) <= r]
     if len(region) < 10:

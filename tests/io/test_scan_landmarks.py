@@ -5,6 +5,7 @@ import pytest
 
 import mofa_tk
 from mofa_tk import InputError
+from mofa_tk.io.images import write_obj
 from mofa_tk.io.meshes import NOW7, find_scan, ibug68_landmarks, read_landmarks_3d
 
 
@@ -50,9 +51,7 @@ def test_picked_points_file_and_find_scan(tmp_path):
     np.testing.assert_allclose(read_landmarks_3d(pp), seven, atol=1e-9)
     photo = tmp_path / "face.jpg"
     photo.write_bytes(b"")
-    tris = model.triangles.numpy()
-    (tmp_path / "face.obj").write_text("".join(f"v {float(x)!r} {float(y)!r} {float(z)!r}\n" for x, y, z in ms)
-                                       + "".join(f"f {a + 1} {b + 1} {c + 1}\n" for a, b, c in tris))
+    write_obj(tmp_path / "face.obj", ms, model.triangles)
     scan, note = find_scan(photo)
     assert note is None and scan.landmarks.shape == (68, 3)
     np.testing.assert_allclose(scan.landmarks[list(NOW7)], seven, atol=1e-9)
